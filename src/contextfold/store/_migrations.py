@@ -1,0 +1,99 @@
+"""Versioned schema migrations: per backend, a list of small named steps applied in order, each exactly once.
+
+Add a step at the end; never edit one that has shipped. `schema_migrations` records what a database has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and events",
+        (
+            """CREATE TABLE conversations (
+                id TEXT PRIMARY KEY,
+                created_at REAL NOT NULL,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                head INTEGER NOT NULL DEFAULT 0,
+                checkpoint INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE events (
+                rowid INTEGER PRIMARY KEY,
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                body BLOB NOT NULL,
+                search_text TEXT,
+                UNIQUE (conversation_id, seq)
+            )""",
+            "CREATE UNIQUE INDEX events_by_id ON events(id)",
+        ),
+    ),
+    Migration(
+        2,
+        "full-text search over event text",
+        (
+            """CREATE VIRTUAL TABLE events_fts USING fts5(
+                search_text, content='events', content_rowid='rowid', tokenize='porter unicode61'
+            )""",
+            """CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.search_text IS NOT NULL BEGIN
+                INSERT INTO events_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
+            END""",
+            """CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.search_text IS NOT NULL BEGIN
+                INSERT INTO events_fts(events_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+            END""",
+            """CREATE TRIGGER events_fts_update AFTER UPDATE OF search_text ON events BEGIN
+                INSERT INTO events_fts(events_fts, rowid, search_text)
+                    SELECT 'delete', old.rowid, old.search_text WHERE old.search_text IS NOT NULL;
+                INSERT INTO events_fts(rowid, search_text)
+                    SELECT new.rowid, new.search_text WHERE new.search_text IS NOT NULL;
+            END""",
+            "INSERT INTO events_fts(events_fts) VALUES ('rebuild')",
+        ),
+    ),
+)
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and events",
+        (
+            """CREATE TABLE conversations (
+                id TEXT PRIMARY KEY,
+                created_at DOUBLE PRECISION NOT NULL,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                head BIGINT NOT NULL DEFAULT 0,
+                checkpoint BIGINT NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE events (
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                id TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                body BYTEA NOT NULL,
+                search_text TEXT,
+                PRIMARY KEY (conversation_id, seq)
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "full-text search over event text",
+        (
+            """ALTER TABLE events ADD COLUMN search_tsv tsvector
+                GENERATED ALWAYS AS (to_tsvector('english', coalesce(search_text, ''))) STORED""",
+            "CREATE INDEX events_search ON events USING GIN (search_tsv)",
+        ),
+    ),
+)

@@ -1,0 +1,344 @@
+"""SQLite store: one file, WAL mode, every call run on a worker thread so the event loop never blocks.
+
+Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs as one
+function on its thread, so a whole transaction costs a single hop from the event loop. Several processes may share
+the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering holds across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
+from ..events import AnyEvent, Compaction, Deletion, Event, decode, encode, new_id
+from ._common import Row, check_query, prepare, redact
+from ._migrations import SQLITE, Migration
+from ._protocol import Checkpoint, ConversationInfo, SearchHit
+
+T = TypeVar("T")
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate(
+    conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE, target: int | None = None
+) -> int:
+    """Apply the migrations the database lacks, up to `target` (default: all). Returns the schema version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        latest = migrations[-1].version
+        if current > latest:
+            raise StoreError(
+                f"database schema is version {current}, newer than this build's {latest}; upgrade contextfold"
+            )
+        for migration in migrations:
+            if current < migration.version <= (target if target is not None else latest):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
+                )
+                current = migration.version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(current)
+
+
+class _Worker:
+    """One thread owning one connection; `run` executes a function on it."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"contextfold-sqlite-{name}")
+        self._conn: sqlite3.Connection | None = None
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self._path)
+        try:
+            return fn(self._conn, *args)
+        except sqlite3.IntegrityError as exc:
+            raise InvalidEventError(f"event rejected by the store: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+
+class SQLiteStore:
+    """The default store. `path` is a file path, or ':memory:' for a private in-memory database."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._writer = _Worker(self.path, "writer")
+        # An in-memory database exists once per connection, so it gets a single thread for both.
+        self._reader = self._writer if self.path == ":memory:" else _Worker(self.path, "reader")
+        self.conversations = _SQLiteConversations(self)
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SQLiteStore:
+        store = cls(path)
+        await store._writer.run(migrate)
+        return store
+
+    async def close(self) -> None:
+        self._writer.close()
+        if self._reader is not self._writer:
+            self._reader.close()
+
+    async def append(
+        self, conversation_id: str, events: Sequence[Event], expected_head: int
+    ) -> list[AnyEvent]:
+        rows = prepare(conversation_id, events, expected_head)
+        await self._writer.run(_append, conversation_id, rows, expected_head)
+        return [row.event for row in rows]
+
+    async def read(
+        self,
+        conversation_id: str,
+        *,
+        after: int = 0,
+        seqs: Iterable[int] | None = None,
+        ids: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[AnyEvent]:
+        sql = "SELECT body FROM events WHERE conversation_id = ? AND seq > ?"
+        params: list[Any] = [conversation_id, after]
+        if seqs is not None:
+            sql += " AND seq IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(seqs)))
+        if ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(ids)))
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return await self._reader.run(_read, conversation_id, sql, params)
+
+    async def checkpoint(self, conversation_id: str) -> Checkpoint:
+        return await self._reader.run(_checkpoint, conversation_id)
+
+    async def search(
+        self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0
+    ) -> list[SearchHit]:
+        terms = check_query(query)
+        match = " OR ".join(f'"{term}"' for term in terms)
+        return await self._reader.run(_search, conversation_id, match, limit, offset)
+
+
+class _SQLiteConversations:
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def create(
+        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None
+    ) -> ConversationInfo:
+        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}))
+        await self._store._writer.run(_create, info)
+        return info
+
+    async def get(self, conversation_id: str) -> ConversationInfo:
+        return await self._store._reader.run(_get, conversation_id)
+
+    async def list(self, *, limit: int = 100, after: str | None = None) -> list[ConversationInfo]:
+        return await self._store._reader.run(_list, limit, after)
+
+    async def delete(self, conversation_id: str) -> None:
+        await self._store._writer.run(_delete, conversation_id)
+
+
+# --- functions that run on a worker thread ---------------------------------------------------------------------
+
+
+def _head(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT head, checkpoint FROM conversations WHERE id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"conversation {conversation_id!r} does not exist; create it first")
+    return int(row[0]), int(row[1])
+
+
+def _append(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], expected_head: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        head, checkpoint = _head(conn, conversation_id)
+        if head != expected_head:
+            raise ConflictError(conversation_id, expected_head, head)
+        conn.executemany(
+            "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
+            [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
+        )
+        for row in rows:
+            if isinstance(row.event, Deletion):
+                _erase(conn, conversation_id, row.event)
+            elif isinstance(row.event, Compaction):
+                checkpoint = row.seq
+        conn.execute(
+            "UPDATE conversations SET head = ?, checkpoint = ? WHERE id = ?",
+            (rows[-1].seq, checkpoint, conversation_id),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _erase(conn: sqlite3.Connection, conversation_id: str, deletion: Deletion) -> None:
+    targets = sorted({*deletion.targets, *deletion.erased_summaries})
+    found = conn.execute(
+        "SELECT seq, body FROM events WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?))",
+        (conversation_id, json.dumps(targets)),
+    ).fetchall()
+    missing = set(targets) - {seq for seq, _ in found} - {deletion.seq}
+    if missing or any(seq >= deletion.seq for seq in targets):
+        raise InvalidEventError(
+            f"deletion {deletion.id} targets events that do not precede it: {sorted(missing)}"
+        )
+    conn.executemany(
+        "UPDATE events SET body = ?, search_text = NULL WHERE conversation_id = ? AND seq = ?",
+        [(encode(redact(decode(body))), conversation_id, seq) for seq, body in found],
+    )
+
+
+def _read(conn: sqlite3.Connection, conversation_id: str, sql: str, params: list[Any]) -> list[AnyEvent]:
+    conn.execute("BEGIN")
+    try:
+        _head(conn, conversation_id)
+        return [decode(body) for (body,) in conn.execute(sql, params)]
+    finally:
+        conn.execute("COMMIT")
+
+
+def _checkpoint(conn: sqlite3.Connection, conversation_id: str) -> Checkpoint:
+    conn.execute("BEGIN")  # one snapshot for every read below
+    try:
+        head, checkpoint = _head(conn, conversation_id)
+        after_sql = "SELECT body FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq"
+        if checkpoint == 0:
+            after = [decode(body) for (body,) in conn.execute(after_sql, (conversation_id, 0))]
+            return Checkpoint(head, None, {}, None, after)
+        (body,) = conn.execute(
+            "SELECT body FROM events WHERE conversation_id = ? AND seq = ?", (conversation_id, checkpoint)
+        ).fetchone()
+        compaction = decode(body)
+        assert isinstance(compaction, Compaction)
+        wanted = list(compaction.kept)
+        if compaction.summary_seq is not None:
+            wanted.append(compaction.summary_seq)
+        kept = {
+            event.seq: event
+            for (body,) in conn.execute(
+                "SELECT body FROM events WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?))",
+                (conversation_id, json.dumps(wanted)),
+            )
+            for event in (decode(body),)
+        }
+        holder = kept.get(compaction.summary_seq) if compaction.summary_seq is not None else None
+        after = [decode(body) for (body,) in conn.execute(after_sql, (conversation_id, checkpoint))]
+        return Checkpoint(head, compaction, kept, holder if isinstance(holder, Compaction) else None, after)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _search(
+    conn: sqlite3.Connection, conversation_id: str, match: str, limit: int, offset: int
+) -> list[SearchHit]:
+    if limit < 1 or offset < 0:
+        raise InvalidRequestError(
+            f"search needs limit >= 1 and offset >= 0, got limit={limit}, offset={offset}"
+        )
+    _head(conn, conversation_id)
+    rows = conn.execute(
+        """SELECT e.seq, e.id, e.type, snippet(events_fts, 0, '', '', '…', 24), bm25(events_fts)
+           FROM events_fts JOIN events e ON e.rowid = events_fts.rowid
+           WHERE events_fts MATCH ? AND e.conversation_id = ?
+           ORDER BY bm25(events_fts), e.seq LIMIT ? OFFSET ?""",
+        (match, conversation_id, limit, offset),
+    ).fetchall()
+    return [SearchHit(seq, event_id, kind, snippet, -score) for seq, event_id, kind, snippet, score in rows]
+
+
+def _create(conn: sqlite3.Connection, info: ConversationInfo) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)",
+            (info.id, info.created_at, json.dumps(info.metadata)),
+        )
+    except sqlite3.IntegrityError:
+        raise InvalidRequestError(f"conversation {info.id!r} already exists; pick another id") from None
+
+
+def _info(row: tuple[Any, ...]) -> ConversationInfo:
+    return ConversationInfo(row[0], row[1], row[3], row[4], json.loads(row[2]))
+
+
+_COLUMNS = "id, created_at, metadata, head, checkpoint"
+
+
+def _get(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+    return _info(row)
+
+
+def _list(conn: sqlite3.Connection, limit: int, after: str | None) -> list[ConversationInfo]:
+    if after is None:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM conversations ORDER BY created_at, id LIMIT ?", (limit,))
+    else:
+        _get(conn, after)
+        rows = conn.execute(
+            f"""SELECT {_COLUMNS} FROM conversations
+                WHERE (created_at, id) > (SELECT created_at, id FROM conversations WHERE id = ?)
+                ORDER BY created_at, id LIMIT ?""",
+            (after, limit),
+        )
+    return [_info(row) for row in rows]
+
+
+def _delete(conn: sqlite3.Connection, conversation_id: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _head(conn, conversation_id)
+        conn.execute("DELETE FROM events WHERE conversation_id = ?", (conversation_id,))
+        conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

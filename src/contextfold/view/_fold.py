@@ -1,0 +1,319 @@
+"""The view: the context window as a pure, incremental fold over a conversation's log.
+
+`View.apply(event)` folds one event in. Replaying a log from its first event and loading it from its newest
+compaction (a checkpoint) give the same view, because both go through `_restore`: a compaction lists everything the
+view still holds, so applying it and loading from it are one operation on different sources of events.
+
+The fold trusts the log; whoever appends (see `Conversation`) checks an event against the view first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from msgspec import UNSET
+
+from ..events import (
+    Compaction,
+    ConfigChange,
+    Deletion,
+    Event,
+    Item,
+    Message,
+    Pin,
+    Reasoning,
+    SeqRange,
+    TextPart,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    TurnMarker,
+    Usage,
+)
+from ._tokens import ITEM_OVERHEAD, text_tokens, tools_tokens
+
+SUMMARY_HEADER = "[Summary of the earlier conversation, which was folded away to fit the context window]\n"
+
+
+def masked_output(result: ToolResult) -> str:
+    """What a masked tool result shows: the tool's own compact summary, or a pointer to the full output."""
+    if result.summary:
+        return f"{result.summary}\n[full output folded away; recall or expand event {result.id} to read it]"
+    return f"[output folded away to save context; recall or expand event {result.id} to read it]"
+
+
+def masked_tokens(result: ToolResult) -> int:
+    return ITEM_OVERHEAD + text_tokens(masked_output(result))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A view ready to render: instructions, tools and items in the order the model reads them."""
+
+    system_prompt: str | None
+    tools: list[ToolSpec] | None
+    max_output_tokens: int | None
+    items: list[Item]
+
+
+class View:
+    """What the model sees of one conversation, kept current one event at a time."""
+
+    __slots__ = (
+        "_config_seqs",
+        "_item_tokens",
+        "covers",
+        "head",
+        "items",
+        "masked",
+        "max_output_tokens",
+        "offset",
+        "pinned",
+        "summary",
+        "summary_stale",
+        "system_prompt",
+        "tools",
+    )
+
+    def __init__(self) -> None:
+        self.head = 0
+        self.items: dict[int, Item] = {}
+        self.pinned: set[int] = set()
+        self.masked: set[int] = set()
+        self.system_prompt: str | None = None
+        self.tools: list[ToolSpec] | None = None
+        self.max_output_tokens: int | None = None
+        self.summary: Compaction | None = None
+        self.summary_stale = False
+        self.covers: list[SeqRange] = []
+        self.offset = 0
+        self._config_seqs: dict[str, int] = {}
+        self._item_tokens = 0
+
+    # --- building ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def replay(cls, events: Iterable[Event]) -> View:
+        view = cls()
+        for event in events:
+            view.apply(event)
+        return view
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        compaction: Compaction,
+        kept: Mapping[int, Event],
+        summary_holder: Compaction | None,
+        after: Iterable[Event],
+    ) -> View:
+        """The view after `compaction`, from the events it kept, then the events that follow it."""
+        view = cls()
+        view.head = compaction.seq - 1
+        view._restore(compaction, kept, summary_holder)
+        for event in after:
+            view.apply(event)
+        return view
+
+    def apply(self, event: Event) -> None:
+        """Fold one event in. Events must arrive in sequence order."""
+        if event.seq != self.head + 1:
+            raise ValueError(f"event seq {event.seq} does not follow view head {self.head}")
+        self.head = event.seq
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _add_item(self, event: Any) -> None:
+        self.items[event.seq] = event
+        self._item_tokens += event.tokens
+
+    def _turn(self, event: Any) -> None:
+        marker: TurnMarker = event
+        if marker.status in ("failed", "interrupted"):
+            self._drop(seq for seq, item in self.items.items() if item.turn_id == marker.turn_id)
+            self.offset = 0
+
+    def _config(self, event: Any) -> None:
+        change: ConfigChange = event
+        if change.system_prompt is not UNSET:
+            self.system_prompt = change.system_prompt
+            self._config_seqs["system_prompt"] = change.seq
+        if change.tools is not UNSET:
+            self.tools = change.tools
+            self._config_seqs["tools"] = change.seq
+        if change.max_output_tokens is not UNSET:
+            self.max_output_tokens = change.max_output_tokens
+            self._config_seqs["max_output_tokens"] = change.seq
+
+    def _pin(self, event: Any) -> None:
+        pin: Pin = event
+        if pin.target in self.items:
+            if pin.pinned:
+                self.pinned.add(pin.target)
+            else:
+                self.pinned.discard(pin.target)
+
+    def _delete(self, event: Any) -> None:
+        deletion: Deletion = event
+        self._drop(seq for seq in deletion.targets if seq in self.items)
+        if self.summary is not None and (
+            self.summary.seq in deletion.erased_summaries or self.summary.seq in deletion.targets
+        ):
+            self.summary_stale = True
+        self.offset = 0
+
+    def _usage(self, event: Any) -> None:
+        usage: Usage = event
+        if usage.estimated_input_tokens is not None:
+            self.offset = usage.input_tokens - usage.estimated_input_tokens
+
+    def _compact(self, event: Any) -> None:
+        compaction: Compaction = event
+        self._restore(compaction, self.items, self.summary)
+
+    def _drop(self, seqs: Iterable[int]) -> None:
+        for seq in list(seqs):
+            item = self.items.pop(seq)
+            self._item_tokens -= masked_tokens(item) if seq in self.masked else item.tokens  # type: ignore[arg-type]
+            self.pinned.discard(seq)
+            self.masked.discard(seq)
+
+    def _restore(
+        self, compaction: Compaction, source: Mapping[int, Event], summary_holder: Compaction | None
+    ) -> None:
+        """Make the view exactly what `compaction` says it is, taking the events it kept from `source`."""
+        configs: list[ConfigChange] = []
+        items: dict[int, Item] = {}
+        for seq in compaction.kept:
+            event = source.get(seq)
+            if isinstance(event, ConfigChange):
+                configs.append(event)
+            elif isinstance(event, (Message, ToolCall, ToolResult, Reasoning)):
+                items[seq] = event
+        previous = self.summary
+        stale_before = self.summary_stale
+        self.items = items
+        self.pinned = {seq for seq in compaction.pinned if seq in items}
+        self.masked = {
+            seq for seq in compaction.masked if seq in items and isinstance(items[seq], ToolResult)
+        }
+        self.system_prompt, self.tools, self.max_output_tokens = None, None, None
+        self._config_seqs = {}
+        for change in configs:
+            self._config(change)
+        if compaction.strategy == "mask":
+            holder = (
+                summary_holder if summary_holder and summary_holder.seq == compaction.summary_seq else None
+            )
+        else:
+            holder = compaction
+        self.summary = holder
+        self.summary_stale = holder is not None and (
+            holder.redacted or (holder is previous and stale_before) or not holder.summary
+        )
+        self.covers = list(compaction.covers)
+        self.offset = 0
+        self._item_tokens = sum(
+            masked_tokens(item) if seq in self.masked else item.tokens  # type: ignore[arg-type]
+            for seq, item in items.items()
+        )
+        self.head = compaction.seq
+
+    # --- reading ----------------------------------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> int:
+        """Estimated input tokens of this view, corrected by the provider's last report."""
+        return self.estimated_tokens + self.offset
+
+    @property
+    def estimated_tokens(self) -> int:
+        summary = self.summary.tokens if self.summary is not None and not self.summary_stale else 0
+        prompt = ITEM_OVERHEAD + text_tokens(self.system_prompt) if self.system_prompt else 0
+        return self._item_tokens + summary + prompt + tools_tokens(self.tools)
+
+    @property
+    def kept_seqs(self) -> list[int]:
+        """The earlier events a compaction made now must keep: items in view and config in force."""
+        return sorted({*self.items, *self._config_seqs.values()})
+
+    def active_summary(self) -> Compaction | None:
+        return None if self.summary is None or self.summary_stale else self.summary
+
+    def split_seq(self) -> int:
+        """Items up to this seq sit before the summary (head and pins); later ones after it."""
+        return max((end for _, end in self.covers), default=0)
+
+    def item_output(self, seq: int) -> Item:
+        """The item as the model sees it (a masked tool result shows its placeholder)."""
+        item = self.items[seq]
+        if seq in self.masked and isinstance(item, ToolResult):
+            return _with_output(item, masked_output(item))
+        return item
+
+    def window(self) -> Window:
+        """The view as an ordered list of items, the summary placed between the head and the tail."""
+        summary = self.active_summary()
+        rendered: list[Item] = []
+        split = self.split_seq() if summary is not None else -1
+        placed = summary is None
+        for seq in self.items:
+            if not placed and seq > split:
+                rendered.append(summary_message(summary))  # type: ignore[arg-type]
+                placed = True
+            rendered.append(self.item_output(seq))
+        if not placed:
+            rendered.append(summary_message(summary))  # type: ignore[arg-type]
+        return Window(self.system_prompt, self.tools, self.max_output_tokens, rendered)
+
+    def state(self) -> dict[str, Any]:
+        """Everything observable about the view, for comparing two views."""
+        summary = self.active_summary()
+        return {
+            "head": self.head,
+            "items": [(seq, item.id, seq in self.masked) for seq, item in self.items.items()],
+            "pinned": sorted(self.pinned),
+            "config": (
+                self.system_prompt,
+                self.tools,
+                self.max_output_tokens,
+                sorted(self._config_seqs.items()),
+            ),
+            "summary": None if summary is None else (summary.seq, summary.summary),
+            "stale": self.summary_stale,
+            "covers": self.covers,
+            "tokens": self.tokens,
+        }
+
+
+def summary_message(compaction: Compaction) -> Message:
+    return Message(
+        id=compaction.id,
+        seq=compaction.seq,
+        role="user",
+        content=[TextPart(SUMMARY_HEADER + (compaction.summary or ""))],
+        tokens=compaction.tokens,
+    )
+
+
+def _with_output(result: ToolResult, output: str) -> ToolResult:
+    import msgspec
+
+    return msgspec.structs.replace(result, output=output, tokens=masked_tokens(result))
+
+
+_HANDLERS: dict[type[Event], Callable[[View, Event], None]] = {
+    Message: View._add_item,
+    ToolCall: View._add_item,
+    ToolResult: View._add_item,
+    Reasoning: View._add_item,
+    TurnMarker: View._turn,
+    ConfigChange: View._config,
+    Pin: View._pin,
+    Deletion: View._delete,
+    Usage: View._usage,
+    Compaction: View._compact,
+}
