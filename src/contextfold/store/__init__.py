@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._protocol import Checkpoint, ConversationInfo, Conversations, SearchHit, Store
 from ._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
 
 
 async def open_store(location: str | Path) -> Store:
@@ -18,10 +22,20 @@ async def open_store(location: str | Path) -> Store:
     return await SQLiteStore.open(text)
 
 
+def __getattr__(name: str) -> Any:
+    # PostgresStore is imported on first use, so SQLite-only users never load the PostgreSQL driver.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Checkpoint",
     "ConversationInfo",
     "Conversations",
+    "PostgresStore",
     "SQLiteStore",
     "SearchHit",
     "Store",

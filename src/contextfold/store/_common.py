@@ -1,25 +1,32 @@
-"""What both stores share: preparing events for an append, erasing content, and full-text query syntax."""
+"""What both stores share: preparing events for an append, erasing content, checkpoints, and argument checks.
+
+The backends differ only in SQL; every rule about what an append, a deletion or a search accepts lives here,
+so the two stores cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from .._errors import InvalidEventError, InvalidRequestError
+from .._errors import InvalidEventError, InvalidRequestError, StoreError
 from ..events import (
     AnyEvent,
     Compaction,
+    Deletion,
     Event,
     Message,
     Reasoning,
     ToolCall,
     ToolResult,
+    decode,
     encode,
     text_of,
     validate,
 )
+from ._protocol import Checkpoint
 
 _SEARCHABLE = (Message, ToolCall, ToolResult, Reasoning)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -51,11 +58,35 @@ def prepare(conversation_id: str, events: Sequence[Event], expected_head: int) -
         seen.add(event.id)
         stamped = msgspec.structs.replace(event, conversation_id=conversation_id, seq=expected_head + offset)
         checked = validate(stamped)
+        if isinstance(checked, Deletion):
+            deletion_targets(checked)
         searchable = text_of(checked) if isinstance(checked, _SEARCHABLE) else ""
         rows.append(
             Row(checked.seq, checked.id, checked.type_name(), encode(checked), searchable or None, checked)
         )
     return rows
+
+
+def deletion_targets(deletion: Deletion) -> list[int]:
+    """The sequence numbers a deletion erases, each of which must precede it."""
+    targets = sorted({*deletion.targets, *deletion.erased_summaries})
+    later = [seq for seq in targets if seq < 1 or seq >= deletion.seq]
+    if later:
+        raise InvalidEventError(
+            f"deletion {deletion.id} at seq {deletion.seq} can only erase earlier events, not seqs {later}"
+        )
+    return targets
+
+
+def check_targets_found(deletion: Deletion, targets: Iterable[int], found: Iterable[int]) -> None:
+    missing = sorted(set(targets) - set(found))
+    if missing:
+        raise InvalidEventError(f"deletion {deletion.id} targets events that do not exist: seqs {missing}")
+
+
+def redacted_body(body: bytes) -> bytes:
+    """A stored event's body with its content erased."""
+    return encode(redact(decode(body)))
 
 
 def redact(event: AnyEvent) -> AnyEvent:
@@ -85,3 +116,36 @@ def check_query(query: str) -> list[str]:
     if not terms:
         raise InvalidRequestError(f"search query {query!r} has no words to look for; pass at least one word")
     return terms
+
+
+def check_limit(limit: int | None, what: str) -> None:
+    if limit is not None and limit < 0:
+        raise InvalidRequestError(f"{what} needs limit >= 0 (or None for no limit), got {limit}")
+
+
+def check_page(limit: int, offset: int) -> None:
+    if limit < 1 or offset < 0:
+        raise InvalidRequestError(
+            f"search needs limit >= 1 and offset >= 0, got limit={limit}, offset={offset}"
+        )
+
+
+def checkpoint_seqs(compaction: Compaction) -> list[int]:
+    """The earlier events a checkpointed load reads beside a compaction: what it kept, the summary holder."""
+    wanted = list(compaction.kept)
+    if compaction.summary_seq is not None:
+        wanted.append(compaction.summary_seq)
+    return wanted
+
+
+def build_checkpoint(
+    head: int, compaction: AnyEvent | None, kept: Iterable[AnyEvent], after: list[AnyEvent]
+) -> Checkpoint:
+    if compaction is None:
+        return Checkpoint(head, None, {}, None, after)
+    if not isinstance(compaction, Compaction):
+        kind = compaction.type_name()
+        raise StoreError(f"checkpoint seq {compaction.seq} holds a {kind!r} event, not a compaction")
+    held = {event.seq: event for event in kept}
+    holder = held.get(compaction.summary_seq) if compaction.summary_seq is not None else None
+    return Checkpoint(head, compaction, held, holder if isinstance(holder, Compaction) else None, after)

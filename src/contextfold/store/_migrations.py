@@ -5,7 +5,10 @@ Add a step at the end; never edit one that has shipped. `schema_migrations` reco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .._errors import StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +16,20 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+
+
+def plan(migrations: Sequence[Migration], current: int, target: int | None = None) -> list[Migration]:
+    """The steps a database at version `current` lacks, up to `target` (default: all), in order.
+
+    A database newer than this build is refused: its shape may mean something this code would get wrong.
+    """
+    latest = migrations[-1].version
+    if current > latest:
+        raise StoreError(
+            f"database schema is version {current}, newer than this build's {latest}; upgrade contextfold"
+        )
+    last = latest if target is None else target
+    return [m for m in migrations if current < m.version <= last]
 
 
 SQLITE: tuple[Migration, ...] = (
@@ -51,7 +68,8 @@ SQLITE: tuple[Migration, ...] = (
                 INSERT INTO events_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
             END""",
             """CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.search_text IS NOT NULL BEGIN
-                INSERT INTO events_fts(events_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+                INSERT INTO events_fts(events_fts, rowid, search_text)
+                    VALUES ('delete', old.rowid, old.search_text);
             END""",
             """CREATE TRIGGER events_fts_update AFTER UPDATE OF search_text ON events BEGIN
                 INSERT INTO events_fts(events_fts, rowid, search_text)

@@ -1,4 +1,4 @@
-"""The storage seam: one small protocol, implemented by SQLite and PostgreSQL and checked by one contract suite."""
+"""The storage seam: one small protocol, on SQLite and PostgreSQL, checked by one contract suite."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class ConversationInfo:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """What a cold load needs: the newest compaction, the events it kept, its summary holder, and what followed.
+    """What a cold load needs: the newest compaction, the events it kept, its summary holder, what followed.
 
     Without any compaction, `compaction` is None and `after` is the whole log.
     """
@@ -59,11 +59,13 @@ class Conversations(Protocol):
 class Store(Protocol):
     """A set of append-only conversation logs.
 
-    `append` is a transaction: the events land together, numbered from `expected_head + 1`, or not at all; a stale
-    `expected_head` raises `ConflictError`. A `Deletion` erases the content of its targets in the same transaction.
+    `append` is a transaction: the events land together, numbered from `expected_head + 1`, or not at all; a
+    stale `expected_head` raises `ConflictError`. A `Deletion` erases the content of its targets in the same
+    transaction.
     """
 
-    conversations: Conversations
+    @property
+    def conversations(self) -> Conversations: ...
 
     async def append(
         self, conversation_id: str, events: Sequence[Event], expected_head: int

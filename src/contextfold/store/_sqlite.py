@@ -1,8 +1,9 @@
 """SQLite store: one file, WAL mode, every call run on a worker thread so the event loop never blocks.
 
-Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs as one
-function on its thread, so a whole transaction costs a single hop from the event loop. Several processes may share
-the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering holds across them.
+Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs
+as one function on its thread, so a whole transaction costs one hop from the event loop. Several processes
+may share the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering
+holds across them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
-from ..events import AnyEvent, Compaction, Deletion, Event, decode, encode, new_id
-from ._common import Row, check_query, prepare, redact
-from ._migrations import SQLITE, Migration
+from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
+from ._common import (
+    Row,
+    build_checkpoint,
+    check_limit,
+    check_page,
+    check_query,
+    check_targets_found,
+    checkpoint_seqs,
+    deletion_targets,
+    prepare,
+    redacted_body,
+)
+from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
 
 T = TypeVar("T")
@@ -47,20 +59,14 @@ def migrate(
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
         )
         current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
-        latest = migrations[-1].version
-        if current > latest:
-            raise StoreError(
-                f"database schema is version {current}, newer than this build's {latest}; upgrade contextfold"
+        for migration in plan(migrations, current, target):
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
             )
-        for migration in migrations:
-            if current < migration.version <= (target if target is not None else latest):
-                for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time()),
-                )
-                current = migration.version
+            current = migration.version
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -136,6 +142,7 @@ class SQLiteStore:
         ids: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[AnyEvent]:
+        check_limit(limit, "read")
         sql = "SELECT body FROM events WHERE conversation_id = ? AND seq > ?"
         params: list[Any] = [conversation_id, after]
         if seqs is not None:
@@ -157,6 +164,7 @@ class SQLiteStore:
         self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0
     ) -> list[SearchHit]:
         terms = check_query(query)
+        check_page(limit, offset)
         match = " OR ".join(f'"{term}"' for term in terms)
         return await self._reader.run(_search, conversation_id, match, limit, offset)
 
@@ -176,13 +184,14 @@ class _SQLiteConversations:
         return await self._store._reader.run(_get, conversation_id)
 
     async def list(self, *, limit: int = 100, after: str | None = None) -> list[ConversationInfo]:
+        check_limit(limit, "listing conversations")
         return await self._store._reader.run(_list, limit, after)
 
     async def delete(self, conversation_id: str) -> None:
         await self._store._writer.run(_delete, conversation_id)
 
 
-# --- functions that run on a worker thread ---------------------------------------------------------------------
+# --- functions that run on a worker thread ------------------------------------------------------------------
 
 
 def _head(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, int]:
@@ -201,7 +210,8 @@ def _append(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], exp
         if head != expected_head:
             raise ConflictError(conversation_id, expected_head, head)
         conn.executemany(
-            "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (conversation_id, seq, id, type, body, search_text)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
         )
         for row in rows:
@@ -220,19 +230,15 @@ def _append(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], exp
 
 
 def _erase(conn: sqlite3.Connection, conversation_id: str, deletion: Deletion) -> None:
-    targets = sorted({*deletion.targets, *deletion.erased_summaries})
+    targets = deletion_targets(deletion)
     found = conn.execute(
         "SELECT seq, body FROM events WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?))",
         (conversation_id, json.dumps(targets)),
     ).fetchall()
-    missing = set(targets) - {seq for seq, _ in found} - {deletion.seq}
-    if missing or any(seq >= deletion.seq for seq in targets):
-        raise InvalidEventError(
-            f"deletion {deletion.id} targets events that do not precede it: {sorted(missing)}"
-        )
+    check_targets_found(deletion, targets, (seq for seq, _ in found))
     conn.executemany(
         "UPDATE events SET body = ?, search_text = NULL WHERE conversation_id = ? AND seq = ?",
-        [(encode(redact(decode(body))), conversation_id, seq) for seq, body in found],
+        [(redacted_body(body), conversation_id, seq) for seq, body in found],
     )
 
 
@@ -252,26 +258,22 @@ def _checkpoint(conn: sqlite3.Connection, conversation_id: str) -> Checkpoint:
         after_sql = "SELECT body FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq"
         if checkpoint == 0:
             after = [decode(body) for (body,) in conn.execute(after_sql, (conversation_id, 0))]
-            return Checkpoint(head, None, {}, None, after)
+            return build_checkpoint(head, None, [], after)
         (body,) = conn.execute(
             "SELECT body FROM events WHERE conversation_id = ? AND seq = ?", (conversation_id, checkpoint)
         ).fetchone()
         compaction = decode(body)
-        assert isinstance(compaction, Compaction)
-        wanted = list(compaction.kept)
-        if compaction.summary_seq is not None:
-            wanted.append(compaction.summary_seq)
-        kept = {
-            event.seq: event
+        wanted = checkpoint_seqs(compaction) if isinstance(compaction, Compaction) else []
+        kept = [
+            decode(body)
             for (body,) in conn.execute(
-                "SELECT body FROM events WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?))",
+                "SELECT body FROM events WHERE conversation_id = ?"
+                " AND seq IN (SELECT value FROM json_each(?))",
                 (conversation_id, json.dumps(wanted)),
             )
-            for event in (decode(body),)
-        }
-        holder = kept.get(compaction.summary_seq) if compaction.summary_seq is not None else None
+        ]
         after = [decode(body) for (body,) in conn.execute(after_sql, (conversation_id, checkpoint))]
-        return Checkpoint(head, compaction, kept, holder if isinstance(holder, Compaction) else None, after)
+        return build_checkpoint(head, compaction, kept, after)
     finally:
         conn.execute("COMMIT")
 
@@ -279,10 +281,6 @@ def _checkpoint(conn: sqlite3.Connection, conversation_id: str) -> Checkpoint:
 def _search(
     conn: sqlite3.Connection, conversation_id: str, match: str, limit: int, offset: int
 ) -> list[SearchHit]:
-    if limit < 1 or offset < 0:
-        raise InvalidRequestError(
-            f"search needs limit >= 1 and offset >= 0, got limit={limit}, offset={offset}"
-        )
     _head(conn, conversation_id)
     rows = conn.execute(
         """SELECT e.seq, e.id, e.type, snippet(events_fts, 0, '', '', '…', 24), bm25(events_fts)

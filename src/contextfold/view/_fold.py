@@ -32,9 +32,7 @@ from ..events import (
     TurnMarker,
     Usage,
 )
-from ._tokens import ITEM_OVERHEAD, text_tokens, tools_tokens
-
-SUMMARY_HEADER = "[Summary of the earlier conversation, which was folded away to fit the context window]\n"
+from ._tokens import ITEM_OVERHEAD, SUMMARY_HEADER, text_tokens, tools_tokens
 
 
 def masked_output(result: ToolResult) -> str:
@@ -62,7 +60,7 @@ class View:
     """What the model sees of one conversation, kept current one event at a time."""
 
     __slots__ = (
-        "_config_seqs",
+        "config_events",
         "_item_tokens",
         "covers",
         "head",
@@ -89,7 +87,8 @@ class View:
         self.summary_stale = False
         self.covers: list[SeqRange] = []
         self.offset = 0
-        self._config_seqs: dict[str, int] = {}
+        self.config_events: dict[str, ConfigChange] = {}
+        """The config change in force for each setting."""
         self._item_tokens = 0
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -140,13 +139,13 @@ class View:
         change: ConfigChange = event
         if change.system_prompt is not UNSET:
             self.system_prompt = change.system_prompt
-            self._config_seqs["system_prompt"] = change.seq
+            self.config_events["system_prompt"] = change
         if change.tools is not UNSET:
             self.tools = change.tools
-            self._config_seqs["tools"] = change.seq
+            self.config_events["tools"] = change
         if change.max_output_tokens is not UNSET:
             self.max_output_tokens = change.max_output_tokens
-            self._config_seqs["max_output_tokens"] = change.seq
+            self.config_events["max_output_tokens"] = change
 
     def _pin(self, event: Any) -> None:
         pin: Pin = event
@@ -172,7 +171,14 @@ class View:
 
     def _compact(self, event: Any) -> None:
         compaction: Compaction = event
-        self._restore(compaction, self.items, self.summary)
+        self._restore(compaction, self.sources(), self.summary)
+
+    def sources(self) -> dict[int, Event]:
+        """The events the view holds (items and config in force), by seq."""
+        held: dict[int, Event] = dict(self.items)
+        for change in self.config_events.values():
+            held[change.seq] = change
+        return held
 
     def _drop(self, seqs: Iterable[int]) -> None:
         for seq in list(seqs):
@@ -201,7 +207,7 @@ class View:
             seq for seq in compaction.masked if seq in items and isinstance(items[seq], ToolResult)
         }
         self.system_prompt, self.tools, self.max_output_tokens = None, None, None
-        self._config_seqs = {}
+        self.config_events = {}
         for change in configs:
             self._config(change)
         if compaction.strategy == "mask":
@@ -232,13 +238,18 @@ class View:
     @property
     def estimated_tokens(self) -> int:
         summary = self.summary.tokens if self.summary is not None and not self.summary_stale else 0
+        return self._item_tokens + summary + self.fixed_tokens
+
+    @property
+    def fixed_tokens(self) -> int:
+        """Tokens of the configuration in force: the system prompt and the tool schemas."""
         prompt = ITEM_OVERHEAD + text_tokens(self.system_prompt) if self.system_prompt else 0
-        return self._item_tokens + summary + prompt + tools_tokens(self.tools)
+        return prompt + tools_tokens(self.tools)
 
     @property
     def kept_seqs(self) -> list[int]:
         """The earlier events a compaction made now must keep: items in view and config in force."""
-        return sorted({*self.items, *self._config_seqs.values()})
+        return sorted({*self.items, *(change.seq for change in self.config_events.values())})
 
     def active_summary(self) -> Compaction | None:
         return None if self.summary is None or self.summary_stale else self.summary
@@ -280,7 +291,7 @@ class View:
                 self.system_prompt,
                 self.tools,
                 self.max_output_tokens,
-                sorted(self._config_seqs.items()),
+                sorted((name, change.seq) for name, change in self.config_events.items()),
             ),
             "summary": None if summary is None else (summary.seq, summary.summary),
             "stale": self.summary_stale,

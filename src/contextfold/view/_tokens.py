@@ -25,6 +25,7 @@ from ..events import (
     ToolSpec,
 )
 
+SUMMARY_HEADER = "[Summary of the earlier conversation, which was folded away to fit the context window]\n"
 DEFAULT_CHARS_PER_TOKEN = 3.5  # errs high on tokens: English prose is ~4, code and JSON less
 ITEM_OVERHEAD = 4
 IMAGE_TOKENS = 765
@@ -73,7 +74,7 @@ class TokenEstimator:
         if isinstance(event, Reasoning):
             return ITEM_OVERHEAD + text_tokens(event.text or "", ratio) + text_tokens(str(event.data), ratio)
         if isinstance(event, Compaction):
-            return ITEM_OVERHEAD + text_tokens(event.summary or "", ratio) if event.summary else 0
+            return ITEM_OVERHEAD + text_tokens(SUMMARY_HEADER + event.summary, ratio) if event.summary else 0
         if isinstance(event, ConfigChange):
             return 0  # the view counts the configuration in force, not each change
         return 0

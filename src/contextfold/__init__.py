@@ -1,0 +1,62 @@
+"""contextfold: an append-only event log per conversation, and the context window as a fold of it.
+
+    store = await open_store("contextfold.db")
+    conversation = await Conversation.create(store)
+    await conversation.append(user("hello"))
+    await conversation.fit(budget=16_000, summariser=model)   # compacts when the policy says so
+    window = conversation.window()                           # what the model sees
+"""
+
+from ._conversation import Conversation, Expansion, RecallHit
+from ._errors import (
+    ConflictError,
+    ContextfoldError,
+    ContextLengthError,
+    ContextOverflowError,
+    GrammarError,
+    InvalidEventError,
+    InvalidRequestError,
+    ModelError,
+    ModelResponseError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+    UserError,
+)
+from .compaction import CompactionPolicy, CompactionResult
+from .models import Model, ModelResponse, ModelSettings, ScriptedModel
+from .store import Store, open_store
+from .view import TokenEstimator, View, Window
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompactionPolicy",
+    "CompactionResult",
+    "ConflictError",
+    "ContextLengthError",
+    "ContextOverflowError",
+    "ContextfoldError",
+    "Conversation",
+    "Expansion",
+    "GrammarError",
+    "InvalidEventError",
+    "InvalidRequestError",
+    "Model",
+    "ModelError",
+    "ModelResponse",
+    "ModelResponseError",
+    "ModelSettings",
+    "NotFoundError",
+    "RecallHit",
+    "SchemaVersionError",
+    "ScriptedModel",
+    "Store",
+    "StoreError",
+    "TokenEstimator",
+    "UserError",
+    "View",
+    "Window",
+    "__version__",
+    "open_store",
+]

@@ -1,0 +1,387 @@
+"""A conversation: its log in a store, its view in memory, and the operations that keep both right.
+
+Every change goes through `append`, which checks the events against the view, caches their token estimates,
+appends them with the view's head as the expected head (so a writer that fell behind gets `ConflictError`, never an
+interleaved log) and folds them into the view. One `Conversation` object serves one turn at a time; concurrent
+turns on one conversation are ordered by the store, not by sharing this object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from ._errors import ConflictError, ContextLengthError, ContextOverflowError, InvalidEventError, NotFoundError
+from .compaction import CompactionPolicy, CompactionResult, compact
+from .compaction._plan import turn_groups
+from .events import (
+    AnyEvent,
+    Compaction,
+    Deletion,
+    Event,
+    Item,
+    Message,
+    Pin,
+    Reasoning,
+    ToolCall,
+    ToolResult,
+    Trigger,
+    TurnMarker,
+    Usage,
+)
+from .models import Model, ModelResponse, ModelSettings
+from .store import ConversationInfo, Store
+from .view import TokenEstimator, View, Window
+
+_COMPACTION_ATTEMPTS = 3
+_WITHDRAWN_MAX_EVENTS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class RecallHit:
+    """A folded-away event that matches a recall query."""
+
+    event_id: str
+    seq: int
+    type: str
+    snippet: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """The events a compaction folded, verbatim, as many as fit the token budget."""
+
+    compaction_id: str
+    events: list[Item]
+    total: int
+    truncated: bool
+
+
+class Conversation:
+    def __init__(
+        self, store: Store, info: ConversationInfo, view: View, *, estimator: TokenEstimator, model: str | None
+    ) -> None:
+        self.store = store
+        self.info = info
+        self.view = view
+        self.estimator = estimator
+        self.model = model
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def head(self) -> int:
+        return self.view.head
+
+    # --- opening --------------------------------------------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls,
+        store: Store,
+        *,
+        conversation_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        estimator: TokenEstimator | None = None,
+        model: str | None = None,
+    ) -> Conversation:
+        info = await store.conversations.create(conversation_id, metadata)
+        return cls(store, info, View(), estimator=estimator or TokenEstimator(), model=model)
+
+    @classmethod
+    async def load(
+        cls, store: Store, conversation_id: str, *, estimator: TokenEstimator | None = None, model: str | None = None
+    ) -> Conversation:
+        """Load from the newest compaction: reads what the view holds and what followed, not the whole log."""
+        info = await store.conversations.get(conversation_id)
+        checkpoint = await store.checkpoint(conversation_id)
+        if checkpoint.compaction is None:
+            view = View.replay(checkpoint.after)
+        else:
+            view = View.from_checkpoint(
+                checkpoint.compaction, checkpoint.kept, checkpoint.summary_holder, checkpoint.after
+            )
+        return cls(store, info, view, estimator=estimator or TokenEstimator(), model=model)
+
+    async def refresh(self) -> int:
+        """Fold in events other writers appended since this view's head. Returns how many."""
+        events = await self.store.read(self.id, after=self.view.head)
+        for event in events:
+            self.view.apply(event)
+        return len(events)
+
+    # --- writing --------------------------------------------------------------------------------------------------
+
+    async def append(self, *events: Event) -> list[AnyEvent]:
+        """Check, estimate, store and fold in `events`, all or none."""
+        self._check(events)
+        estimated = [
+            msgspec.structs.replace(e, tokens=self.estimator.estimate(e, self.model)) if e.tokens == 0 else e
+            for e in events
+        ]
+        stored = await self.store.append(self.id, estimated, self.view.head)
+        for event in stored:
+            self.view.apply(event)
+            if isinstance(event, Usage) and event.estimated_input_tokens:
+                self.estimator.calibrate(event.model, event.estimated_input_tokens, event.input_tokens)
+        return stored
+
+    def _check(self, events: Sequence[Event]) -> None:
+        answered: set[str] = set()
+        issued: set[str] = set()
+        for event in events:
+            if isinstance(event, ToolCall):
+                issued.add(event.call_id)
+            elif isinstance(event, ToolResult):
+                if event.call_id in answered or (event.call_id not in issued and not self._open_call(event.call_id)):
+                    raise InvalidEventError(
+                        f"tool result for call {event.call_id!r} has no unanswered tool call before it; "
+                        "append the call first, and answer each call once"
+                    )
+                answered.add(event.call_id)
+            elif isinstance(event, Pin) and event.target not in self.view.items:
+                raise InvalidEventError(f"pin target seq {event.target} is not an item in the view")
+            elif isinstance(event, Compaction):
+                self._check_compaction(event)
+
+    def _open_call(self, call_id: str) -> bool:
+        for item in reversed(self.view.items.values()):
+            if isinstance(item, ToolResult) and item.call_id == call_id:
+                return False
+            if isinstance(item, ToolCall) and item.call_id == call_id:
+                return True
+        return False
+
+    def _check_compaction(self, event: Compaction) -> None:
+        held = self.view.sources()
+        kept = set(event.kept)
+        if not kept <= held.keys():
+            raise InvalidEventError(f"compaction keeps events not in the view: {sorted(kept - held.keys())[:10]}")
+        must_keep = self.view.pinned | {
+            seq for seq, item in self.view.items.items() if isinstance(item, Message) and item.role in _KEEP_ROLES
+        }
+        if not must_keep <= kept:
+            raise InvalidEventError(
+                f"compaction must keep instructions and pinned items; it drops {sorted(must_keep - kept)[:10]}"
+            )
+
+    async def pin(self, item_id: str, *, pinned: bool = True) -> list[AnyEvent]:
+        """Pin an item (a tool call or result pins its whole batch) so compaction always keeps it verbatim."""
+        item = await self._find(item_id)
+        if item.seq not in self.view.items:
+            raise InvalidEventError(
+                f"item {item_id!r} is no longer in the view (folded or deleted); only items in view can be pinned. "
+                "Use recall or expand to read it"
+            )
+        targets = self._batch_of(item.seq)
+        return await self.append(*(Pin(target=seq, pinned=pinned) for seq in targets))
+
+    async def delete(self, item_id: str) -> Deletion:
+        """Erase an item's content (a tool call or result takes its whole batch) and withdraw summaries of it."""
+        item = await self._find(item_id)
+        targets = self._batch_of(item.seq) if item.seq in self.view.items else [item.seq]
+        erased = await self._summaries_covering(targets)
+        (stored,) = await self.append(Deletion(targets=targets, erased_summaries=erased))
+        assert isinstance(stored, Deletion)
+        return stored
+
+    async def _find(self, item_id: str) -> AnyEvent:
+        found = await self.store.read(self.id, ids=[item_id])
+        if not found:
+            raise NotFoundError(f"conversation {self.id!r} has no item {item_id!r}")
+        return found[0]
+
+    def _batch_of(self, seq: int) -> list[int]:
+        item = self.view.items[seq]
+        if not isinstance(item, (ToolCall, ToolResult)):
+            return [seq]
+        call_id = item.call_id
+        batch_id = item.batch_id if isinstance(item, ToolCall) else None
+        if batch_id is None:
+            for other in self.view.items.values():
+                if isinstance(other, ToolCall) and other.call_id == call_id:
+                    batch_id = other.batch_id
+        calls = {
+            other.call_id
+            for other in self.view.items.values()
+            if isinstance(other, ToolCall) and (other.batch_id == batch_id or other.call_id == call_id)
+        }
+        return [
+            s
+            for s, other in self.view.items.items()
+            if isinstance(other, (ToolCall, ToolResult)) and other.call_id in calls
+        ]
+
+    async def _summaries_covering(self, seqs: list[int]) -> list[int]:
+        """Every summary in the active chain that stands for any of `seqs`."""
+        erased: list[int] = []
+        holder: AnyEvent | None = self.view.summary
+        while isinstance(holder, Compaction):
+            if any(start <= seq <= end for seq in seqs for start, end in holder.covers) or holder.seq in seqs:
+                erased.append(holder.seq)
+            if holder.previous is None:
+                break
+            found = await self.store.read(self.id, ids=[holder.previous])
+            holder = found[0] if found else None
+        return erased
+
+    # --- reading --------------------------------------------------------------------------------------------------
+
+    def window(self) -> Window:
+        return self.view.window()
+
+    def turns(self) -> int:
+        return len(turn_groups(self.view.items))
+
+    async def recall(self, query: str, *, limit: int = 5) -> list[RecallHit]:
+        """Full-text search over what is no longer shown in full: folded items and masked tool outputs."""
+        hits: list[RecallHit] = []
+        offset, page = 0, max(limit * 4, 20)
+        while len(hits) < limit:
+            found = await self.store.search(self.id, query, limit=page, offset=offset)
+            for hit in found:
+                shown = hit.seq in self.view.items and hit.seq not in self.view.masked
+                if not shown and len(hits) < limit:
+                    hits.append(RecallHit(hit.event_id, hit.seq, hit.type, hit.snippet, hit.score))
+            if len(found) < page:
+                break
+            offset += page
+        return hits
+
+    async def expand(self, compaction_id: str, *, max_tokens: int) -> Expansion:
+        """The events a compaction folded (or masked), verbatim and in order, within `max_tokens`."""
+        found = await self.store.read(self.id, ids=[compaction_id])
+        if not found or not isinstance(found[0], Compaction):
+            raise NotFoundError(f"conversation {self.id!r} has no compaction {compaction_id!r}")
+        compaction = found[0]
+        wanted = [seq for start, end in compaction.folded for seq in range(start, end + 1)]
+        wanted += compaction.masked if compaction.strategy == "mask" else []
+        events = _live_items(await self.store.read(self.id, seqs=sorted(set(wanted))))
+        shown: list[Item] = []
+        used = 0
+        for event in events:
+            if used + event.tokens > max_tokens:
+                break
+            shown.append(event)
+            used += event.tokens
+        return Expansion(compaction.id, shown, len(events), len(shown) < len(events))
+
+    # --- compaction -----------------------------------------------------------------------------------------------
+
+    async def compact(
+        self,
+        *,
+        budget: int,
+        policy: CompactionPolicy | None = None,
+        summariser: Model | None = None,
+        trigger: Trigger = "manual",
+        instructions: str | None = None,
+    ) -> CompactionResult:
+        """Compact now (or, with trigger 'auto', only if the policy says so). Commits only on an unchanged head."""
+        policy = policy or CompactionPolicy()
+        items_before, turns_before, tokens_before = len(self.view.items), self.turns(), self.view.tokens
+        for _ in range(_COMPACTION_ATTEMPTS):
+            withdrawn = await self._withdrawn() if self.view.summary_stale else []
+            head = self.view.head
+            event = await compact(
+                self.view,
+                budget=budget,
+                policy=policy,
+                summariser=summariser,
+                estimator=self.estimator,
+                trigger=trigger,
+                instructions=instructions,
+                withdrawn=withdrawn,
+            )
+            if event is None:
+                return CompactionResult(
+                    False, trigger, items_before, items_before, turns_before, turns_before, tokens_before, tokens_before
+                )
+            try:
+                if self.view.head != head:
+                    raise ConflictError(self.id, head, self.view.head)
+                (stored,) = await self.append(event)
+            except ConflictError:
+                await self.refresh()
+                continue
+            assert isinstance(stored, Compaction)
+            return CompactionResult(
+                compacted=True,
+                trigger=trigger,
+                messages_before=items_before,
+                messages_after=len(self.view.items),
+                turns_before=turns_before,
+                turns_after=self.turns(),
+                tokens_before=tokens_before,
+                tokens_after=self.view.tokens,
+                strategy=stored.strategy,
+                compaction_id=stored.id,
+                summary_length=len(stored.summary or ""),
+                error=stored.error,
+            )
+        raise ConflictError(self.id, self.view.head, self.view.head)
+
+    async def fit(
+        self, *, budget: int, policy: CompactionPolicy | None = None, summariser: Model | None = None
+    ) -> CompactionResult:
+        """Compact if the policy says so, then guarantee the view fits `budget` (or raise ContextOverflowError)."""
+        result = await self.compact(budget=budget, policy=policy, summariser=summariser, trigger="auto")
+        if self.view.tokens > budget:
+            result = await self.compact(budget=budget, policy=policy, summariser=summariser, trigger="reactive")
+        if self.view.tokens > budget:
+            raise ContextOverflowError(
+                f"the view needs ~{self.view.tokens} tokens and cannot be compacted under the {budget}-token budget"
+            )
+        return result
+
+    async def request(
+        self,
+        model: Model,
+        *,
+        budget: int,
+        settings: ModelSettings | None = None,
+        policy: CompactionPolicy | None = None,
+        summariser: Model | None = None,
+    ) -> ModelResponse:
+        """Send the view to `model`, compacting first if due; on a context-length error, compact and retry once."""
+        policy = policy or CompactionPolicy()
+        await self.fit(budget=budget, policy=policy, summariser=summariser)
+        try:
+            return await model.request(self.window(), settings or ModelSettings())
+        except ContextLengthError:
+            smaller = max(1, int(self.view.tokens * policy.target))
+            result = await self.compact(budget=smaller, policy=policy, summariser=summariser, trigger="reactive")
+            if not result.compacted:
+                raise
+            return await model.request(self.window(), settings or ModelSettings())
+
+    async def _withdrawn(self) -> list[Item]:
+        """The items a withdrawn summary stood for (newest first up to a cap), to summarise them again."""
+        items: list[Item] = []
+        for start, end in reversed(self.view.covers):
+            take = min(end - start + 1, _WITHDRAWN_MAX_EVENTS - len(items))
+            events = await self.store.read(self.id, after=end - take, limit=take)
+            items[:0] = _live_items(events)
+            if len(items) >= _WITHDRAWN_MAX_EVENTS:
+                break
+        return items
+
+
+_KEEP_ROLES = ("system", "developer")
+
+
+def _live_items(events: list[AnyEvent]) -> list[Item]:
+    """The items among `events` that were not erased and whose turn did not fail (ranges may span such turns)."""
+    failed = {e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
+    return [
+        e
+        for e in events
+        if isinstance(e, (Message, ToolCall, ToolResult, Reasoning))
+        and not e.redacted
+        and (e.turn_id is None or e.turn_id not in failed)
+    ]

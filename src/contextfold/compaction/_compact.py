@@ -1,0 +1,162 @@
+"""The compactor: a function from (view, budget, policy) to a compaction event, or nothing.
+
+Tiers run cheapest first and stop once the view is under the target:
+1. mask old tool results (the tool's own compact summary, or a pointer to recall the output);
+2. summarise everything between the protected head and the verbatim tail with a model, over the previous summary;
+3. when the summariser fails, times out, or answers empty or too long, a deterministic digest instead.
+The tail gives up its oldest turns, and as a last resort its tool outputs are masked, until the view fits. If even
+the instructions, pins and the latest turn exceed the budget, `ContextOverflowError`: nothing is sent over budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from .._errors import ContextOverflowError
+from ..events import Compaction, Item, TokenUsage, ToolResult, Trigger
+from ..models import Model
+from ..view import TokenEstimator, View
+from ..view._fold import masked_tokens
+from ..view._tokens import ITEM_OVERHEAD, SUMMARY_HEADER, text_tokens
+from ._plan import cost, merge, partition, protected_seqs, ranges, simulate
+from ._policy import CompactionPolicy
+from ._summary import digest, summarise
+
+_MIN_SUMMARY_TOKENS = 64
+
+
+async def compact(
+    view: View,
+    *,
+    budget: int,
+    policy: CompactionPolicy,
+    summariser: Model | None,
+    estimator: TokenEstimator,
+    trigger: Trigger = "auto",
+    instructions: str | None = None,
+    withdrawn: Sequence[Item] = (),
+) -> Compaction | None:
+    """Plan and run one compaction of `view`. Returns the (unappended) event, or None when none is due or possible.
+
+    `withdrawn` holds the items of a summary that a deletion withdrew, so a recompute can summarise them again.
+    """
+    started = time.perf_counter()
+    before = view.estimated_tokens + max(view.offset, 0)
+    stale = view.summary_stale
+    if trigger == "auto" and before <= policy.threshold * budget and not stale:
+        return None
+    target = int(policy.target * budget)
+    protected = protected_seqs(view, policy)
+    protected_cost = sum(cost(view, seq, view.masked) for seq in protected)
+    summary_reserve = int(policy.summary_share * budget)
+    tail_budget = int(min(policy.tail_share * target, target - view.fixed_tokens - protected_cost - summary_reserve))
+    part = partition(view, policy, max(0, tail_budget))
+
+    # Tier 1: mask old tool results, oldest first.
+    masked = set(view.masked)
+    estimate = before
+    for seq in part.middle:
+        if estimate <= target:
+            break
+        item = view.items[seq]
+        if isinstance(item, ToolResult) and seq not in masked and masked_tokens(item) < item.tokens:
+            masked.add(seq)
+            estimate -= item.tokens - masked_tokens(item)
+    summarise_now = trigger == "manual" or stale or estimate > target
+    base = {
+        "trigger": trigger,
+        "pinned": sorted(view.pinned),
+        "based_on_head": view.head,
+        "instructions": instructions,
+        "tokens_before": before,
+        "seq": view.head + 1,
+    }
+    active = view.active_summary()
+    if not summarise_now or not (part.middle or withdrawn):
+        # Masking alone (a stale summary with nothing left to summarise simply leaves the view).
+        event = Compaction(
+            strategy="mask",
+            kept=view.kept_seqs,
+            masked=sorted(masked),
+            covers=list(view.covers) if active else [],
+            summary_seq=active.seq if active else None,
+            **base,  # type: ignore[arg-type]
+        )
+        event = _finish(view, event, budget, estimator, started)
+        return event if set(event.masked) != view.masked or stale else None
+
+    # Tiers 2 and 3: fold the middle into a summary built on the previous one.
+    folded = set(part.middle)
+    span = [view.items[seq] for seq in part.middle]
+    previous = active.summary if active else None
+    fixed = view.fixed_tokens + protected_cost + sum(cost(view, s, masked) for g in part.tail for s in g)
+    summary_max = max(_MIN_SUMMARY_TOKENS, min(summary_reserve, target - fixed))
+    ratio = estimator.ratio(summariser.name if summariser else None)
+    text_budget = summary_max - ITEM_OVERHEAD - text_tokens(SUMMARY_HEADER, ratio)
+    text, usage, error, strategy = None, None, None, "summary"
+    if summariser is None:
+        error = "no summariser model is configured"
+    else:
+        try:
+            text, tokens_in, tokens_out = await summarise(
+                summariser,
+                [*withdrawn, *span],
+                previous,
+                instructions,
+                max_tokens=text_budget,
+                input_tokens=policy.summariser_input_tokens,
+                timeout=policy.summariser_timeout,
+            )
+            usage = TokenUsage(tokens_in, tokens_out)
+            if not text:
+                error = "the summariser returned an empty summary"
+            elif text_tokens(text, ratio) > text_budget:
+                error = f"the summary (~{text_tokens(text, ratio)} tokens) exceeds its {text_budget}-token budget"
+        except TimeoutError:
+            error = f"the summariser timed out after {policy.summariser_timeout:g}s"
+        except Exception as exc:  # any failure of the summariser must fall back, never brick the conversation
+            error = f"the summariser failed: {type(exc).__name__}: {exc}"
+    if error is not None:
+        strategy = "fallback"
+        text = digest([*withdrawn, *span], previous, error, text_budget, ratio)
+    prior_covers = view.covers if (active or stale) else []
+    event = Compaction(
+        strategy=strategy,  # type: ignore[arg-type]
+        kept=[seq for seq in view.kept_seqs if seq not in folded],
+        masked=sorted(masked - folded),
+        folded=ranges(view, folded),
+        covers=merge(prior_covers, ranges(view, folded)),
+        summary=text,
+        previous=active.id if active else None,
+        model=summariser.name if summariser else None,
+        usage=usage,
+        error=error,
+        **base,  # type: ignore[arg-type]
+    )
+    return _finish(view, event, budget, estimator, started)
+
+
+def _finish(view: View, event: Compaction, budget: int, estimator: TokenEstimator, started: float) -> Compaction:
+    event = msgspec.structs.replace(event, tokens=estimator.estimate(event, event.model))
+    after = simulate(view, event)
+    if after > budget:
+        # Last resort: mask every tool output still shown in full, newest last, until the view fits.
+        extra = sorted(seq for seq in set(event.kept) - set(event.masked) if isinstance(view.items.get(seq), ToolResult))
+        masked = set(event.masked)
+        for seq in extra:
+            if after <= budget:
+                break
+            masked.add(seq)
+            event = msgspec.structs.replace(event, masked=sorted(masked))
+            after = simulate(view, event)
+    if after > budget:
+        raise ContextOverflowError(
+            f"what must stay in the window (instructions, pinned items and the latest turn) needs ~{after} tokens, "
+            f"over the {budget}-token budget; shorten the system prompt or the input, unpin items, "
+            "or use a model with a larger context window"
+        )
+    duration = (time.perf_counter() - started) * 1000
+    return msgspec.structs.replace(event, tokens_after=after, duration_ms=round(duration, 3), seq=0)

@@ -1,0 +1,107 @@
+"""The deterministic part of a compaction: which items are protected, which form the tail, what gets folded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..events import Compaction, Item, Message, SeqRange, ToolCall, ToolResult
+from ..view import View
+from ..view._fold import masked_tokens
+from ._policy import CompactionPolicy
+
+
+@dataclass(slots=True)
+class Partition:
+    protected: list[int]
+    middle: list[int]
+    tail: list[list[int]]
+    """Turn groups of the verbatim tail, oldest first."""
+
+
+def cost(view: View, seq: int, masked: set[int]) -> int:
+    item = view.items[seq]
+    return masked_tokens(item) if seq in masked and isinstance(item, ToolResult) else item.tokens
+
+
+def turn_groups(items: dict[int, Item]) -> list[list[int]]:
+    """Items grouped by turn; items outside any turn start a new group at each user message."""
+    groups: list[list[int]] = []
+    previous: object = object()
+    for seq, item in items.items():
+        key = item.turn_id
+        starts = key != previous or (key is None and isinstance(item, Message) and item.role == "user")
+        if starts or not groups:
+            groups.append([])
+        groups[-1].append(seq)
+        previous = key
+    return groups
+
+
+def protected_seqs(view: View, policy: CompactionPolicy) -> set[int]:
+    """Instructions, pins, and the head (extended so it never splits a tool batch from its results)."""
+    protected = {seq for seq, item in view.items.items() if isinstance(item, Message) and item.role in _KEEP_ROLES}
+    protected |= view.pinned
+    seqs = list(view.items)
+    end = min(policy.head_items, len(seqs))
+    open_calls: set[str] = set()
+    index = 0
+    while index < end or (open_calls and index < len(seqs)):
+        item = view.items[seqs[index]]
+        if isinstance(item, ToolCall):
+            open_calls.add(item.call_id)
+        elif isinstance(item, ToolResult):
+            open_calls.discard(item.call_id)
+        protected.add(seqs[index])
+        index += 1
+    return protected
+
+
+_KEEP_ROLES = ("system", "developer")
+
+
+def partition(view: View, policy: CompactionPolicy, tail_budget: int) -> Partition:
+    protected = protected_seqs(view, policy)
+    groups = [[seq for seq in group if seq not in protected] for group in turn_groups(view.items)]
+    groups = [group for group in groups if group]
+    tail = groups[-policy.tail_turns :]
+    while len(tail) > 1 and sum(view.items[seq].tokens for group in tail for seq in group) > tail_budget:
+        tail = tail[1:]
+    in_tail = {seq for group in tail for seq in group}
+    middle = [seq for seq in view.items if seq not in protected and seq not in in_tail]
+    return Partition(sorted(protected), middle, tail)
+
+
+def ranges(view: View, folded: Iterable[int]) -> list[SeqRange]:
+    """Runs of folded items, in view order, broken wherever a kept item sits between them."""
+    fold = set(folded)
+    runs: list[SeqRange] = []
+    start = last = None
+    for seq in view.items:
+        if seq in fold:
+            if start is None:
+                start = seq
+            last = seq
+        elif start is not None and last is not None:
+            runs.append((start, last))
+            start = last = None
+    if start is not None and last is not None:
+        runs.append((start, last))
+    return runs
+
+
+def merge(*range_lists: Iterable[SeqRange]) -> list[SeqRange]:
+    merged: list[SeqRange] = []
+    for start, end in sorted(r for ranges_ in range_lists for r in ranges_):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def simulate(view: View, compaction: Compaction) -> int:
+    """Estimated tokens of the view once `compaction` is applied, without touching `view`."""
+    trial = View()
+    trial._restore(compaction, view.sources(), view.summary)
+    return trial.estimated_tokens

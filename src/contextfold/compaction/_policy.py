@@ -1,0 +1,58 @@
+"""When to compact, how far, and what to protect; and the record a compaction returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._errors import InvalidRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPolicy:
+    """Trigger above `threshold` x budget, compact down to `target` x budget (the gap keeps compactions rare).
+
+    `head_items` first items and the last `tail_turns` turns stay verbatim; the tail gives up its oldest turn while it
+    alone takes more than `tail_share` of the target. A summary may take up to `summary_share` of the budget.
+    """
+
+    threshold: float = 0.8
+    target: float = 0.5
+    head_items: int = 2
+    tail_turns: int = 4
+    tail_share: float = 0.6
+    summary_share: float = 0.15
+    summariser_input_tokens: int = 24_000
+    summariser_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < self.threshold <= 1:
+            raise InvalidRequestError(
+                f"compaction policy needs 0 < target < threshold <= 1, got target={self.target}, "
+                f"threshold={self.threshold}"
+            )
+        if self.head_items < 0 or self.tail_turns < 1:
+            raise InvalidRequestError(
+                f"compaction policy needs head_items >= 0 and tail_turns >= 1, got {self.head_items}, {self.tail_turns}"
+            )
+        for name in ("tail_share", "summary_share"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise InvalidRequestError(f"compaction policy {name} must be between 0 and 1, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResult:
+    """What a compaction did (or why it did nothing)."""
+
+    compacted: bool
+    trigger: str
+    messages_before: int
+    messages_after: int
+    turns_before: int
+    turns_after: int
+    tokens_before: int
+    tokens_after: int
+    strategy: str | None = None
+    compaction_id: str | None = None
+    summary_length: int = 0
+    error: str | None = None

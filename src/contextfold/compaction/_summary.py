@@ -1,0 +1,129 @@
+"""Tier 2 and tier 3 texts: the model summary (structured, incremental) and the deterministic digest.
+
+The summary prompt asks for the sections an agent needs to carry on (goal, decisions, identifiers verbatim, errors
+and fixes, current state, where to look things up) and builds on the previous summary instead of starting over, so
+a summary of summaries keeps what the first one knew. The digest needs no model and always fits: it is what a
+conversation falls back to when the summariser fails, times out, or answers with something empty or too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .._errors import ContextfoldError
+from ..events import Item, Message, Reasoning, TextPart, ToolCall, ToolResult
+from ..models import Model, ModelSettings
+from ..view import Window, text_tokens
+
+SUMMARY_PROMPT = """\
+You compress the earlier part of a conversation between a user and an AI agent so the agent can continue the \
+work without it. Write a dense, factual summary with these sections, omitting a section only when it is empty:
+
+## Goal
+What the user wants overall, and any constraints or preferences they stated.
+## Decisions
+What was decided or agreed, and why.
+## Identifiers
+File paths, names, ids, numbers, URLs, commands and values exactly as written (verbatim, never paraphrased).
+## Errors and fixes
+What failed, the error messages that matter, and what fixed them.
+## Current state
+What has been done, what is in progress, and what comes next.
+## Lookup hints
+Which details were left out and words to search for them (the agent can call recall with such words).
+
+Build on the previous summary when one is given: keep what still matters, update what changed, never drop \
+identifiers. Answer with the summary only."""
+
+_ITEM_CHARS_FLOOR = 200
+
+
+def transcript(items: Sequence[Item], max_tokens: int) -> str:
+    """The items as plain text, each cut to an equal share of `max_tokens` so the whole stays bounded."""
+    if not items:
+        return ""
+    share = max(_ITEM_CHARS_FLOOR, int(max_tokens * 3.5) // len(items))
+    lines = []
+    for item in items:
+        label, text = _describe(item)
+        if len(text) > share:
+            text = text[:share] + f" …[{len(text) - share} more characters]"
+        lines.append(f"[{label}] {text}")
+    return "\n".join(lines)
+
+
+def _describe(item: Item) -> tuple[str, str]:
+    if isinstance(item, Message):
+        return item.role, "\n".join(p.text if isinstance(p, TextPart) else f"<{p.type_name()}>" for p in item.content)
+    if isinstance(item, ToolCall):
+        return f"tool call {item.name} #{item.call_id}", item.arguments
+    if isinstance(item, ToolResult):
+        return f"tool result #{item.call_id}{' (error)' if item.is_error else ''}", item.output
+    if isinstance(item, Reasoning):
+        return "reasoning", item.text or ""
+    return "item", ""
+
+
+async def summarise(
+    model: Model,
+    items: Sequence[Item],
+    previous: str | None,
+    instructions: str | None,
+    *,
+    max_tokens: int,
+    input_tokens: int,
+    timeout: float,
+) -> tuple[str, int, int]:
+    """Ask `model` for a summary. Returns (text, input tokens, output tokens); raises on any failure."""
+    parts = []
+    if previous:
+        parts.append(f"<previous-summary>\n{previous}\n</previous-summary>")
+    parts.append(f"<conversation>\n{transcript(items, input_tokens)}\n</conversation>")
+    if instructions:
+        parts.append(f"<instructions>\n{instructions}\n</instructions>")
+    parts.append(f"Write the summary in at most {max_tokens} tokens.")
+    window = Window(SUMMARY_PROMPT, None, max_tokens, [Message(role="user", content=[TextPart("\n\n".join(parts))])])
+    response = await asyncio.wait_for(model.request(window, ModelSettings(max_output_tokens=max_tokens)), timeout)
+    return response.text.strip(), response.input_tokens, response.output_tokens
+
+
+class SummaryRejected(ContextfoldError):
+    """The summariser answered, but not with something usable."""
+
+
+def digest(
+    items: Sequence[Item], previous: str | None, reason: str, max_tokens: int, chars_per_token: float
+) -> str:
+    """A deterministic summary: the first words of every message and every tool outcome, cut to fit."""
+    lines = [f"[Digest of {len(items)} folded items, made without a model ({reason}). Use recall for details.]"]
+    if previous:
+        lines.append("Earlier summary: " + _clip(previous, 1200))
+    for item in items:
+        if isinstance(item, Message):
+            text = " ".join(p.text for p in item.content if isinstance(p, TextPart))
+            lines.append(f"- {item.role}: {_clip(text, 160)}")
+        elif isinstance(item, ToolCall):
+            lines.append(f"- called {item.name}({_clip(item.arguments, 80)})")
+        elif isinstance(item, ToolResult):
+            outcome = "error" if item.is_error else "ok"
+            lines.append(f"  -> {outcome}: {_clip(item.summary or item.output, 100)}")
+    return fit_text(lines, max_tokens, chars_per_token)
+
+
+def fit_text(lines: list[str], max_tokens: int, chars_per_token: float) -> str:
+    """Join lines, dropping middle lines (the first and the most recent ones matter most) until it fits."""
+    text = "\n".join(lines)
+    if text_tokens(text, chars_per_token) <= max_tokens:
+        return text
+    head, tail = lines[:2], lines[2:]
+    while tail and text_tokens("\n".join([*head, "- …", *tail]), chars_per_token) > max_tokens:
+        tail = tail[max(1, len(tail) // 8) :]
+    text = "\n".join([*head, "- …", *tail])
+    budget_chars = int(max_tokens * chars_per_token)
+    return text if len(text) <= budget_chars else text[: max(0, budget_chars - 1)] + "…"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

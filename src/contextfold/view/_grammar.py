@@ -1,0 +1,426 @@
+"""Message-grammar checks (DESIGN invariant 6) and the tool-call pairing invariant (invariant 1).
+
+- `validate_items` checks the window's own items: every call answered once, after it; batches contiguous and
+  answered before anything else comes.
+- `validate_openai_chat`, `validate_openai_responses`, `validate_anthropic`, `validate_gemini` check a
+  rendered payload against the rules the API enforces, and return readable violations (empty when valid).
+- `check(window, api)` renders and validates, raising `GrammarError`: a violation is a bug, never sent.
+- `repair(window)` is the production fallback: it drops orphan calls and results (whole batches), logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, overload
+
+from .._errors import GrammarError, InvalidRequestError
+from ..events import Item, Message, Reasoning, ToolCall, ToolResult
+from ._fold import Window
+from ._render import (
+    Payload,
+    has_content,
+    render_anthropic,
+    render_gemini,
+    render_openai_chat,
+    render_openai_responses,
+)
+
+log = logging.getLogger("contextfold.view")
+
+WireAPI = Literal["openai-chat", "openai-responses", "anthropic", "gemini"]
+WIRE_APIS: tuple[WireAPI, ...] = ("openai-chat", "openai-responses", "anthropic", "gemini")
+
+
+# --- the window's own items (invariant 1) -------------------------------------------------------------------
+
+
+def validate_items(items: Sequence[Item]) -> list[str]:
+    """Violations of tool-call pairing in the items themselves."""
+    out: list[str] = []
+    calls: dict[str, ToolCall] = {}
+    answered: set[str] = set()
+    reported: set[str] = set()
+    batches: set[str] = set()
+    open_batch: str | None = None
+    pending: list[str] = []  # unanswered calls of the open batch
+    last: Item | None = None
+    for item in items:
+        if isinstance(item, ToolResult):
+            if item.call_id not in calls:
+                out.append(
+                    f"tool result seq {item.seq} answers call_id {item.call_id!r}, which has no earlier call"
+                )
+            elif item.call_id in answered:
+                out.append(f"call_id {item.call_id!r} is answered twice (again by seq {item.seq})")
+            else:
+                answered.add(item.call_id)
+                if item.call_id in pending:
+                    pending.remove(item.call_id)
+        else:
+            continuing = (
+                isinstance(item, ToolCall) and isinstance(last, ToolCall) and last.batch_id == item.batch_id
+            )
+            if pending and not continuing:
+                out.append(
+                    f"batch {open_batch!r} is not fully answered before seq {item.seq}: "
+                    f"calls {pending} have no result yet"
+                )
+                reported.update(pending)
+                pending = []
+            if isinstance(item, ToolCall):
+                if item.call_id in calls:
+                    out.append(f"call_id {item.call_id!r} is used by two calls (again at seq {item.seq})")
+                calls[item.call_id] = item
+                if not continuing:
+                    if item.batch_id in batches:
+                        out.append(f"calls of batch {item.batch_id!r} are not contiguous (seq {item.seq})")
+                    batches.add(item.batch_id)
+                    open_batch = item.batch_id
+                pending.append(item.call_id)
+        last = item
+    out.extend(
+        f"tool call {cid!r} (seq {call.seq}) has no result"
+        for cid, call in calls.items()
+        if cid not in answered and cid not in reported
+    )
+    return out
+
+
+def repair(window: Window) -> Window:
+    """The window with orphan calls and results dropped (whole batches), and reasoning left dangling by them.
+
+    A batch is kept only when its calls are contiguous, its call ids are new, and every call has a result in
+    the run of results right after it (extra or duplicate results are dropped). What was dropped is logged.
+    """
+    items = window.items
+    kept: list[Item] = []
+    dropped: list[int] = []
+    seen_calls: set[str] = set()
+    seen_batches: set[str] = set()
+    i, n = 0, len(items)
+    while i < n:
+        item = items[i]
+        if not isinstance(item, (ToolCall, ToolResult)):
+            kept.append(item)
+            i += 1
+            continue
+        calls: list[ToolCall] = []
+        while (
+            i < n
+            and isinstance(call := items[i], ToolCall)
+            and call.batch_id == getattr(item, "batch_id", None)
+        ):
+            calls.append(call)
+            i += 1
+        results: list[ToolResult] = []
+        while i < n and isinstance(result := items[i], ToolResult):
+            results.append(result)
+            i += 1
+        ids = [c.call_id for c in calls]
+        first: dict[str, ToolResult] = {}
+        for result in results:
+            if result.call_id in ids:
+                first.setdefault(result.call_id, result)
+        ok = (
+            bool(calls)
+            and len(set(ids)) == len(ids)
+            and not seen_calls.intersection(ids)
+            and isinstance(item, ToolCall)
+            and item.batch_id not in seen_batches
+            and len(first) == len(ids)
+        )
+        if isinstance(item, ToolCall):
+            seen_batches.add(item.batch_id)
+        answers = {id(r) for r in first.values()} if ok else set()
+        if ok:
+            seen_calls.update(ids)
+            kept.extend(calls)
+        else:
+            dropped.extend(c.seq for c in calls)
+        for result in results:
+            if id(result) in answers:
+                kept.append(result)
+            else:
+                dropped.append(result.seq)
+    final = [
+        item
+        for index, item in enumerate(kept)
+        if not isinstance(item, Reasoning) or _followed_by_output(kept, index)
+    ]
+    dropped.extend(item.seq for item in kept if isinstance(item, Reasoning) and item not in final)
+    if dropped:
+        log.warning(
+            "grammar repair dropped %d items that break tool-call pairing: seqs %s", len(dropped), dropped
+        )
+    return dataclasses.replace(window, items=final)
+
+
+def _followed_by_output(items: Sequence[Item], index: int) -> bool:
+    """Whether the reasoning at `index` is followed by the assistant output it produced (a call or text)."""
+    for item in items[index + 1 :]:
+        if isinstance(item, Reasoning):
+            continue
+        if isinstance(item, ToolCall):
+            return True
+        return isinstance(item, Message) and item.role == "assistant" and has_content(item)
+    return False
+
+
+# --- OpenAI Chat Completions --------------------------------------------------------------------------------
+
+
+def validate_openai_chat(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    ids: set[str] = set()
+    calls: dict[str, bool] = {}  # tool_call ids of the closest assistant message with tool_calls -> answered
+    calls_at = -1
+    closed = True  # whether that message's unanswered calls were already reported
+    in_run = False  # the previous message is that assistant message or one of its tool messages
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            cid = message.get("tool_call_id")
+            if calls_at < 0:
+                out.append(
+                    f"messages[{i}]: tool message {cid!r} has no earlier assistant message with tool_calls"
+                )
+            elif cid not in calls:
+                out.append(
+                    f"messages[{i}]: tool message {cid!r} answers no tool_call of the closest preceding "
+                    f"assistant message with tool_calls (messages[{calls_at}])"
+                )
+            elif calls[cid]:
+                out.append(f"messages[{i}]: tool_call {cid!r} is answered twice")
+            else:
+                calls[cid] = True
+            if calls_at >= 0 and not in_run:
+                out.append(
+                    f"messages[{i}]: tool message {cid!r} does not directly follow its assistant message"
+                )
+            continue
+        if role not in ("system", "developer", "user", "assistant"):
+            out.append(f"messages[{i}]: unknown role {role!r}")
+        if not closed:
+            _report_unanswered(out, calls, calls_at, f"before messages[{i}]")
+            closed = True
+        in_run = False
+        tool_calls = message.get("tool_calls")
+        if role == "assistant" and tool_calls:
+            calls = {}
+            for call in tool_calls:
+                cid = call.get("id")
+                if cid in ids:
+                    out.append(f"messages[{i}]: tool_call id {cid!r} is used twice")
+                ids.add(cid)
+                calls[cid] = False
+            calls_at, closed, in_run = i, False, True
+        elif role == "assistant" and not message.get("content"):
+            out.append(f"messages[{i}]: assistant message has neither content nor tool_calls")
+    if not closed:
+        _report_unanswered(out, calls, calls_at, "at the end of the messages")
+    return out
+
+
+def _report_unanswered(out: list[str], calls: Mapping[str, bool], at: int, where: str) -> None:
+    missing = [cid for cid, done in calls.items() if not done]
+    if missing:
+        out.append(f"messages[{at}]: tool_calls {missing} are not answered by tool messages {where}")
+
+
+# --- OpenAI Responses ---------------------------------------------------------------------------------------
+
+_RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+
+
+def validate_openai_responses(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    out: list[str] = []
+    calls: dict[str, int] = {}
+    answered: set[str] = set()
+    for i, item in enumerate(items):
+        kind = item.get("type")
+        if kind == "function_call":
+            cid = str(item.get("call_id"))
+            if cid in calls:
+                out.append(f"input[{i}]: function_call call_id {cid!r} is used twice")
+            calls[cid] = i
+        elif kind == "function_call_output":
+            cid = str(item.get("call_id"))
+            if cid not in calls:
+                out.append(f"input[{i}]: function_call_output {cid!r} has no function_call before it")
+            elif cid in answered:
+                out.append(f"input[{i}]: function_call {cid!r} has two function_call_output items")
+            answered.add(cid)
+        elif kind == "reasoning":
+            following = next((it for it in items[i + 1 :] if it.get("type") != "reasoning"), None)
+            if following is None or not (
+                following.get("type") == "function_call"
+                or (following.get("type") == "message" and following.get("role") == "assistant")
+            ):
+                out.append(f"input[{i}]: reasoning item is not followed by the output item it produced")
+        elif kind == "message":
+            if item.get("role") not in _RESPONSES_ROLES:
+                out.append(f"input[{i}]: message has unknown role {item.get('role')!r}")
+        else:
+            out.append(f"input[{i}]: unknown item type {kind!r}")
+    out.extend(
+        f"input[{at}]: function_call {cid!r} has no function_call_output after it"
+        for cid, at in calls.items()
+        if cid not in answered
+    )
+    return out
+
+
+# --- Anthropic Messages -------------------------------------------------------------------------------------
+
+
+def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content or [])
+
+
+def validate_anthropic(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not messages:
+        return ["messages is empty: Anthropic needs at least one user message"]
+    out: list[str] = []
+    uses: list[list[str]] = []  # tool_use ids per message
+    seen: set[str] = set()
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        blocks = _blocks(message)
+        kinds = [b.get("type") for b in blocks]
+        if role not in ("user", "assistant"):
+            out.append(f"messages[{i}]: role {role!r} is not user or assistant (system goes in `system`)")
+        if i == 0 and role != "user":
+            out.append(f"messages[0]: the first message must be from the user, not {role!r}")
+        if i > 0 and role == messages[i - 1].get("role"):
+            out.append(f"messages[{i - 1}] and messages[{i}] are both {role!r}: roles must alternate")
+        if not blocks:
+            out.append(f"messages[{i}]: content is empty")
+        if any(b.get("type") == "text" and not b.get("text") for b in blocks):
+            out.append(f"messages[{i}]: a text block is empty")
+        ids = [str(b.get("id")) for b in blocks if b.get("type") == "tool_use"]
+        for cid in ids:
+            if cid in seen:
+                out.append(f"messages[{i}]: tool_use id {cid!r} is used twice")
+            seen.add(cid)
+        if role != "assistant" and (ids or {"thinking", "redacted_thinking"} & set(kinds)):
+            out.append(f"messages[{i}]: tool_use and thinking blocks belong in assistant messages")
+        if role != "user" and "tool_result" in kinds:
+            out.append(f"messages[{i}]: tool_result blocks belong in user messages")
+        uses.append(ids if role == "assistant" else [])
+    for i, message in enumerate(messages):
+        if message.get("role") != "user":
+            if uses[i] and (i + 1 == len(messages) or messages[i + 1].get("role") != "user"):
+                out.append(
+                    f"messages[{i}]: tool_use {uses[i]} is not followed by a user message with tool_result"
+                )
+            continue
+        blocks = _blocks(message)
+        kinds = [b.get("type") for b in blocks]
+        results = kinds.count("tool_result")
+        if kinds[:results] != ["tool_result"] * results:
+            out.append(
+                f"messages[{i}]: tool_result blocks must come first in the message, before other content"
+            )
+        expected = uses[i - 1] if i > 0 else []
+        answers = Counter(str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result")
+        for cid, count in answers.items():
+            if cid not in expected:
+                out.append(
+                    f"messages[{i}]: tool_result {cid!r} has no tool_use in the preceding assistant message"
+                )
+            elif count > 1:
+                out.append(f"messages[{i}]: tool_use {cid!r} is answered {count} times")
+        missing = [cid for cid in expected if cid not in answers]
+        if missing:
+            out.append(f"messages[{i - 1}]: tool_use {missing} not answered by tool_result in messages[{i}]")
+    return out
+
+
+# --- Gemini generateContent ---------------------------------------------------------------------------------
+
+
+def _count(parts: Sequence[Mapping[str, Any]], key: str) -> int:
+    return sum(1 for p in parts if key in p)
+
+
+def validate_gemini(contents: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not contents:
+        return ["contents is empty: Gemini needs at least one user turn"]
+    out: list[str] = []
+    for i, content in enumerate(contents):
+        role = content.get("role")
+        parts: list[Mapping[str, Any]] = list(content.get("parts") or [])
+        if role not in ("user", "model"):
+            out.append(f"contents[{i}]: role {role!r} is not user or model")
+        if i == 0 and role != "user":
+            out.append(f"contents[0]: the first turn must be from the user, not {role!r}")
+        if not parts:
+            out.append(f"contents[{i}]: parts is empty")
+        calls, responses = _count(parts, "functionCall"), _count(parts, "functionResponse")
+        if calls and role != "model":
+            out.append(f"contents[{i}]: functionCall parts belong in model turns")
+        if responses and role != "user":
+            out.append(f"contents[{i}]: functionResponse parts belong in user turns")
+        nxt = contents[i + 1] if i + 1 < len(contents) else None
+        if role == "model" and calls:
+            answered = (
+                _count(nxt.get("parts") or [], "functionResponse") if nxt and nxt.get("role") == "user" else 0
+            )
+            if answered != calls:
+                out.append(
+                    f"contents[{i}]: {calls} functionCall parts but the next user turn has {answered} "
+                    "functionResponse parts"
+                )
+        prev = contents[i - 1] if i > 0 else None
+        if (
+            role == "user"
+            and responses
+            and not (prev and prev.get("role") == "model" and _count(prev.get("parts") or [], "functionCall"))
+        ):
+            out.append(
+                f"contents[{i}]: functionResponse parts with no functionCall in the preceding model turn"
+            )
+    return out
+
+
+# --- one entry point ----------------------------------------------------------------------------------------
+
+ChatPayload = list[Payload]
+SystemPayload = tuple[str | None, list[Payload]]
+GeminiPayload = tuple[Payload | None, list[Payload]]
+
+
+@overload
+def check(window: Window, api: Literal["openai-chat"]) -> ChatPayload: ...
+@overload
+def check(window: Window, api: Literal["openai-responses", "anthropic"]) -> SystemPayload: ...
+@overload
+def check(window: Window, api: Literal["gemini"]) -> GeminiPayload: ...
+@overload
+def check(window: Window, api: str) -> ChatPayload | SystemPayload | GeminiPayload: ...
+def check(window: Window, api: str) -> ChatPayload | SystemPayload | GeminiPayload:
+    """Render `window` for `api` and return the payload; raise `GrammarError` if it breaks the grammar."""
+    payload: ChatPayload | SystemPayload | GeminiPayload
+    if api == "openai-chat":
+        payload = render_openai_chat(window)
+        violations = validate_openai_chat(payload)
+    elif api == "openai-responses":
+        payload = render_openai_responses(window)
+        violations = validate_openai_responses(payload[1])
+    elif api == "anthropic":
+        payload = render_anthropic(window)
+        violations = validate_anthropic(payload[1])
+    elif api == "gemini":
+        payload = render_gemini(window)
+        violations = validate_gemini(payload[1])
+    else:
+        raise InvalidRequestError(f"unknown wire API {api!r}; expected one of {', '.join(WIRE_APIS)}")
+    if violations:
+        raise GrammarError(api, violations)
+    return payload
