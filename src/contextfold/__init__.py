@@ -1,10 +1,10 @@
 """contextfold: an append-only event log per conversation, and the context window as a fold of it.
 
-    store = await open_store("contextfold.db")
-    conversation = await Conversation.create(store)
-    await conversation.append(user("hello"))
-    await conversation.fit(budget=16_000, summariser=model)   # compacts when the policy says so
-    window = conversation.window()                           # what the model sees
+store = await open_store("contextfold.db")
+conversation = await Conversation.create(store)
+await conversation.append(user("hello"))
+await conversation.fit(budget=16_000, summariser=model)   # compacts when the policy says so
+window = conversation.window()                           # what the model sees
 """
 
 from ._conversation import Conversation, Expansion, RecallHit

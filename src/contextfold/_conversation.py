@@ -62,7 +62,13 @@ class Expansion:
 
 class Conversation:
     def __init__(
-        self, store: Store, info: ConversationInfo, view: View, *, estimator: TokenEstimator, model: str | None
+        self,
+        store: Store,
+        info: ConversationInfo,
+        view: View,
+        *,
+        estimator: TokenEstimator,
+        model: str | None,
     ) -> None:
         self.store = store
         self.info = info
@@ -95,7 +101,12 @@ class Conversation:
 
     @classmethod
     async def load(
-        cls, store: Store, conversation_id: str, *, estimator: TokenEstimator | None = None, model: str | None = None
+        cls,
+        store: Store,
+        conversation_id: str,
+        *,
+        estimator: TokenEstimator | None = None,
+        model: str | None = None,
     ) -> Conversation:
         """Load from the newest compaction: reads what the view holds and what followed, not the whole log."""
         info = await store.conversations.get(conversation_id)
@@ -300,7 +311,14 @@ class Conversation:
             )
             if event is None:
                 return CompactionResult(
-                    False, trigger, items_before, items_before, turns_before, turns_before, tokens_before, tokens_before
+                    False,
+                    trigger,
+                    items_before,
+                    items_before,
+                    turns_before,
+                    turns_before,
+                    tokens_before,
+                    tokens_before,
                 )
             try:
                 if self.view.head != head:

@@ -108,7 +108,7 @@ async def compact(
                 instructions,
                 max_tokens=text_budget,
                 input_tokens=policy.summariser_input_tokens,
-                timeout=policy.summariser_timeout,
+                time_limit=policy.summariser_timeout,
             )
             usage = TokenUsage(tokens_in, tokens_out)
             if not text:
@@ -144,7 +144,11 @@ def _finish(view: View, event: Compaction, budget: int, estimator: TokenEstimato
     after = simulate(view, event)
     if after > budget:
         # Last resort: mask every tool output still shown in full, newest last, until the view fits.
-        extra = sorted(seq for seq in set(event.kept) - set(event.masked) if isinstance(view.items.get(seq), ToolResult))
+        extra = sorted(
+            seq
+            for seq in set(event.kept) - set(event.masked) - view.pinned
+            if isinstance(view.items.get(seq), ToolResult)
+        )
         masked = set(event.masked)
         for seq in extra:
             if after <= budget:

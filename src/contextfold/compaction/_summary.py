@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 
 from .._errors import ContextfoldError
-from ..events import Item, Message, Reasoning, TextPart, ToolCall, ToolResult
+from ..events import Item, Message, TextPart, ToolCall, ToolResult
 from ..models import Model, ModelSettings
 from ..view import Window, text_tokens
 
@@ -55,14 +55,14 @@ def transcript(items: Sequence[Item], max_tokens: int) -> str:
 
 def _describe(item: Item) -> tuple[str, str]:
     if isinstance(item, Message):
-        return item.role, "\n".join(p.text if isinstance(p, TextPart) else f"<{p.type_name()}>" for p in item.content)
+        return item.role, "\n".join(
+            p.text if isinstance(p, TextPart) else f"<{type(p).__name__}>" for p in item.content
+        )
     if isinstance(item, ToolCall):
         return f"tool call {item.name} #{item.call_id}", item.arguments
     if isinstance(item, ToolResult):
         return f"tool result #{item.call_id}{' (error)' if item.is_error else ''}", item.output
-    if isinstance(item, Reasoning):
-        return "reasoning", item.text or ""
-    return "item", ""
+    return "reasoning", item.text or ""
 
 
 async def summarise(
@@ -73,7 +73,7 @@ async def summarise(
     *,
     max_tokens: int,
     input_tokens: int,
-    timeout: float,
+    time_limit: float,
 ) -> tuple[str, int, int]:
     """Ask `model` for a summary. Returns (text, input tokens, output tokens); raises on any failure."""
     parts = []
@@ -84,7 +84,7 @@ async def summarise(
         parts.append(f"<instructions>\n{instructions}\n</instructions>")
     parts.append(f"Write the summary in at most {max_tokens} tokens.")
     window = Window(SUMMARY_PROMPT, None, max_tokens, [Message(role="user", content=[TextPart("\n\n".join(parts))])])
-    response = await asyncio.wait_for(model.request(window, ModelSettings(max_output_tokens=max_tokens)), timeout)
+    response = await asyncio.wait_for(model.request(window, ModelSettings(max_output_tokens=max_tokens)), time_limit)
     return response.text.strip(), response.input_tokens, response.output_tokens
 
 
@@ -92,9 +92,7 @@ class SummaryRejected(ContextfoldError):
     """The summariser answered, but not with something usable."""
 
 
-def digest(
-    items: Sequence[Item], previous: str | None, reason: str, max_tokens: int, chars_per_token: float
-) -> str:
+def digest(items: Sequence[Item], previous: str | None, reason: str, max_tokens: int, chars_per_token: float) -> str:
     """A deterministic summary: the first words of every message and every tool outcome, cut to fit."""
     lines = [f"[Digest of {len(items)} folded items, made without a model ({reason}). Use recall for details.]"]
     if previous:

@@ -72,4 +72,5 @@ __all__ = [
     "system",
     "text_of",
     "user",
+    "validate",
 ]

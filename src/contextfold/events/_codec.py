@@ -16,7 +16,7 @@ class _Envelope(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]  # a union of structs is a valid decode type
+_decoder = msgspec.json.Decoder(AnyEvent)
 _envelope = msgspec.json.Decoder(_Envelope)
 
 

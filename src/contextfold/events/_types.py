@@ -89,13 +89,13 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True, omit_de
         return tag if isinstance(tag, str) else type(self).__name__
 
 
-class Message(Event, tag="message"):
+class Message(Event, tag="message", frozen=True):
     role: Role
     content: list[Part]
     redacted: bool = False
 
 
-class ToolCall(Event, tag="tool_call"):
+class ToolCall(Event, tag="tool_call", frozen=True):
     """One call of a batch; the calls of a parallel batch share `batch_id` and are kept or folded together."""
 
     call_id: str
@@ -105,7 +105,7 @@ class ToolCall(Event, tag="tool_call"):
     redacted: bool = False
 
 
-class ToolResult(Event, tag="tool_result"):
+class ToolResult(Event, tag="tool_result", frozen=True):
     """A tool's output. `summary` is the tool's own compact version, used when old output is masked."""
 
     call_id: str
@@ -115,7 +115,7 @@ class ToolResult(Event, tag="tool_result"):
     redacted: bool = False
 
 
-class Reasoning(Event, tag="reasoning"):
+class Reasoning(Event, tag="reasoning", frozen=True):
     """Opaque provider reasoning (for example encrypted content), passed back to the same provider only."""
 
     provider: str
@@ -124,12 +124,12 @@ class Reasoning(Event, tag="reasoning"):
     redacted: bool = False
 
 
-class TurnMarker(Event, tag="turn"):
+class TurnMarker(Event, tag="turn", frozen=True):
     status: TurnStatus
     reason: str | None = None
 
 
-class ConfigChange(Event, tag="config"):
+class ConfigChange(Event, tag="config", frozen=True):
     """Runtime configuration. UNSET leaves a setting as it was; None clears it."""
 
     system_prompt: str | UnsetType | None = UNSET
@@ -137,21 +137,21 @@ class ConfigChange(Event, tag="config"):
     max_output_tokens: int | UnsetType | None = UNSET
 
 
-class Pin(Event, tag="pin"):
+class Pin(Event, tag="pin", frozen=True):
     """Pins (or unpins) the item at `target` so compaction always keeps it verbatim."""
 
     target: int
     pinned: bool = True
 
 
-class Deletion(Event, tag="deletion"):
+class Deletion(Event, tag="deletion", frozen=True):
     """A tombstone. The store erases the content of `targets` and the summaries of `erased_summaries`."""
 
     targets: list[int]
     erased_summaries: list[int] = msgspec.field(default_factory=list)
 
 
-class Usage(Event, tag="usage"):
+class Usage(Event, tag="usage", frozen=True):
     """What the provider reported for one inference request, beside what we estimated for it."""
 
     model: str
@@ -161,7 +161,7 @@ class Usage(Event, tag="usage"):
     estimated_input_tokens: int | None = None
 
 
-class Compaction(Event, tag="compaction"):
+class Compaction(Event, tag="compaction", frozen=True):
     """A fold of older history. It never edits earlier events; it says what the view is from here on.
 
     `kept` lists every earlier event the view still holds (items and the config events in force), so the view after
@@ -190,18 +190,7 @@ class Compaction(Event, tag="compaction"):
     redacted: bool = False
 
 
-AnyEvent = (
-    Message
-    | ToolCall
-    | ToolResult
-    | Reasoning
-    | TurnMarker
-    | ConfigChange
-    | Pin
-    | Deletion
-    | Usage
-    | Compaction
-)
+AnyEvent = Message | ToolCall | ToolResult | Reasoning | TurnMarker | ConfigChange | Pin | Deletion | Usage | Compaction
 Item = Message | ToolCall | ToolResult | Reasoning
 """Events that are part of what the model sees."""
 

@@ -60,10 +60,9 @@ def prepare(conversation_id: str, events: Sequence[Event], expected_head: int) -
         checked = validate(stamped)
         if isinstance(checked, Deletion):
             deletion_targets(checked)
-        searchable = text_of(checked) if isinstance(checked, _SEARCHABLE) else ""
-        rows.append(
-            Row(checked.seq, checked.id, checked.type_name(), encode(checked), searchable or None, checked)
-        )
+        # PostgreSQL text cannot hold NUL; the body (JSON-escaped) keeps the exact content.
+        searchable = text_of(checked).replace("\x00", " ") if isinstance(checked, _SEARCHABLE) else ""
+        rows.append(Row(checked.seq, checked.id, checked.type_name(), encode(checked), searchable or None, checked))
     return rows
 
 
@@ -125,9 +124,7 @@ def check_limit(limit: int | None, what: str) -> None:
 
 def check_page(limit: int, offset: int) -> None:
     if limit < 1 or offset < 0:
-        raise InvalidRequestError(
-            f"search needs limit >= 1 and offset >= 0, got limit={limit}, offset={offset}"
-        )
+        raise InvalidRequestError(f"search needs limit >= 1 and offset >= 0, got limit={limit}, offset={offset}")
 
 
 def checkpoint_seqs(compaction: Compaction) -> list[int]:

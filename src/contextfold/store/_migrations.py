@@ -25,9 +25,7 @@ def plan(migrations: Sequence[Migration], current: int, target: int | None = Non
     """
     latest = migrations[-1].version
     if current > latest:
-        raise StoreError(
-            f"database schema is version {current}, newer than this build's {latest}; upgrade contextfold"
-        )
+        raise StoreError(f"database schema is version {current}, newer than this build's {latest}; upgrade contextfold")
     last = latest if target is None else target
     return [m for m in migrations if current < m.version <= last]
 

@@ -15,8 +15,10 @@ Why it is shaped this way:
 - What an append, a deletion or a search accepts is decided in `_common`, shared with the SQLite store; only
   the SQL is here.
 
-Erasure rewrites the row's body and drops its search text in the deleting transaction; the old row version
-lingers in the table file until VACUUM reclaims it.
+Erasure rewrites the row's body and drops its search text in the deleting transaction, so no query can see the
+content again. On disk it is not gone at once: the old row version stays until VACUUM prunes it, the GIN index
+keeps the erased words as keys until it is rebuilt (VACUUM FULL or REINDEX), and the WAL holds them until it
+is recycled.
 """
 
 from __future__ import annotations
@@ -117,7 +119,10 @@ class PostgresStore:
         )
         store = cls(pool, where)
         try:
-            await pool.open(wait=True, timeout=connect_timeout)
+            try:
+                await pool.open(wait=True, timeout=connect_timeout)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot connect to {where} within {connect_timeout:g}s: {exc}") from exc
             async with store._connection() as conn:
                 await migrate(conn)
         except BaseException:
@@ -139,9 +144,7 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error on {self._where}: {_detail(exc)}") from exc
 
-    async def append(
-        self, conversation_id: str, events: Sequence[Event], expected_head: int
-    ) -> list[AnyEvent]:
+    async def append(self, conversation_id: str, events: Sequence[Event], expected_head: int) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head)
         async with self._connection() as conn, conn.transaction():
             head, checkpoint = await _head(conn, conversation_id, lock=True)
@@ -206,9 +209,7 @@ class PostgresStore:
             after = [decode(body) for (body,) in await cur.fetchall()]
         return build_checkpoint(head, compaction, kept, after)
 
-    async def search(
-        self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0
-    ) -> list[SearchHit]:
+    async def search(self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0) -> list[SearchHit]:
         terms = check_query(query)
         check_page(limit, offset)
         tsquery = " || ".join(["plainto_tsquery('english', %s)"] * len(terms))
@@ -224,10 +225,7 @@ class PostgresStore:
                 (_HEADLINE, *terms, conversation_id, limit, offset),
             )
             rows = await cur.fetchall()
-        return [
-            SearchHit(seq, event_id, kind, snippet, float(score))
-            for seq, event_id, kind, snippet, score in rows
-        ]
+        return [SearchHit(seq, event_id, kind, snippet, float(score)) for seq, event_id, kind, snippet, score in rows]
 
 
 class _PostgresConversations:
@@ -240,8 +238,7 @@ class _PostgresConversations:
         info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}))
         async with self._store._connection() as conn:
             cur = await conn.execute(
-                "INSERT INTO conversations (id, created_at, metadata) VALUES (%s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO conversations (id, created_at, metadata) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
                 (info.id, info.created_at, json.dumps(info.metadata)),
             )
             if cur.rowcount == 0:
@@ -250,9 +247,7 @@ class _PostgresConversations:
 
     async def get(self, conversation_id: str) -> ConversationInfo:
         async with self._store._connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,)
-            )
+            cur = await conn.execute(f"SELECT {_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,))
             row = await cur.fetchone()
         if row is None:
             raise NotFoundError(f"conversation {conversation_id!r} does not exist")

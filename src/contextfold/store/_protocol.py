@@ -67,9 +67,7 @@ class Store(Protocol):
     @property
     def conversations(self) -> Conversations: ...
 
-    async def append(
-        self, conversation_id: str, events: Sequence[Event], expected_head: int
-    ) -> list[AnyEvent]: ...
+    async def append(self, conversation_id: str, events: Sequence[Event], expected_head: int) -> list[AnyEvent]: ...
 
     async def read(
         self,

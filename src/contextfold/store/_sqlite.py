@@ -45,12 +45,11 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA secure_delete = ON")  # erased content is overwritten on disk, not just unlinked
     return conn
 
 
-def migrate(
-    conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE, target: int | None = None
-) -> int:
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE, target: int | None = None) -> int:
     """Apply the migrations the database lacks, up to `target` (default: all). Returns the schema version."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -118,7 +117,11 @@ class SQLiteStore:
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
         store = cls(path)
-        await store._writer.run(migrate)
+        try:
+            await store._writer.run(migrate)
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -126,9 +129,7 @@ class SQLiteStore:
         if self._reader is not self._writer:
             self._reader.close()
 
-    async def append(
-        self, conversation_id: str, events: Sequence[Event], expected_head: int
-    ) -> list[AnyEvent]:
+    async def append(self, conversation_id: str, events: Sequence[Event], expected_head: int) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head)
         await self._writer.run(_append, conversation_id, rows, expected_head)
         return [row.event for row in rows]
@@ -160,9 +161,7 @@ class SQLiteStore:
     async def checkpoint(self, conversation_id: str) -> Checkpoint:
         return await self._reader.run(_checkpoint, conversation_id)
 
-    async def search(
-        self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0
-    ) -> list[SearchHit]:
+    async def search(self, conversation_id: str, query: str, *, limit: int = 10, offset: int = 0) -> list[SearchHit]:
         terms = check_query(query)
         check_page(limit, offset)
         match = " OR ".join(f'"{term}"' for term in terms)
@@ -195,9 +194,7 @@ class _SQLiteConversations:
 
 
 def _head(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, int]:
-    row = conn.execute(
-        "SELECT head, checkpoint FROM conversations WHERE id = ?", (conversation_id,)
-    ).fetchone()
+    row = conn.execute("SELECT head, checkpoint FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"conversation {conversation_id!r} does not exist; create it first")
     return int(row[0]), int(row[1])
@@ -210,8 +207,7 @@ def _append(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], exp
         if head != expected_head:
             raise ConflictError(conversation_id, expected_head, head)
         conn.executemany(
-            "INSERT INTO events (conversation_id, seq, id, type, body, search_text)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
             [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
         )
         for row in rows:
@@ -240,6 +236,8 @@ def _erase(conn: sqlite3.Connection, conversation_id: str, deletion: Deletion) -
         "UPDATE events SET body = ?, search_text = NULL WHERE conversation_id = ? AND seq = ?",
         [(redacted_body(body), conversation_id, seq) for seq, body in found],
     )
+    # FTS5 before 3.42 only marks deleted terms; merging the index rewrites it without them.
+    conn.execute("INSERT INTO events_fts(events_fts) VALUES ('optimize')")
 
 
 def _read(conn: sqlite3.Connection, conversation_id: str, sql: str, params: list[Any]) -> list[AnyEvent]:
@@ -267,8 +265,7 @@ def _checkpoint(conn: sqlite3.Connection, conversation_id: str) -> Checkpoint:
         kept = [
             decode(body)
             for (body,) in conn.execute(
-                "SELECT body FROM events WHERE conversation_id = ?"
-                " AND seq IN (SELECT value FROM json_each(?))",
+                "SELECT body FROM events WHERE conversation_id = ? AND seq IN (SELECT value FROM json_each(?))",
                 (conversation_id, json.dumps(wanted)),
             )
         ]
@@ -278,9 +275,7 @@ def _checkpoint(conn: sqlite3.Connection, conversation_id: str) -> Checkpoint:
         conn.execute("COMMIT")
 
 
-def _search(
-    conn: sqlite3.Connection, conversation_id: str, match: str, limit: int, offset: int
-) -> list[SearchHit]:
+def _search(conn: sqlite3.Connection, conversation_id: str, match: str, limit: int, offset: int) -> list[SearchHit]:
     _head(conn, conversation_id)
     rows = conn.execute(
         """SELECT e.seq, e.id, e.type, snippet(events_fts, 0, '', '', '…', 24), bm25(events_fts)

@@ -60,8 +60,8 @@ class View:
     """What the model sees of one conversation, kept current one event at a time."""
 
     __slots__ = (
-        "config_events",
         "_item_tokens",
+        "config_events",
         "covers",
         "head",
         "items",
@@ -152,6 +152,11 @@ class View:
         if pin.target in self.items:
             if pin.pinned:
                 self.pinned.add(pin.target)
+                if pin.target in self.masked:  # pinned items are shown verbatim
+                    item = self.items[pin.target]
+                    self._item_tokens -= self._cost(pin.target, item)
+                    self.masked.discard(pin.target)
+                    self._item_tokens += item.tokens
             else:
                 self.pinned.discard(pin.target)
 
@@ -182,14 +187,17 @@ class View:
 
     def _drop(self, seqs: Iterable[int]) -> None:
         for seq in list(seqs):
-            item = self.items.pop(seq)
-            self._item_tokens -= masked_tokens(item) if seq in self.masked else item.tokens  # type: ignore[arg-type]
+            self._item_tokens -= self._cost(seq, self.items.pop(seq))
             self.pinned.discard(seq)
             self.masked.discard(seq)
 
-    def _restore(
-        self, compaction: Compaction, source: Mapping[int, Event], summary_holder: Compaction | None
-    ) -> None:
+    def _cost(self, seq: int, item: Item) -> int:
+        """Tokens an item takes in the view: its placeholder's when masked."""
+        if seq in self.masked and isinstance(item, ToolResult):
+            return masked_tokens(item)
+        return item.tokens
+
+    def _restore(self, compaction: Compaction, source: Mapping[int, Event], summary_holder: Compaction | None) -> None:
         """Make the view exactly what `compaction` says it is, taking the events it kept from `source`."""
         configs: list[ConfigChange] = []
         items: dict[int, Item] = {}
@@ -203,17 +211,13 @@ class View:
         stale_before = self.summary_stale
         self.items = items
         self.pinned = {seq for seq in compaction.pinned if seq in items}
-        self.masked = {
-            seq for seq in compaction.masked if seq in items and isinstance(items[seq], ToolResult)
-        }
+        self.masked = {seq for seq in compaction.masked if seq in items and isinstance(items[seq], ToolResult)}
         self.system_prompt, self.tools, self.max_output_tokens = None, None, None
         self.config_events = {}
         for change in configs:
             self._config(change)
         if compaction.strategy == "mask":
-            holder = (
-                summary_holder if summary_holder and summary_holder.seq == compaction.summary_seq else None
-            )
+            holder = summary_holder if summary_holder and summary_holder.seq == compaction.summary_seq else None
         else:
             holder = compaction
         self.summary = holder
@@ -222,10 +226,7 @@ class View:
         )
         self.covers = list(compaction.covers)
         self.offset = 0
-        self._item_tokens = sum(
-            masked_tokens(item) if seq in self.masked else item.tokens  # type: ignore[arg-type]
-            for seq, item in items.items()
-        )
+        self._item_tokens = sum(self._cost(seq, item) for seq, item in items.items())
         self.head = compaction.seq
 
     # --- reading ----------------------------------------------------------------------------------------------
@@ -303,7 +304,9 @@ class View:
 def summary_message(compaction: Compaction) -> Message:
     return Message(
         id=compaction.id,
+        conversation_id=compaction.conversation_id,
         seq=compaction.seq,
+        created_at=compaction.created_at,
         role="user",
         content=[TextPart(SUMMARY_HEADER + (compaction.summary or ""))],
         tokens=compaction.tokens,

@@ -17,15 +17,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
 from .._errors import GrammarError, InvalidRequestError
-from ..events import Item, Message, Reasoning, ToolCall, ToolResult
+from ..events import Item, Message, Reasoning, TextPart, ToolCall, ToolResult
 from ._fold import Window
 from ._render import (
+    Batch,
     Payload,
-    has_content,
     render_anthropic,
     render_gemini,
     render_openai_chat,
     render_openai_responses,
+    segments,
 )
 
 log = logging.getLogger("contextfold.view")
@@ -50,9 +51,7 @@ def validate_items(items: Sequence[Item]) -> list[str]:
     for item in items:
         if isinstance(item, ToolResult):
             if item.call_id not in calls:
-                out.append(
-                    f"tool result seq {item.seq} answers call_id {item.call_id!r}, which has no earlier call"
-                )
+                out.append(f"tool result seq {item.seq} answers call_id {item.call_id!r}, which has no earlier call")
             elif item.call_id in answered:
                 out.append(f"call_id {item.call_id!r} is answered twice (again by seq {item.seq})")
             else:
@@ -60,9 +59,7 @@ def validate_items(items: Sequence[Item]) -> list[str]:
                 if item.call_id in pending:
                     pending.remove(item.call_id)
         else:
-            continuing = (
-                isinstance(item, ToolCall) and isinstance(last, ToolCall) and last.batch_id == item.batch_id
-            )
+            continuing = isinstance(item, ToolCall) and isinstance(last, ToolCall) and last.batch_id == item.batch_id
             if pending and not continuing:
                 out.append(
                     f"batch {open_batch!r} is not fully answered before seq {item.seq}: "
@@ -95,66 +92,48 @@ def repair(window: Window) -> Window:
     A batch is kept only when its calls are contiguous, its call ids are new, and every call has a result in
     the run of results right after it (extra or duplicate results are dropped). What was dropped is logged.
     """
-    items = window.items
     kept: list[Item] = []
     dropped: list[int] = []
     seen_calls: set[str] = set()
     seen_batches: set[str] = set()
-    i, n = 0, len(items)
-    while i < n:
-        item = items[i]
-        if not isinstance(item, (ToolCall, ToolResult)):
-            kept.append(item)
-            i += 1
+    for segment in segments(window.items):
+        if not isinstance(segment, Batch):
+            kept.append(segment)
             continue
-        calls: list[ToolCall] = []
-        while (
-            i < n
-            and isinstance(call := items[i], ToolCall)
-            and call.batch_id == getattr(item, "batch_id", None)
-        ):
-            calls.append(call)
-            i += 1
-        results: list[ToolResult] = []
-        while i < n and isinstance(result := items[i], ToolResult):
-            results.append(result)
-            i += 1
-        ids = [c.call_id for c in calls]
-        first: dict[str, ToolResult] = {}
-        for result in results:
+        ids = [c.call_id for c in segment.calls]
+        answers: dict[str, ToolResult] = {}
+        for result in segment.results:
             if result.call_id in ids:
-                first.setdefault(result.call_id, result)
+                answers.setdefault(result.call_id, result)
+        batch_id = segment.calls[0].batch_id if segment.calls else None
         ok = (
-            bool(calls)
+            batch_id is not None
+            and batch_id not in seen_batches
             and len(set(ids)) == len(ids)
-            and not seen_calls.intersection(ids)
-            and isinstance(item, ToolCall)
-            and item.batch_id not in seen_batches
-            and len(first) == len(ids)
+            and seen_calls.isdisjoint(ids)
+            and len(answers) == len(ids)
         )
-        if isinstance(item, ToolCall):
-            seen_batches.add(item.batch_id)
-        answers = {id(r) for r in first.values()} if ok else set()
+        if batch_id is not None:
+            seen_batches.add(batch_id)
         if ok:
             seen_calls.update(ids)
-            kept.extend(calls)
+            kept.extend(segment.calls)
         else:
-            dropped.extend(c.seq for c in calls)
-        for result in results:
-            if id(result) in answers:
+            dropped.extend(c.seq for c in segment.calls)
+        keep = {id(r) for r in answers.values()} if ok else set()
+        for result in segment.results:
+            if id(result) in keep:
                 kept.append(result)
             else:
                 dropped.append(result.seq)
-    final = [
-        item
-        for index, item in enumerate(kept)
-        if not isinstance(item, Reasoning) or _followed_by_output(kept, index)
-    ]
-    dropped.extend(item.seq for item in kept if isinstance(item, Reasoning) and item not in final)
+    final: list[Item] = []
+    for index, item in enumerate(kept):
+        if isinstance(item, Reasoning) and not _followed_by_output(kept, index):
+            dropped.append(item.seq)
+        else:
+            final.append(item)
     if dropped:
-        log.warning(
-            "grammar repair dropped %d items that break tool-call pairing: seqs %s", len(dropped), dropped
-        )
+        log.warning("grammar repair dropped items that break tool-call pairing: seqs %s", sorted(dropped))
     return dataclasses.replace(window, items=final)
 
 
@@ -165,7 +144,11 @@ def _followed_by_output(items: Sequence[Item], index: int) -> bool:
             continue
         if isinstance(item, ToolCall):
             return True
-        return isinstance(item, Message) and item.role == "assistant" and has_content(item)
+        return (
+            isinstance(item, Message)
+            and item.role == "assistant"
+            and any(isinstance(part, TextPart) and part.text for part in item.content)
+        )
     return False
 
 
@@ -184,9 +167,7 @@ def validate_openai_chat(messages: Sequence[Mapping[str, Any]]) -> list[str]:
         if role == "tool":
             cid = message.get("tool_call_id")
             if calls_at < 0:
-                out.append(
-                    f"messages[{i}]: tool message {cid!r} has no earlier assistant message with tool_calls"
-                )
+                out.append(f"messages[{i}]: tool message {cid!r} has no earlier assistant message with tool_calls")
             elif cid not in calls:
                 out.append(
                     f"messages[{i}]: tool message {cid!r} answers no tool_call of the closest preceding "
@@ -197,9 +178,7 @@ def validate_openai_chat(messages: Sequence[Mapping[str, Any]]) -> list[str]:
             else:
                 calls[cid] = True
             if calls_at >= 0 and not in_run:
-                out.append(
-                    f"messages[{i}]: tool message {cid!r} does not directly follow its assistant message"
-                )
+                out.append(f"messages[{i}]: tool message {cid!r} does not directly follow its assistant message")
             continue
         if role not in ("system", "developer", "user", "assistant"):
             out.append(f"messages[{i}]: unknown role {role!r}")
@@ -301,8 +280,8 @@ def validate_anthropic(messages: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"messages[{i - 1}] and messages[{i}] are both {role!r}: roles must alternate")
         if not blocks:
             out.append(f"messages[{i}]: content is empty")
-        if any(b.get("type") == "text" and not b.get("text") for b in blocks):
-            out.append(f"messages[{i}]: a text block is empty")
+        if any(b.get("type") == "text" and not str(b.get("text") or "").strip() for b in blocks):
+            out.append(f"messages[{i}]: a text block is empty or only whitespace")
         ids = [str(b.get("id")) for b in blocks if b.get("type") == "tool_use"]
         for cid in ids:
             if cid in seen:
@@ -316,24 +295,18 @@ def validate_anthropic(messages: Sequence[Mapping[str, Any]]) -> list[str]:
     for i, message in enumerate(messages):
         if message.get("role") != "user":
             if uses[i] and (i + 1 == len(messages) or messages[i + 1].get("role") != "user"):
-                out.append(
-                    f"messages[{i}]: tool_use {uses[i]} is not followed by a user message with tool_result"
-                )
+                out.append(f"messages[{i}]: tool_use {uses[i]} is not followed by a user message with tool_result")
             continue
         blocks = _blocks(message)
         kinds = [b.get("type") for b in blocks]
         results = kinds.count("tool_result")
         if kinds[:results] != ["tool_result"] * results:
-            out.append(
-                f"messages[{i}]: tool_result blocks must come first in the message, before other content"
-            )
+            out.append(f"messages[{i}]: tool_result blocks must come first in the message, before other content")
         expected = uses[i - 1] if i > 0 else []
         answers = Counter(str(b.get("tool_use_id")) for b in blocks if b.get("type") == "tool_result")
         for cid, count in answers.items():
             if cid not in expected:
-                out.append(
-                    f"messages[{i}]: tool_result {cid!r} has no tool_use in the preceding assistant message"
-                )
+                out.append(f"messages[{i}]: tool_result {cid!r} has no tool_use in the preceding assistant message")
             elif count > 1:
                 out.append(f"messages[{i}]: tool_use {cid!r} is answered {count} times")
         missing = [cid for cid in expected if cid not in answers]
@@ -369,9 +342,7 @@ def validate_gemini(contents: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"contents[{i}]: functionResponse parts belong in user turns")
         nxt = contents[i + 1] if i + 1 < len(contents) else None
         if role == "model" and calls:
-            answered = (
-                _count(nxt.get("parts") or [], "functionResponse") if nxt and nxt.get("role") == "user" else 0
-            )
+            answered = _count(nxt.get("parts") or [], "functionResponse") if nxt and nxt.get("role") == "user" else 0
             if answered != calls:
                 out.append(
                     f"contents[{i}]: {calls} functionCall parts but the next user turn has {answered} "
@@ -383,9 +354,7 @@ def validate_gemini(contents: Sequence[Mapping[str, Any]]) -> list[str]:
             and responses
             and not (prev and prev.get("role") == "model" and _count(prev.get("parts") or [], "functionCall"))
         ):
-            out.append(
-                f"contents[{i}]: functionResponse parts with no functionCall in the preceding model turn"
-            )
+            out.append(f"contents[{i}]: functionResponse parts with no functionCall in the preceding model turn")
     return out
 
 

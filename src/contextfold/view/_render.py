@@ -39,10 +39,15 @@ user message before it): Anthropic requires the first message to be from the use
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A run of tool calls sharing a `batch_id` and the run of results right after it (in call order)."""
+    """A run of tool calls sharing a `batch_id` and the run of results right after it."""
 
     calls: list[ToolCall]
     results: list[ToolResult]
+
+    def results_in_call_order(self) -> list[ToolResult]:
+        """The results sorted into call order, however the tools finished (unknown calls last)."""
+        order = {call.call_id: index for index, call in enumerate(self.calls)}
+        return sorted(self.results, key=lambda result: order.get(result.call_id, len(order)))
 
 
 Segment = Message | Reasoning | Batch
@@ -51,8 +56,7 @@ Segment = Message | Reasoning | Batch
 def segments(items: Sequence[Item]) -> list[Segment]:
     """Group the items: each run of calls of one batch with the results that directly follow it.
 
-    Results right after a batch are put in call order (results for unknown calls go last); a run
-    of results with no calls before it becomes a `Batch` with no calls, so the renderers still show it.
+    A run of results with no calls before it becomes a `Batch` with no calls, so the renderers still show it.
     """
     out: list[Segment] = []
     i, n = 0, len(items)
@@ -63,19 +67,13 @@ def segments(items: Sequence[Item]) -> list[Segment]:
             i += 1
             continue
         calls: list[ToolCall] = []
-        while (
-            i < n
-            and isinstance(call := items[i], ToolCall)
-            and call.batch_id == getattr(item, "batch_id", None)
-        ):
+        while i < n and isinstance(call := items[i], ToolCall) and call.batch_id == getattr(item, "batch_id", None):
             calls.append(call)
             i += 1
         results: list[ToolResult] = []
         while i < n and isinstance(result := items[i], ToolResult):
             results.append(result)
             i += 1
-        order = {call.call_id: index for index, call in enumerate(calls)}
-        results.sort(key=lambda result: order.get(result.call_id, len(order)))
         out.append(Batch(calls, results))
     return out
 
@@ -97,10 +95,6 @@ def arguments_object(arguments: str) -> dict[str, Any]:
     except ValueError:
         return {"arguments": arguments}
     return value if isinstance(value, dict) else {"arguments": value}
-
-
-def has_content(message: Message) -> bool:
-    return any(not isinstance(part, TextPart) or part.text for part in message.content)
 
 
 def _data_url(url: str) -> tuple[str, str] | None:
@@ -161,8 +155,9 @@ def render_openai_chat(window: Window) -> list[Payload]:
         if isinstance(segment, Reasoning):
             continue
         if isinstance(segment, Message):
-            if has_content(segment):
-                out.append({"role": segment.role, "content": _chat_content(segment)})
+            content = _chat_content(segment)
+            if content:  # nothing left (an erased message, or an assistant one with only images) is skipped
+                out.append({"role": segment.role, "content": content})
                 merge_turn = (segment.turn_id,) if segment.role == "assistant" else None
             continue
         if segment.calls:
@@ -174,7 +169,9 @@ def render_openai_chat(window: Window) -> list[Payload]:
                 out[-1]["tool_calls"] = calls
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": calls})
-        out.extend({"role": "tool", "tool_call_id": r.call_id, "content": r.output} for r in segment.results)
+        out.extend(
+            {"role": "tool", "tool_call_id": r.call_id, "content": r.output} for r in segment.results_in_call_order()
+        )
         merge_turn = None
     return out
 
@@ -209,25 +206,24 @@ def _responses_reasoning(reasoning: Reasoning) -> Payload:
     return item
 
 
-def render_openai_responses(
-    window: Window, *, reasoning_from: str = "openai"
-) -> tuple[str | None, list[Payload]]:
-    """Responses `instructions` and `input` items; system/developer messages stay message items."""
+def render_openai_responses(window: Window, *, reasoning_from: str = "openai") -> tuple[str | None, list[Payload]]:
+    """Responses `instructions` and `input` items; system/developer messages stay message items.
+
+    `reasoning_from` names the provider whose reasoning items are passed back (another value for a deployment
+    of the same models under another name, for example Azure).
+    """
     out: list[Payload] = []
     for segment in segments(window.items):
         if isinstance(segment, Reasoning):
             if segment.provider == reasoning_from:
                 out.append(_responses_reasoning(segment))
         elif isinstance(segment, Message):
-            if not has_content(segment):
-                continue
             if segment.role == "assistant":  # input_text is refused here: only output_text and refusal
                 content = [{"type": "output_text", "text": text} for text in _texts(segment)]
             else:
-                content = [
-                    _responses_part(p) for p in segment.content if not isinstance(p, TextPart) or p.text
-                ]
-            out.append({"type": "message", "role": segment.role, "content": content})
+                content = [_responses_part(p) for p in segment.content if not isinstance(p, TextPart) or p.text]
+            if content:
+                out.append({"type": "message", "role": segment.role, "content": content})
         else:
             out.extend(
                 {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
@@ -235,7 +231,7 @@ def render_openai_responses(
             )
             out.extend(
                 {"type": "function_call_output", "call_id": r.call_id, "output": r.output}
-                for r in segment.results
+                for r in segment.results_in_call_order()
             )
     return window.system_prompt or None, out
 
@@ -244,8 +240,8 @@ def render_openai_responses(
 
 
 def _anthropic_part(part: Part) -> Payload | None:
-    if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text} if part.text else None
+    if isinstance(part, TextPart):  # the API refuses text blocks that are empty or only whitespace
+        return {"type": "text", "text": part.text} if part.text.strip() else None
     if isinstance(part, ImagePart):
         inline = _data_url(part.url)
         if inline is not None:
@@ -286,10 +282,12 @@ def _push(messages: list[Payload], role: str, blocks: list[Payload]) -> None:
         messages.append({"role": role, "content": blocks})
 
 
-def render_anthropic(
-    window: Window, *, reasoning_from: str = "anthropic"
-) -> tuple[str | None, list[Payload]]:
-    """Messages API `system` and `messages`: alternating, user first, content as lists of blocks."""
+def render_anthropic(window: Window, *, reasoning_from: str = "anthropic") -> tuple[str | None, list[Payload]]:
+    """Messages API `system` and `messages`: alternating, user first, content as lists of blocks.
+
+    System and developer messages are hoisted into `system`, after the system prompt, in order.
+    `reasoning_from` names the provider whose thinking blocks are passed back (for example Bedrock's).
+    """
     messages: list[Payload] = []
     for segment in segments(window.items):
         if isinstance(segment, Reasoning):
@@ -300,7 +298,8 @@ def render_anthropic(
                 blocks = [b for b in map(_anthropic_part, segment.content) if b is not None]
                 _push(messages, "user", blocks)
             elif segment.role == "assistant":
-                _push(messages, "assistant", [{"type": "text", "text": t} for t in _texts(segment)])
+                texts = [t for t in _texts(segment) if t.strip()]
+                _push(messages, "assistant", [{"type": "text", "text": t} for t in texts])
         else:
             uses = [
                 {"type": "tool_use", "id": c.call_id, "name": c.name, "input": arguments_object(c.arguments)}
@@ -308,7 +307,7 @@ def render_anthropic(
             ]
             _push(messages, "assistant", uses)
             results: list[Payload] = []
-            for r in segment.results:
+            for r in segment.results_in_call_order():
                 block: Payload = {"type": "tool_result", "tool_use_id": r.call_id, "content": r.output}
                 if r.is_error:
                     block["is_error"] = True
@@ -357,15 +356,11 @@ def render_gemini(window: Window) -> tuple[Payload | None, list[Payload]]:
             continue
         if isinstance(segment, Message):
             if segment.role == "user":
-                _gemini_push(
-                    contents, "user", [p for p in map(_gemini_part, segment.content) if p is not None]
-                )
+                _gemini_push(contents, "user", [p for p in map(_gemini_part, segment.content) if p is not None])
             elif segment.role == "assistant":
                 _gemini_push(contents, "model", [{"text": t} for t in _texts(segment)])
             continue
-        calls = [
-            {"functionCall": {"name": c.name, "args": arguments_object(c.arguments)}} for c in segment.calls
-        ]
+        calls = [{"functionCall": {"name": c.name, "args": arguments_object(c.arguments)}} for c in segment.calls]
         _gemini_push(contents, "model", calls)
         responses = [
             {
@@ -374,7 +369,7 @@ def render_gemini(window: Window) -> tuple[Payload | None, list[Payload]]:
                     "response": {"error" if r.is_error else "output": r.output},
                 }
             }
-            for r in segment.results
+            for r in segment.results_in_call_order()
         ]
         _gemini_push(contents, "user", responses)
     if contents and contents[0]["role"] == "model":
