@@ -93,7 +93,9 @@ async def compact(
     span = [view.items[seq] for seq in part.middle]
     previous = active.summary if active else None
     fixed = view.fixed_tokens + protected_cost + sum(cost(view, s, masked) for g in part.tail for s in g)
-    summary_max = max(_MIN_SUMMARY_TOKENS, min(summary_reserve, target - fixed))
+    # The summary gets its reserve; when the newest turn alone crowds the target, it may use part of the room
+    # left under the hard budget instead of starving (the budget itself is still enforced by `_finish`).
+    summary_max = max(_MIN_SUMMARY_TOKENS, min(summary_reserve, max(target - fixed, (budget - fixed) // 3)))
     ratio = estimator.ratio(summariser.name if summariser else None)
     text_budget = summary_max - ITEM_OVERHEAD - text_tokens(SUMMARY_HEADER, ratio)
     text, usage, error, strategy = None, None, None, "summary"

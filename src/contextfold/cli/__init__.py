@@ -1,0 +1,5 @@
+"""The `contextfold` command."""
+
+from ._main import main
+
+__all__ = ["main"]

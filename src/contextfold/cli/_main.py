@@ -1,0 +1,51 @@
+"""`contextfold` subcommands. Exit codes: 0 success, 1 a failed check, 2 a usage or input error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from .._errors import ContextfoldError, UserError
+from ._simulate import SimulationOptions, simulate
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contextfold",
+        description="Append-only conversation logs with budget-safe compaction for LLM agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"contextfold {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sim = commands.add_parser(
+        "simulate",
+        help="run a long scripted agent session through the engine and report what compaction did",
+        description=(
+            "Runs a scripted agent session (turns with parallel tool calls and large outputs) through the engine, "
+            "with no model key and no network, on the store given by --db, then prints what the model saw."
+        ),
+    )
+    sim.add_argument("--db", default="contextfold.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
+    sim.add_argument("--turns", type=int, default=300, help="turns to run (default: %(default)s)")
+    sim.add_argument("--window", type=int, default=16_000, help="context window in tokens (default: %(default)s)")
+    sim.add_argument("--seed", type=int, default=7, help="seed for the scripted tool outputs (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            options = SimulationOptions(db=args.db, turns=args.turns, window=args.window, seed=args.seed)
+            report = asyncio.run(simulate(options))
+            print(report.table())
+            return 0 if report.ok else 1
+    except UserError as exc:
+        print(f"contextfold: {exc}", file=sys.stderr)
+        return 2
+    except ContextfoldError as exc:
+        print(f"contextfold: {exc}", file=sys.stderr)
+        return 1
+    return 2
