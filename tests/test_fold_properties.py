@@ -25,7 +25,7 @@ from contextfold import (
     Store,
     View,
 )
-from contextfold.events import Compaction, ConfigChange, Deletion, TurnMarker, Usage, system
+from contextfold.events import Compaction, ConfigChange, Deletion, Usage, system
 from contextfold.view import Window
 from contextfold.view._invariants import check
 
@@ -144,8 +144,10 @@ def summariser(mode: str) -> ScriptedModel | None:
 
 async def run(conv: Conversation, op: Op, crashed: list[str]) -> int | None:
     """Apply one operation. Returns a budget the view must now fit, if the operation guaranteed one."""
-    if crashed:  # the runtime marks a crashed turn interrupted when the conversation is next used
-        await conv.append(TurnMarker(status="interrupted", turn_id=crashed.pop(), reason="process died"))
+    if crashed:  # the next process to use the conversation finds the crashed turn open and marks it
+        recovered = await Conversation.load(conv.store, conv.id)
+        assert await recovered.recover() == [crashed.pop()]
+        await conv.refresh()
     if isinstance(op, Turn):
         status = None if op.status == "crash" else op.status
         events = turn(

@@ -17,7 +17,7 @@ from contextfold import (
     ScriptedModel,
     Store,
 )
-from contextfold.events import Compaction, ConfigChange, TextPart, ToolCall, ToolResult, TurnMarker, system, user
+from contextfold.events import Compaction, ConfigChange, TextPart, ToolCall, ToolResult, system, user
 from contextfold.view import Window
 from contextfold.view._grammar import WIRE_APIS, check, validate_items
 from contextfold.view._invariants import check as check_invariants
@@ -140,8 +140,10 @@ async def test_a_crashed_turn_is_out_of_the_view_once_marked_interrupted(store: 
     events = turn("cut off", batches=[1], status=None)
     await conv.append(*events)
     assert events[1].id in {i.id for i in conv.window().items}
+    await conv.fit(budget=2000, summariser=None)  # a compaction mid-turn: the open turn is in the checkpoint
     reloaded = await Conversation.load(store, conv.id)  # a new process finds the open turn and marks it
-    await reloaded.append(TurnMarker(status="interrupted", turn_id=events[0].turn_id, reason="process died"))
+    assert await reloaded.recover() == [events[0].turn_id]
+    assert await reloaded.recover() == []
     assert events[1].id not in {i.id for i in reloaded.window().items}
     assert (await Conversation.load(store, conv.id)).view.state() == reloaded.view.state()
 

@@ -119,6 +119,17 @@ class Conversation:
             )
         return cls(store, info, view, estimator=estimator or TokenEstimator(), model=model)
 
+    async def recover(self, reason: str = "the process running the turn stopped") -> list[str]:
+        """Mark turns left open by a crash as interrupted, taking their events out of the view.
+
+        Call it when no turn of this conversation can be running (at start-up, or holding the conversation's turn
+        lock). Returns the ids of the turns it marked.
+        """
+        opened = list(self.view.open_turns)
+        if opened:
+            await self.append(*(TurnMarker(status="interrupted", turn_id=t, reason=reason) for t in opened))
+        return opened
+
     async def refresh(self) -> int:
         """Fold in events other writers appended since this view's head. Returns how many."""
         events = await self.store.read(self.id, after=self.view.head)

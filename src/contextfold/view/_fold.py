@@ -68,6 +68,7 @@ class View:
         "masked",
         "max_output_tokens",
         "offset",
+        "open_turns",
         "pinned",
         "summary",
         "summary_stale",
@@ -87,6 +88,8 @@ class View:
         self.summary_stale = False
         self.covers: list[SeqRange] = []
         self.offset = 0
+        self.open_turns: list[str] = []
+        """Turns started and not yet ended, oldest first (a crash leaves them open until `recover`)."""
         self.config_events: dict[str, ConfigChange] = {}
         """The config change in force for each setting."""
         self._item_tokens = 0
@@ -131,6 +134,10 @@ class View:
 
     def _turn(self, event: Any) -> None:
         marker: TurnMarker = event
+        if marker.status == "started":
+            self.open_turns.append(marker.turn_id or "")
+        elif marker.turn_id in self.open_turns:
+            self.open_turns.remove(marker.turn_id)
         if marker.status in ("failed", "interrupted"):
             self._drop(seq for seq, item in self.items.items() if item.turn_id == marker.turn_id)
             self.offset = 0
@@ -225,6 +232,7 @@ class View:
             holder.redacted or (holder is previous and stale_before) or not holder.summary
         )
         self.covers = list(compaction.covers)
+        self.open_turns = list(compaction.open_turns)
         self.offset = 0
         self._item_tokens = sum(self._cost(seq, item) for seq, item in items.items())
         self.head = compaction.seq
@@ -297,6 +305,7 @@ class View:
             "summary": None if summary is None else (summary.seq, summary.summary),
             "stale": self.summary_stale,
             "covers": self.covers,
+            "open_turns": self.open_turns,
             "tokens": self.tokens,
         }
 
