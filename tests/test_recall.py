@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from contextfold import CompactionPolicy, Conversation, NotFoundError, ScriptedModel, Store
 from contextfold.events import Compaction, Message, ToolResult
+from contextfold.store import SQLiteStore
 
 from .scenario import turn
 
@@ -75,3 +79,22 @@ async def test_masked_tool_output_is_recallable_and_expandable(store: Store) -> 
     expansion = await conv.expand(result.compaction_id, max_tokens=100_000)
     assert [e.seq for e in expansion.events] == masked
     assert expansion.events[0] == first
+
+
+async def test_sqlite_search_index_stays_consistent_through_erasure(tmp_path: Path) -> None:
+    path = tmp_path / "fts.db"
+    store = await SQLiteStore.open(path)
+    try:
+        conv = await folded_conversation(store)
+        await conv.delete(conv.window().items[-1].id)
+        for event in (await store.read(conv.id))[:40]:
+            if event.seq in conv.view.items:
+                await conv.delete(event.id)
+        other = await folded_conversation(store)
+        await store.conversations.delete(other.id)
+        await conv.append(*turn("after the deletions", batches=[1]))
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:  # raises "database disk image is malformed" if index and table disagree
+        db.execute("INSERT INTO events_fts(events_fts, rank) VALUES ('integrity-check', 1)")
+    db.close()

@@ -62,18 +62,19 @@ SQLITE: tuple[Migration, ...] = (
             """CREATE VIRTUAL TABLE events_fts USING fts5(
                 search_text, content='events', content_rowid='rowid', tokenize='porter unicode61'
             )""",
-            """CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.search_text IS NOT NULL BEGIN
+            # Every row gets an index entry (NULL text indexes as empty): an external-content index must mirror
+            # its table row for row, or FTS5 reports the index as corrupt.
+            """CREATE TRIGGER events_fts_insert AFTER INSERT ON events BEGIN
                 INSERT INTO events_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
             END""",
-            """CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.search_text IS NOT NULL BEGIN
+            """CREATE TRIGGER events_fts_delete AFTER DELETE ON events BEGIN
                 INSERT INTO events_fts(events_fts, rowid, search_text)
                     VALUES ('delete', old.rowid, old.search_text);
             END""",
             """CREATE TRIGGER events_fts_update AFTER UPDATE OF search_text ON events BEGIN
                 INSERT INTO events_fts(events_fts, rowid, search_text)
-                    SELECT 'delete', old.rowid, old.search_text WHERE old.search_text IS NOT NULL;
-                INSERT INTO events_fts(rowid, search_text)
-                    SELECT new.rowid, new.search_text WHERE new.search_text IS NOT NULL;
+                    VALUES ('delete', old.rowid, old.search_text);
+                INSERT INTO events_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
             END""",
             "INSERT INTO events_fts(events_fts) VALUES ('rebuild')",
         ),

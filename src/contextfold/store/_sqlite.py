@@ -119,6 +119,7 @@ class SQLiteStore:
         store = cls(path)
         try:
             await store._writer.run(migrate)
+            await store._writer.run(_enable_index_secure_delete)
         except BaseException:
             await store.close()
             raise
@@ -193,6 +194,16 @@ class _SQLiteConversations:
 # --- functions that run on a worker thread ------------------------------------------------------------------
 
 
+def _enable_index_secure_delete(conn: sqlite3.Connection) -> None:
+    """Make FTS5 drop erased terms from the index itself, where SQLite is new enough (3.42+) to offer it.
+
+    Older versions only mark them deleted until segments merge; merging on every deletion ('optimize') is not an
+    option, because on 3.40 it corrupted the index when run in the deletion's transaction.
+    """
+    if sqlite3.sqlite_version_info >= (3, 42, 0):
+        conn.execute("INSERT INTO events_fts(events_fts, rank) VALUES ('secure-delete', 1)")
+
+
 def _head(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, int]:
     row = conn.execute("SELECT head, checkpoint FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
@@ -236,8 +247,6 @@ def _erase(conn: sqlite3.Connection, conversation_id: str, deletion: Deletion) -
         "UPDATE events SET body = ?, search_text = NULL WHERE conversation_id = ? AND seq = ?",
         [(redacted_body(body), conversation_id, seq) for seq, body in found],
     )
-    # FTS5 before 3.42 only marks deleted terms; merging the index rewrites it without them.
-    conn.execute("INSERT INTO events_fts(events_fts) VALUES ('optimize')")
 
 
 def _read(conn: sqlite3.Connection, conversation_id: str, sql: str, params: list[Any]) -> list[AnyEvent]:
