@@ -69,7 +69,7 @@ async def compact(
     base = {
         "trigger": trigger,
         "pinned": sorted(view.pinned),
-        "open_turns": list(view.open_turns),
+        "open_turns": dict(view.open_turns),
         "based_on_head": view.head,
         "instructions": instructions,
         "tokens_before": before,

@@ -167,7 +167,8 @@ class Compaction(Event, tag="compaction", frozen=True):
     `kept` lists every earlier event the view still holds (items and the config events in force), so the view after
     this event can be rebuilt from this event, those events and the summary holder alone (a checkpoint).
     `covers` is every range of events the active summary stands for, its predecessors' included; `open_turns` the
-    turns still running, so a process that finds them open after a crash can mark them interrupted.
+    turns still running (with the seq of their start), so a process that finds them open after a crash can mark
+    them interrupted.
     """
 
     strategy: Strategy
@@ -177,7 +178,7 @@ class Compaction(Event, tag="compaction", frozen=True):
     masked: list[int] = msgspec.field(default_factory=list)
     folded: list[SeqRange] = msgspec.field(default_factory=list)
     covers: list[SeqRange] = msgspec.field(default_factory=list)
-    open_turns: list[str] = msgspec.field(default_factory=list)
+    open_turns: dict[str, int] = msgspec.field(default_factory=dict)
     summary: str | None = None
     summary_seq: int | None = None
     previous: str | None = None

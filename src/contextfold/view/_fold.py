@@ -60,6 +60,7 @@ class View:
     """What the model sees of one conversation, kept current one event at a time."""
 
     __slots__ = (
+        "_fixed_tokens",
         "_item_tokens",
         "config_events",
         "covers",
@@ -88,11 +89,12 @@ class View:
         self.summary_stale = False
         self.covers: list[SeqRange] = []
         self.offset = 0
-        self.open_turns: list[str] = []
-        """Turns started and not yet ended, oldest first (a crash leaves them open until `recover`)."""
+        self.open_turns: dict[str, int] = {}
+        """Turns started and not yet ended, by id, with the seq of their start (a crash leaves them open)."""
         self.config_events: dict[str, ConfigChange] = {}
         """The config change in force for each setting."""
         self._item_tokens = 0
+        self._fixed_tokens = 0
 
     # --- building ---------------------------------------------------------------------------------------------
 
@@ -134,13 +136,26 @@ class View:
 
     def _turn(self, event: Any) -> None:
         marker: TurnMarker = event
+        turn_id = marker.turn_id or ""
         if marker.status == "started":
-            self.open_turns.append(marker.turn_id or "")
-        elif marker.turn_id in self.open_turns:
-            self.open_turns.remove(marker.turn_id)
+            self.open_turns[turn_id] = marker.seq
+            return
+        start = self.open_turns.pop(turn_id, None)
         if marker.status in ("failed", "interrupted"):
-            self._drop(seq for seq, item in self.items.items() if item.turn_id == marker.turn_id)
+            self._drop(self._items_of_turn(turn_id, start))
             self.offset = 0
+
+    def _items_of_turn(self, turn_id: str, start: int | None) -> list[int]:
+        """Seqs of the turn's items in view; from the end back to its start when that is known (no full scan)."""
+        if start is None:
+            return [seq for seq, item in self.items.items() if item.turn_id == turn_id]
+        found = []
+        for seq in reversed(self.items):
+            if seq < start:
+                break
+            if self.items[seq].turn_id == turn_id:
+                found.append(seq)
+        return found
 
     def _config(self, event: Any) -> None:
         change: ConfigChange = event
@@ -150,6 +165,9 @@ class View:
         if change.tools is not UNSET:
             self.tools = change.tools
             self.config_events["tools"] = change
+        if change.system_prompt is not UNSET or change.tools is not UNSET:
+            prompt = ITEM_OVERHEAD + text_tokens(self.system_prompt) if self.system_prompt else 0
+            self._fixed_tokens = prompt + tools_tokens(self.tools)
         if change.max_output_tokens is not UNSET:
             self.max_output_tokens = change.max_output_tokens
             self.config_events["max_output_tokens"] = change
@@ -220,6 +238,7 @@ class View:
         self.pinned = {seq for seq in compaction.pinned if seq in items}
         self.masked = {seq for seq in compaction.masked if seq in items and isinstance(items[seq], ToolResult)}
         self.system_prompt, self.tools, self.max_output_tokens = None, None, None
+        self._fixed_tokens = 0
         self.config_events = {}
         for change in configs:
             self._config(change)
@@ -232,7 +251,7 @@ class View:
             holder.redacted or (holder is previous and stale_before) or not holder.summary
         )
         self.covers = list(compaction.covers)
-        self.open_turns = list(compaction.open_turns)
+        self.open_turns = dict(compaction.open_turns)
         self.offset = 0
         self._item_tokens = sum(self._cost(seq, item) for seq, item in items.items())
         self.head = compaction.seq
@@ -252,8 +271,7 @@ class View:
     @property
     def fixed_tokens(self) -> int:
         """Tokens of the configuration in force: the system prompt and the tool schemas."""
-        prompt = ITEM_OVERHEAD + text_tokens(self.system_prompt) if self.system_prompt else 0
-        return prompt + tools_tokens(self.tools)
+        return self._fixed_tokens
 
     @property
     def kept_seqs(self) -> list[int]:
@@ -305,7 +323,7 @@ class View:
             "summary": None if summary is None else (summary.seq, summary.summary),
             "stale": self.summary_stale,
             "covers": self.covers,
-            "open_turns": self.open_turns,
+            "open_turns": sorted(self.open_turns.items()),
             "tokens": self.tokens,
         }
 

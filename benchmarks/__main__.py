@@ -1,0 +1,82 @@
+"""`python -m benchmarks [--quick] [--only NAME] [--json PATH]`: run the sections and print markdown tables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+# `tests.pgserver` and `contextfold` import from the repository root, wherever this is started from.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import appends, apply, bytes_per_turn, erase, load
+from benchmarks._report import Table
+from benchmarks._stores import Context, Postgres
+
+SECTIONS: dict[str, Callable[[Context], Awaitable[list[Table]]]] = {
+    "apply": apply.run,
+    "load": load.run,
+    "bytes": bytes_per_turn.run,
+    "appends": appends.run,
+    "erase": erase.run,
+}
+
+
+def _machine(pg: Postgres, wants_pg: bool) -> dict[str, Any]:
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": pg.version() if wants_pg else None,
+    }
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    names = [args.only] if args.only else list(SECTIONS)
+    ctx = Context(quick=args.quick, pg=Postgres())
+    results: dict[str, Any] = {"quick": args.quick, "sections": {}}
+    try:
+        machine = _machine(ctx.pg, any(name != "apply" for name in names))
+        results["machine"] = machine
+        print(f"# contextfold benchmarks{' (quick)' if args.quick else ''}\n")
+        print(", ".join(f"{key}: {value}" for key, value in machine.items() if value is not None) + "\n", flush=True)
+        started = time.perf_counter()
+        for name in names:
+            section_started = time.perf_counter()
+            tables = await SECTIONS[name](ctx)
+            for table in tables:
+                print(table.markdown(), flush=True)
+            seconds = time.perf_counter() - section_started
+            print(f"_{name}: {seconds:.0f} s_\n", flush=True)
+            results["sections"][name] = {"seconds": seconds, "tables": [t.as_json() for t in tables]}
+        results["seconds"] = time.perf_counter() - started
+        print(f"_total: {results['seconds']:.0f} s_")
+    finally:
+        ctx.pg.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller logs and fewer runs (about 3 minutes)")
+    parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    results = asyncio.run(_main(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
