@@ -206,3 +206,13 @@ async def test_manual_compaction_with_nothing_to_fold_says_so(conv: Conversation
     result = await conv.compact(budget=BUDGET, summariser=ScriptedModel())
     assert not result.compacted
     assert result.compaction_id is None
+
+
+async def test_a_refusal_that_compaction_cannot_fix_reaches_the_caller_as_the_providers_error(
+    conv: Conversation,
+) -> None:
+    await conv.append(*turn("huge question " + "q" * 20_000))
+    model = ScriptedModel([ContextLengthError("prompt is too long: 9000 tokens > 8192")])
+    with pytest.raises(ContextLengthError, match="8192") as caught:
+        await conv.request(model, budget=BUDGET, summariser=ScriptedModel())
+    assert "budget" in str(caught.value.__cause__)

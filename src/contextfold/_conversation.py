@@ -382,9 +382,12 @@ class Conversation:
         await self.fit(budget=budget, policy=policy, summariser=summariser)
         try:
             return await model.request(self.window(), settings or ModelSettings())
-        except ContextLengthError:
+        except ContextLengthError as refused:
             smaller = max(1, int(self.view.tokens * policy.target))
-            result = await self.compact(budget=smaller, policy=policy, summariser=summariser, trigger="reactive")
+            try:
+                result = await self.compact(budget=smaller, policy=policy, summariser=summariser, trigger="reactive")
+            except ContextOverflowError as overflow:
+                raise refused from overflow  # the provider's own words, with why we could not shrink further
             if not result.compacted:
                 raise
             return await model.request(self.window(), settings or ModelSettings())
