@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -66,28 +67,31 @@ async def compact(
             masked.add(seq)
             estimate -= item.tokens - masked_tokens(item)
     summarise_now = trigger == "manual" or stale or estimate > target
-    base = {
-        "trigger": trigger,
-        "pinned": sorted(view.pinned),
-        "open_turns": dict(view.open_turns),
-        "based_on_head": view.head,
-        "instructions": instructions,
-        "tokens_before": before,
-        "seq": view.head + 1,
-    }
+
+    def event(**fields: Any) -> Compaction:
+        return Compaction(
+            trigger=trigger,
+            pinned=sorted(view.pinned),
+            open_turns=dict(view.open_turns),
+            based_on_head=view.head,
+            instructions=instructions,
+            tokens_before=before,
+            seq=view.head + 1,
+            **fields,
+        )
+
     active = view.active_summary()
     if not summarise_now or not (part.middle or withdrawn):
         # Masking alone (a stale summary with nothing left to summarise simply leaves the view).
-        event = Compaction(
+        masking = event(
             strategy="mask",
             kept=view.kept_seqs,
             masked=sorted(masked),
             covers=list(view.covers) if active else [],
             summary_seq=active.seq if active else None,
-            **base,  # type: ignore[arg-type]
         )
-        event = _finish(view, event, budget, estimator, started)
-        return event if set(event.masked) != view.masked or stale else None
+        masking = _finish(view, masking, budget, estimator, started)
+        return masking if set(masking.masked) != view.masked or stale else None
 
     # Tiers 2 and 3: fold the middle into a summary built on the previous one.
     folded = set(part.middle)
@@ -99,7 +103,9 @@ async def compact(
     summary_max = max(_MIN_SUMMARY_TOKENS, min(summary_reserve, max(target - fixed, (budget - fixed) // 3)))
     ratio = estimator.ratio(summariser.name if summariser else None)
     text_budget = summary_max - ITEM_OVERHEAD - text_tokens(SUMMARY_HEADER, ratio)
-    text, usage, error, strategy = None, None, None, "summary"
+    text: str | None = None
+    usage: TokenUsage | None = None
+    error: str | None = None
     if summariser is None:
         error = "no summariser model is configured"
     else:
@@ -123,11 +129,10 @@ async def compact(
         except Exception as exc:  # any failure of the summariser must fall back, never brick the conversation
             error = f"the summariser failed: {type(exc).__name__}: {exc}"
     if error is not None:
-        strategy = "fallback"
         text = digest([*withdrawn, *span], previous, error, text_budget, ratio)
     prior_covers = view.covers if (active or stale) else []
-    event = Compaction(
-        strategy=strategy,  # type: ignore[arg-type]
+    folding = event(
+        strategy="summary" if error is None else "fallback",
         kept=[seq for seq in view.kept_seqs if seq not in folded],
         masked=sorted(masked - folded),
         folded=ranges(view, folded),
@@ -137,9 +142,8 @@ async def compact(
         model=summariser.name if summariser else None,
         usage=usage,
         error=error,
-        **base,  # type: ignore[arg-type]
     )
-    return _finish(view, event, budget, estimator, started)
+    return _finish(view, folding, budget, estimator, started)
 
 
 def _finish(view: View, event: Compaction, budget: int, estimator: TokenEstimator, started: float) -> Compaction:

@@ -295,17 +295,12 @@ class View:
     def window(self) -> Window:
         """The view as an ordered list of items, the summary placed between the head and the tail."""
         summary = self.active_summary()
-        rendered: list[Item] = []
-        split = self.split_seq() if summary is not None else -1
-        placed = summary is None
-        for seq in self.items:
-            if not placed and seq > split:
-                rendered.append(summary_message(summary))  # type: ignore[arg-type]
-                placed = True
-            rendered.append(self.item_output(seq))
-        if not placed:
-            rendered.append(summary_message(summary))  # type: ignore[arg-type]
-        return Window(self.system_prompt, self.tools, self.max_output_tokens, rendered)
+        items = [self.item_output(seq) for seq in self.items]
+        if summary is not None:
+            split = self.split_seq()
+            at = next((n for n, item in enumerate(items) if item.seq > split), len(items))
+            items.insert(at, summary_message(summary))
+        return Window(self.system_prompt, self.tools, self.max_output_tokens, items)
 
     def state(self) -> dict[str, Any]:
         """Everything observable about the view, for comparing two views."""
