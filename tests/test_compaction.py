@@ -32,9 +32,12 @@ def window_text(window: Window) -> str:
     )
 
 
-async def grow(conv: Conversation, turns: int, output: int = 2000, start: int = 0, **kwargs: object) -> None:
+async def grow(
+    conv: Conversation, turns: int, output: int = 2000, start: int = 0, tool_summary: str | None = None
+) -> None:
     for i in range(start, start + turns):
-        await conv.append(*turn(f"step {i}", batches=[2], output=f"result {i}: " + "v" * output, **kwargs))  # type: ignore[arg-type]
+        events = turn(f"step {i}", batches=[2], output=f"result {i}: " + "v" * output, tool_summary=tool_summary)
+        await conv.append(*events)
 
 
 @pytest.fixture

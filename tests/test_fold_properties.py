@@ -232,19 +232,16 @@ async def fold_property(store: Store, operations: list[Op]) -> None:
     event("stale summary at some point: " + str(any(isinstance(e, Deletion) and e.erased_summaries for e in log)))
 
 
-SETTINGS = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
+BASE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@settings(max_examples=EXAMPLES["sqlite"], **SETTINGS)  # type: ignore[arg-type]
+@settings(BASE, max_examples=EXAMPLES["sqlite"])
 @given(operations=st.lists(ops, min_size=8, max_size=40))
 async def test_incremental_rebuilt_and_reloaded_views_agree_sqlite(sqlite_store: Store, operations: list[Op]) -> None:
     await fold_property(sqlite_store, operations)
 
 
-@settings(max_examples=EXAMPLES["postgres"], **SETTINGS)  # type: ignore[arg-type]
+@settings(BASE, max_examples=EXAMPLES["postgres"])
 @given(operations=st.lists(ops, min_size=8, max_size=40))
 async def test_incremental_rebuilt_and_reloaded_views_agree_postgres(pg_store: Store, operations: list[Op]) -> None:
     await fold_property(pg_store, operations)
