@@ -9,6 +9,8 @@ window = conversation.window()                           # what the model sees
 
 from ._conversation import Conversation, Expansion, RecallHit
 from ._errors import (
+    BusyError,
+    ConfigurationError,
     ConflictError,
     ContextfoldError,
     ContextLengthError,
@@ -16,9 +18,13 @@ from ._errors import (
     GrammarError,
     InvalidEventError,
     InvalidRequestError,
+    ModelAuthError,
     ModelError,
+    ModelRequestError,
     ModelResponseError,
+    ModelUnavailableError,
     NotFoundError,
+    RateLimitError,
     SchemaVersionError,
     StoreError,
     UserError,
@@ -31,8 +37,10 @@ from .view import TokenEstimator, View, Window
 __version__ = "0.1.0"
 
 __all__ = [
+    "BusyError",
     "CompactionPolicy",
     "CompactionResult",
+    "ConfigurationError",
     "ConflictError",
     "ContextLengthError",
     "ContextOverflowError",
@@ -43,11 +51,15 @@ __all__ = [
     "InvalidEventError",
     "InvalidRequestError",
     "Model",
+    "ModelAuthError",
     "ModelError",
+    "ModelRequestError",
     "ModelResponse",
     "ModelResponseError",
     "ModelSettings",
+    "ModelUnavailableError",
     "NotFoundError",
+    "RateLimitError",
     "RecallHit",
     "SchemaVersionError",
     "ScriptedModel",

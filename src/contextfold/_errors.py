@@ -6,13 +6,19 @@
     │   ├── InvalidEventError     unknown event type, malformed payload, bad field value
     │   ├── SchemaVersionError    an event written by a newer (or unknown) schema version
     │   ├── NotFoundError         unknown conversation, item or compaction
+    │   ├── ConfigurationError    a provider, model or agent is configured wrongly (missing key, unknown window)
+    │   ├── BusyError             the session already runs a turn; wait for it or interrupt it
     │   └── ContextOverflowError  what must stay in the window (instructions, pins, new input) exceeds the budget
     ├── ConflictError             the log moved on since you read it (stale head); reload and retry
     ├── GrammarError              a view would break a provider's message grammar (a bug, never sent)
     ├── StoreError                the storage backend failed
-    └── ModelError                a model call failed
-        ├── ContextLengthError    the provider refused the prompt as too long
-        └── ModelResponseError    the model answered with something unusable
+    └── ModelError                a model call failed (`retryable` says whether trying again may help)
+        ├── ContextLengthError    the provider refused the prompt as too long (compact, then retry)
+        ├── ModelRequestError     the provider rejected the request as invalid (400/404/422); never retried
+        ├── ModelAuthError        the credentials were refused (401/403); never retried
+        ├── RateLimitError        429; retried after `retry_after` seconds when the provider says
+        ├── ModelUnavailableError 5xx, timeout or connection failure; retried with backoff
+        └── ModelResponseError    the answer was unusable: malformed JSON, a stream cut off, an empty reply
 
 User mistakes are kept apart from upstream failures so that one place (the server) can map them to status codes.
 """
@@ -42,6 +48,14 @@ class SchemaVersionError(UserError):
 
 class NotFoundError(UserError):
     """A conversation, item or compaction does not exist."""
+
+
+class ConfigurationError(UserError):
+    """A provider, model or agent is configured wrongly: a missing credential, an unknown context window."""
+
+
+class BusyError(UserError):
+    """The session is already running a turn. Wait for it to finish or interrupt it."""
 
 
 class ContextOverflowError(UserError):
@@ -75,12 +89,45 @@ class StoreError(ContextfoldError):
 
 
 class ModelError(ContextfoldError):
-    """A model call failed."""
+    """A model call failed. `status` is the provider's HTTP status when there was one."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
 
 
 class ContextLengthError(ModelError):
     """The provider refused the prompt because it exceeds the model's context window."""
 
 
+class ModelRequestError(ModelError):
+    """The provider rejected the request itself (bad parameters, unknown model). Retrying cannot help."""
+
+
+class ModelAuthError(ModelError):
+    """The provider refused the credentials."""
+
+
+class RateLimitError(ModelError):
+    """The provider is rate limiting. `retry_after` is how long it asked us to wait, in seconds, if it said."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = 429, provider: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, provider=provider)
+        self.retry_after = retry_after
+
+
+class ModelUnavailableError(ModelError):
+    """The provider failed or could not be reached (5xx, timeout, connection error). Worth retrying."""
+
+    retryable = True
+
+
 class ModelResponseError(ModelError):
-    """The model's answer could not be used (empty, malformed, or not what was asked)."""
+    """The model's answer could not be used (empty, malformed, cut off, or not what was asked)."""

@@ -1,0 +1,193 @@
+"""What every adapter shares: bounded retries with backoff and jitter, and `request` as a collected stream.
+
+An adapter subclasses `StreamingModel` and writes `_stream_once`: render the window, call its SDK once, yield the
+provider's chunks as `StreamEvent`s, end with `ResponseDone`, and raise `ModelError` subclasses (never SDK
+exceptions). Retries happen here, and only while nothing has been yielded: once a chunk reached the caller, a retry
+would show it twice, so a failure after that point is raised as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from .._errors import (
+    ContextLengthError,
+    ModelAuthError,
+    ModelError,
+    ModelRequestError,
+    ModelResponseError,
+    ModelUnavailableError,
+    RateLimitError,
+)
+from ..view import Window
+from ._protocol import (
+    ModelProfile,
+    ModelResponse,
+    ModelSettings,
+    ResponseDone,
+    StreamEvent,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallRequest,
+    ToolCallStart,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry retryable errors up to `attempts` tries in all, waiting `initial` x 2^n seconds (with full jitter),
+    never more than `maximum`; a provider's Retry-After is honoured up to `maximum`."""
+
+    attempts: int = 4
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def delay(self, attempt: int, error: ModelError) -> float:
+        if isinstance(error, RateLimitError) and error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.maximum)
+        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))
+
+
+class StreamingModel:
+    """Base of the provider adapters. Subclasses set `provider_name` and implement `_stream_once`."""
+
+    provider_name = "unknown"
+
+    def __init__(self, name: str, *, profile: ModelProfile | None = None, retry: RetryPolicy | None = None) -> None:
+        from ._profiles import profile_for
+
+        self._name = name
+        self._profile = profile or profile_for(name)
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self._profile
+
+    def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+
+    async def stream(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+        attempt = 0
+        while True:
+            yielded = False
+            try:
+                async for event in self._stream_once(window, settings):
+                    yielded = True
+                    yield event
+                    if isinstance(event, ResponseDone):
+                        return
+                raise ModelResponseError(
+                    f"{self.provider_name} stream for {self.name!r} ended before the response was complete",
+                    provider=self.provider_name,
+                )
+            except ModelError as error:
+                attempt += 1
+                if yielded or not error.retryable or attempt >= self.retry.attempts:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt - 1, error))
+
+    async def request(self, window: Window, settings: ModelSettings) -> ModelResponse:
+        return await collect(self.stream(window, settings))
+
+
+async def collect(stream: AsyncIterator[StreamEvent]) -> ModelResponse:
+    """The response a stream ends with."""
+    async for event in stream:
+        if isinstance(event, ResponseDone):
+            return event.response
+    raise ModelResponseError("model stream ended without a response")
+
+
+class ResponseBuilder:
+    """Accumulates streamed chunks into the final `ModelResponse`, for adapters whose SDK streams only deltas."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, list[str]] = {}
+        self._ids: dict[int, tuple[str, str]] = {}
+
+    def add(self, event: StreamEvent) -> StreamEvent:
+        if isinstance(event, TextChunk):
+            self.text.append(event.text)
+        elif isinstance(event, ToolCallStart):
+            self._ids[event.index] = (event.call_id, event.name)
+            self.calls.setdefault(event.index, [])
+        elif isinstance(event, ToolCallChunk):
+            self.calls.setdefault(event.index, []).append(event.arguments)
+        return event
+
+    def tool_calls(self) -> list[ToolCallRequest]:
+        out = []
+        for index in sorted(self.calls):
+            call_id, name = self._ids.get(index, (f"call_{index}", ""))
+            out.append(ToolCallRequest(call_id, name, "".join(self.calls[index]) or "{}"))
+        return out
+
+    def done(self, **fields: Any) -> ResponseDone:
+        calls = self.tool_calls()
+        fields.setdefault("stop_reason", "tool_calls" if calls else "stop")
+        return ResponseDone(ModelResponse(text="".join(self.text), tool_calls=calls, **fields))
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in lowered:
+            return float(lowered["retry-after-ms"]) / 1000
+        if "retry-after" in lowered:
+            value = lowered["retry-after"]
+            try:
+                return float(value)
+            except ValueError:
+                import time
+
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+_CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+    "too many tokens",
+    "too many input tokens",
+    "input token count",
+    "reduce the length",
+    "maximum number of tokens",
+)
+
+
+def is_context_length_message(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _CONTEXT_LENGTH_MARKERS)
+
+
+def error_for_status(provider: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> ModelError:
+    """The typed error for an HTTP error answer, so every adapter classifies statuses the same way."""
+    text = f"{provider} answered {status}: {message}"
+    if status == 429:
+        return RateLimitError(text, retry_after=retry_after_seconds(headers), provider=provider)
+    if status in (401, 403):
+        return ModelAuthError(text, status=status, provider=provider)
+    if status in (408, 409) or status >= 500:
+        return ModelUnavailableError(text, status=status, provider=provider)
+    if is_context_length_message(message):
+        return ContextLengthError(text, status=status, provider=provider)
+    return ModelRequestError(text, status=status, provider=provider)

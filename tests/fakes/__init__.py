@@ -1,0 +1,1 @@
+"""Loopback fake servers that speak the providers' wire formats, for the adapters' tests."""
