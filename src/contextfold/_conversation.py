@@ -15,7 +15,7 @@ import msgspec
 
 from ._errors import ConflictError, ContextLengthError, ContextOverflowError, InvalidEventError, NotFoundError
 from .compaction import CompactionPolicy, CompactionResult, compact
-from .compaction._plan import turn_groups
+from .compaction._plan import ranges, turn_groups
 from .events import (
     AnyEvent,
     Compaction,
@@ -354,6 +354,42 @@ class Conversation:
                 error=stored.error,
             )
         raise ConflictError(self.id, self.view.head, self.view.head)
+
+    async def clear(self) -> CompactionResult:
+        """Start a fresh view: only the instructions, the configuration and pinned items stay. The log keeps all,
+        and what was cleared stays searchable by recall and readable by `expand` of the returned compaction."""
+        view = self.view
+        items_before, turns_before, tokens_before = len(view.items), self.turns(), view.tokens
+        keep = {
+            seq
+            for seq, item in view.items.items()
+            if seq in view.pinned or (isinstance(item, Message) and item.role in _KEEP_ROLES)
+        }
+        cleared = {seq for seq in view.items if seq not in keep}
+        event = Compaction(
+            strategy="clear",
+            trigger="manual",
+            kept=[seq for seq in view.kept_seqs if seq not in cleared],
+            pinned=sorted(view.pinned),
+            folded=ranges(view, cleared),
+            open_turns=dict(view.open_turns),
+            based_on_head=view.head,
+            tokens_before=tokens_before,
+            totals=view.totals,
+        )
+        (stored,) = await self.append(event)
+        return CompactionResult(
+            compacted=True,
+            trigger="manual",
+            messages_before=items_before,
+            messages_after=len(view.items),
+            turns_before=turns_before,
+            turns_after=self.turns(),
+            tokens_before=tokens_before,
+            tokens_after=self.view.tokens,
+            strategy="clear",
+            compaction_id=stored.id,
+        )
 
     async def fit(
         self, *, budget: int, policy: CompactionPolicy | None = None, summariser: Model | None = None

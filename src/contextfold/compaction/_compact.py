@@ -47,7 +47,7 @@ async def compact(
     started = time.perf_counter()
     before = view.estimated_tokens + max(view.offset, 0)
     stale = view.summary_stale
-    if trigger == "auto" and before <= policy.threshold * budget and not stale:
+    if trigger == "auto" and not compaction_due(view, budget=budget, policy=policy):
         return None
     target = int(policy.target * budget)
     protected = protected_seqs(view, policy)
@@ -75,6 +75,7 @@ async def compact(
             open_turns=dict(view.open_turns),
             based_on_head=view.head,
             instructions=instructions,
+            totals=view.totals,
             tokens_before=before,
             seq=view.head + 1,
             **fields,
@@ -144,6 +145,11 @@ async def compact(
         error=error,
     )
     return _finish(view, folding, budget, estimator, started)
+
+
+def compaction_due(view: View, *, budget: int, policy: CompactionPolicy) -> bool:
+    """Whether an automatic compaction would run: the view is over the policy's threshold, or its summary stale."""
+    return view.estimated_tokens + max(view.offset, 0) > policy.threshold * budget or view.summary_stale
 
 
 def _finish(view: View, event: Compaction, budget: int, estimator: TokenEstimator, started: float) -> Compaction:

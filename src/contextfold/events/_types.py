@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 
 Role = Literal["system", "developer", "user", "assistant"]
 TurnStatus = Literal["started", "completed", "failed", "interrupted"]
-Strategy = Literal["mask", "summary", "fallback"]
+Strategy = Literal["mask", "summary", "fallback", "clear"]
 Trigger = Literal["auto", "manual", "reactive", "recompute"]
 SeqRange = tuple[int, int]
 
@@ -67,6 +67,16 @@ class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
 class TokenUsage(msgspec.Struct, frozen=True, omit_defaults=True):
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+class Totals(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Running totals of a conversation: model requests and their tokens (from usage events), and compactions."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    compactions: int = 0
 
 
 # --- events --------------------------------------------------------------------------------------------------
@@ -168,7 +178,9 @@ class Compaction(Event, tag="compaction", frozen=True):
     this event can be rebuilt from this event, those events and the summary holder alone (a checkpoint).
     `covers` is every range of events the active summary stands for, its predecessors' included; `open_turns` the
     turns still running (with the seq of their start), so a process that finds them open after a crash can mark
-    them interrupted.
+    them interrupted. `totals` carries the conversation's running totals up to (not including) this event, so a
+    view loaded from this checkpoint knows them without reading the whole log. Strategy `clear` starts a fresh view:
+    it keeps only the instructions, the configuration and pinned items, and has no summary.
     """
 
     strategy: Strategy
@@ -190,6 +202,7 @@ class Compaction(Event, tag="compaction", frozen=True):
     usage: TokenUsage | None = None
     duration_ms: float = 0.0
     error: str | None = None
+    totals: Totals | None = None
     redacted: bool = False
 
 

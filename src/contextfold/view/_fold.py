@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from ..events import (
@@ -29,6 +30,7 @@ from ..events import (
     ToolCall,
     ToolResult,
     ToolSpec,
+    Totals,
     TurnMarker,
     Usage,
 )
@@ -75,6 +77,7 @@ class View:
         "summary_stale",
         "system_prompt",
         "tools",
+        "totals",
     )
 
     def __init__(self) -> None:
@@ -93,6 +96,8 @@ class View:
         """Turns started and not yet ended, by id, with the seq of their start (a crash leaves them open)."""
         self.config_events: dict[str, ConfigChange] = {}
         """The config change in force for each setting."""
+        self.totals = Totals()
+        """Requests and tokens reported by usage events, and compactions, over the whole log."""
         self._item_tokens = 0
         self._fixed_tokens = 0
 
@@ -198,6 +203,14 @@ class View:
         usage: Usage = event
         if usage.estimated_input_tokens is not None:
             self.offset = usage.input_tokens - usage.estimated_input_tokens
+        t = self.totals
+        self.totals = Totals(
+            t.requests + 1,
+            t.input_tokens + usage.input_tokens,
+            t.output_tokens + usage.output_tokens,
+            t.cached_input_tokens + usage.cached_input_tokens,
+            t.compactions,
+        )
 
     def _compact(self, event: Any) -> None:
         compaction: Compaction = event
@@ -244,6 +257,8 @@ class View:
             self._config(change)
         if compaction.strategy == "mask":
             holder = summary_holder if summary_holder and summary_holder.seq == compaction.summary_seq else None
+        elif compaction.strategy == "clear":
+            holder = None
         else:
             holder = compaction
         self.summary = holder
@@ -253,6 +268,8 @@ class View:
         self.covers = list(compaction.covers)
         self.open_turns = dict(compaction.open_turns)
         self.offset = 0
+        totals = compaction.totals or Totals()
+        self.totals = msgspec.structs.replace(totals, compactions=totals.compactions + 1)
         self._item_tokens = sum(self._cost(seq, item) for seq, item in items.items())
         self.head = compaction.seq
 
@@ -319,6 +336,7 @@ class View:
             "stale": self.summary_stale,
             "covers": self.covers,
             "open_turns": sorted(self.open_turns.items()),
+            "totals": self.totals,
             "tokens": self.tokens,
         }
 
@@ -336,8 +354,6 @@ def summary_message(compaction: Compaction) -> Message:
 
 
 def _with_output(result: ToolResult, output: str) -> ToolResult:
-    import msgspec
-
     return msgspec.structs.replace(result, output=output, tokens=masked_tokens(result))
 
 
