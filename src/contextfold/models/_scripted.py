@@ -14,6 +14,7 @@ one step. Give it a `RetryPolicy` to test retries.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -91,6 +92,8 @@ def stream_of(answer: str | ModelResponse) -> list[StreamEvent]:
     """The stream a provider would send for `answer`: text a few words at a time, each call's arguments in two."""
     if isinstance(answer, str):
         answer = ModelResponse(text=answer, output_tokens=max(1, len(answer) // 4))
+    if answer.tool_calls and answer.stop_reason == "stop":
+        answer = dataclasses.replace(answer, stop_reason="tool_calls")
     events: list[StreamEvent] = []
     words = answer.text.split(" ")
     for start in range(0, len(words), 4):

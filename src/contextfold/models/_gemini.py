@@ -1,0 +1,247 @@
+"""Gemini adapter: a window in, `generate_content_stream` chunks out as stream events (google-genai SDK).
+
+The provider owns one `genai.Client` (SDK retries off: `StreamingModel` retries) and uses its `aio` side; per-request
+options (the timeout) go in the call's config, never onto the client.
+
+Gemini streams text in pieces but each function call whole, so a call becomes one `ToolCallStart` and one
+`ToolCallChunk` with all of its arguments. Calls without an id get one made up here: results go back to Gemini by
+tool name (`render_gemini` looks the name up by call id), so the id only has to be unique within the conversation.
+
+Thought signatures are not kept: `render_gemini` drops reasoning and renders function calls without a
+`thoughtSignature`, so there is no way to send them back yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
+from ..view import Window
+from ..view._render import render_gemini
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_status
+from ._protocol import (
+    ModelProfile,
+    ModelSettings,
+    StopReason,
+    StreamEvent,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallStart,
+)
+
+PROVIDER = "gemini"
+
+_FILTERED = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
+_FAILED = {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MALFORMED_RESPONSE"}
+_TOOL_MODES = {"auto": types.FunctionCallingConfigMode.AUTO, "none": types.FunctionCallingConfigMode.NONE}
+
+
+class GeminiProvider:
+    """API key, base URL and the one SDK client every `GeminiModel` of this provider shares."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        client: genai.Client | None = None,
+        timeout: float = 600,
+    ) -> None:
+        if client is not None:
+            self.client = client
+            self._owns_client = False
+            return
+        key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        if not key:
+            raise ConfigurationError("Gemini needs an API key: pass api_key= or set GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        options = types.HttpOptions(
+            base_url=base_url,
+            timeout=int(timeout * 1000),  # milliseconds
+            retry_options=types.HttpRetryOptions(attempts=1),  # one attempt: StreamingModel retries
+        )
+        self.client = genai.Client(api_key=key, http_options=options)
+        self._owns_client = True
+
+    async def aclose(self) -> None:
+        """Close the client if this provider created it (a client passed in belongs to the caller)."""
+        if self._owns_client:
+            await self.client.aio.aclose()
+            self.client.close()  # the SDK opens a sync connection pool too
+
+
+class GeminiModel(StreamingModel):
+    """A Gemini model over `streamGenerateContent` (`request` collects the stream)."""
+
+    provider_name = PROVIDER
+
+    def __init__(
+        self,
+        name: str,
+        provider: GeminiProvider,
+        *,
+        profile: ModelProfile | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(name, profile=profile, retry=retry)
+        self.provider = provider
+
+    def config(
+        self, window: Window, settings: ModelSettings, system: dict[str, Any] | None
+    ) -> types.GenerateContentConfig:
+        config = types.GenerateContentConfig(
+            system_instruction=types.Content.model_validate(system) if system else None,
+            max_output_tokens=settings.max_output_tokens or window.max_output_tokens or self.profile.max_output_tokens,
+            temperature=settings.temperature,
+            # Function declarations only, so the SDK has nothing to call itself; say so rather than rely on it.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        if window.tools:
+            declarations = [
+                types.FunctionDeclaration(
+                    name=tool.name, description=tool.description, parameters_json_schema=tool.parameters or None
+                )
+                for tool in window.tools
+            ]
+            config.tools = [types.Tool(function_declarations=declarations)]
+            if settings.tool_choice is not None:
+                mode = _TOOL_MODES.get(settings.tool_choice, types.FunctionCallingConfigMode.ANY)
+                config.tool_config = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode=mode))
+        if settings.timeout is not None:
+            config.http_options = types.HttpOptions(timeout=int(settings.timeout * 1000))
+        return config
+
+    async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+        system, rendered = render_gemini(window)
+        # The renderer writes the REST shape (camelCase); the SDK's types read it by alias.
+        contents = [types.Content.model_validate(content) for content in rendered]
+        config = self.config(window, settings, system)
+        state = _StreamState()
+        try:
+            stream = await self.provider.client.aio.models.generate_content_stream(
+                model=self.name, contents=contents, config=config
+            )
+            async for chunk in stream:
+                for event in state.handle(chunk):
+                    state.yielded = True
+                    yield event
+        except genai_errors.APIError as error:
+            raise _status_error(error) from error
+        except ValueError as error:  # a chunk that is not JSON, or not a GenerateContentResponse
+            raise ModelResponseError(f"gemini sent a malformed stream chunk: {error}", provider=PROVIDER) from error
+        except httpx2.TransportError as error:
+            raise _cut_off(state.yielded, str(error)) from error
+        if state.finish_reason is None:
+            raise _cut_off(state.yielded, "the stream ended without a finishReason")
+        yield state.done()
+
+
+class _StreamState:
+    """What one streamed answer has said so far: maps chunks to stream events and builds the response."""
+
+    def __init__(self) -> None:
+        self.builder = ResponseBuilder()
+        self.yielded = False
+        self.calls = 0
+        self.finish_reason: str | None = None
+        self.usage: types.GenerateContentResponseUsageMetadata | None = None
+        self.model: str | None = None
+
+    def handle(self, chunk: types.GenerateContentResponse) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        self.model = chunk.model_version or self.model
+        if chunk.usage_metadata is not None:  # running totals: the last one counts
+            self.usage = chunk.usage_metadata
+        if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason is not None:
+            self.finish_reason = "SAFETY"  # the prompt itself was blocked: no candidates follow
+        if not chunk.candidates:
+            return out
+        candidate = chunk.candidates[0]
+        parts = candidate.content.parts if candidate.content is not None else None
+        for part in parts or []:
+            if part.thought:  # a thought summary is not part of the answer
+                continue
+            if part.text:
+                out.append(self.builder.add(TextChunk(part.text)))
+            if part.function_call is not None:
+                out.extend(self._call(part.function_call))
+        if candidate.finish_reason is not None:
+            self.finish_reason = str(candidate.finish_reason.value)
+        return out
+
+    def _call(self, call: types.FunctionCall) -> list[StreamEvent]:
+        index = self.calls
+        self.calls += 1
+        call_id = call.id or f"call_{index}_{secrets.token_hex(6)}"
+        start = ToolCallStart(index, call_id, call.name or "")
+        return [self.builder.add(start), self.builder.add(ToolCallChunk(index, json.dumps(call.args or {})))]
+
+    def done(self) -> StreamEvent:
+        usage = self.usage
+        fields: dict[str, Any] = {"model": self.model}
+        if usage is not None:
+            # promptTokenCount already includes the cached tokens; thinking is billed as output.
+            fields["input_tokens"] = usage.prompt_token_count or 0
+            fields["output_tokens"] = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+            fields["cached_input_tokens"] = usage.cached_content_token_count or 0
+        stop = _stop_reason(self.finish_reason)
+        if stop is not None:
+            fields["stop_reason"] = stop
+        return self.builder.done(**fields)
+
+
+def _stop_reason(finish_reason: str | None) -> StopReason | None:
+    """None leaves it to the builder: "tool_calls" when the model called tools, else "stop"."""
+    if finish_reason == "MAX_TOKENS":
+        return "length"
+    if finish_reason in _FILTERED:
+        return "content_filter"
+    if finish_reason in _FAILED:
+        return "error"
+    return None
+
+
+def _status_error(error: genai_errors.APIError) -> ModelError:
+    """The typed error for an HTTP error answer or an error sent mid-stream."""
+    status = error.code if isinstance(error.code, int) and error.code >= 400 else 500
+    message = error.message or str(error)
+    headers: dict[str, str] = {}
+    raw_headers = getattr(error.response, "headers", None)  # the HTTP response's, or the stream's
+    if isinstance(raw_headers, Mapping):
+        headers = {str(key).lower(): str(value) for key, value in raw_headers.items()}
+    if status == 429 and "retry-after" not in headers:
+        delay = _retry_delay(error.details)
+        if delay is not None:
+            headers["retry-after"] = delay
+    return error_for_status(PROVIDER, status, message, headers)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def _retry_delay(body: Any) -> str | None:
+    """Seconds from a `google.rpc.RetryInfo` detail (`"retryDelay": "2s"`) of a Google error body, if any."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return match.group(1)
+    return None
+
+
+def _cut_off(yielded: bool, cause: str) -> ModelError:
+    """A stream that broke: worth retrying while nothing reached the caller, an unusable answer after that."""
+    if yielded:
+        return ModelResponseError(f"gemini stream cut off mid-answer: {cause}", provider=PROVIDER)
+    return ModelUnavailableError(f"gemini failed before any output: {cause}", provider=PROVIDER)

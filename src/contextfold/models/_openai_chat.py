@@ -1,0 +1,197 @@
+"""The OpenAI Chat Completions adapter: OpenAI, Azure OpenAI, and every server that speaks the same API.
+
+It always streams (`request` collects the stream), asking for usage in the last chunk. Text deltas become
+`TextChunk`s; tool-call deltas are keyed by their `index`, and the first delta of an index (with the call's id and
+name) becomes a `ToolCallStart`, every arguments piece a `ToolCallChunk`. `upstream_context_window` asks the
+server's `/models` for the context length it serves this model with (vLLM, OpenRouter, llama.cpp report one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from openai import not_given, omit
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+
+from .._errors import ModelError
+from ..view import Window
+from ..view._render import render_openai_chat
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel
+from ._openai import AzureProvider, OpenAIProvider, model_error, positive_int
+from ._protocol import (
+    ModelProfile,
+    ModelSettings,
+    StopReason,
+    StreamEvent,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallStart,
+)
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIChatModel(StreamingModel):
+    """A model behind the Chat Completions API of `provider` (`OpenAIProvider` or `AzureProvider`)."""
+
+    def __init__(
+        self,
+        name: str,
+        provider: OpenAIProvider | AzureProvider,
+        *,
+        profile: ModelProfile | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(name, profile=profile, retry=retry)
+        self.provider = provider
+        self.provider_name = provider.name
+
+    def _messages(self, window: Window) -> list[ChatCompletionMessageParam]:
+        messages = render_openai_chat(window)
+        # Reasoning models want instructions as `developer` (others as `system`); the profile says which, and
+        # every instruction message follows it, so a server that knows only one of the roles gets that one.
+        role = self.profile.system_role
+        messages = [{**m, "role": role} if m["role"] in ("system", "developer") else m for m in messages]
+        # The renderer builds plain JSON dicts in the wire shape; the SDK's TypedDicts describe the same shape.
+        return cast("list[ChatCompletionMessageParam]", messages)
+
+    def _tools(self, window: Window) -> list[ChatCompletionToolParam]:
+        return [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }
+            for t in window.tools or []
+        ]
+
+    async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+        tools = self._tools(window)
+        max_tokens = settings.max_output_tokens or window.max_output_tokens or self.profile.max_output_tokens
+        parallel = settings.parallel_tool_calls
+        if parallel is None and not self.profile.parallel_tool_calls:
+            parallel = False
+        field = self.provider.max_tokens_field
+        builder = ResponseBuilder()
+        state = _ChunkState()
+        streamed = False
+        try:
+            stream = await self.provider.client.chat.completions.create(
+                model=self.provider.model_for(self.name),
+                messages=self._messages(window),
+                stream=True,
+                stream_options={"include_usage": True},
+                # `tools`, `tool_choice` and `parallel_tool_calls` are refused without tools, so all go together.
+                tools=tools or omit,
+                tool_choice=settings.tool_choice if tools and settings.tool_choice else omit,
+                parallel_tool_calls=parallel if tools and parallel is not None else omit,
+                max_completion_tokens=max_tokens if max_tokens and field == "max_completion_tokens" else omit,
+                max_tokens=max_tokens if max_tokens and field == "max_tokens" else omit,
+                temperature=settings.temperature if settings.temperature is not None else omit,
+                timeout=settings.timeout if settings.timeout is not None else not_given,
+            )
+            async with stream:
+                async for chunk in stream:
+                    for event in state.events(chunk):
+                        streamed = True
+                        yield builder.add(event)
+        except ModelError:
+            raise
+        except Exception as error:
+            raise model_error(self.provider_name, error, streamed=streamed) from error
+        if state.finish_reason is None:
+            return  # the stream ended before the model finished: the base raises ModelResponseError
+        calls = builder.tool_calls()
+        stop = _STOP_REASONS.get(state.finish_reason, "tool_calls" if calls else "stop")
+        if calls and stop == "stop":  # some servers (older Ollama, llama.cpp) say "stop" after tool calls
+            stop = "tool_calls"
+        yield builder.done(
+            stop_reason=stop,
+            input_tokens=state.input_tokens,
+            output_tokens=state.output_tokens,
+            cached_input_tokens=state.cached_tokens,
+            model=state.model,
+        )
+
+    async def upstream_context_window(self) -> int | None:
+        """The context length the server reports for this model in `/models`, or None when it reports none.
+
+        vLLM says `max_model_len`, OpenRouter and others `context_length`, llama.cpp `meta.n_ctx` (or the
+        model's trained length, `meta.n_ctx_train`). Failing to ask is not an error: the profile decides then.
+        """
+        wanted = self.provider.model_for(self.name)
+        try:
+            entries = [entry.model_dump() async for entry in self.provider.client.models.list()]
+        except Exception:
+            return None
+        matches = [e for e in entries if e.get("id") == wanted]
+        if not matches and len(entries) == 1:  # llama.cpp serves one model, whatever name it is asked for
+            matches = entries
+        if not matches:
+            return None
+        entry = matches[0]
+        meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
+        top: dict[str, Any] = entry["top_provider"] if isinstance(entry.get("top_provider"), dict) else {}
+        for value in (
+            entry.get("max_model_len"),
+            entry.get("context_length"),
+            entry.get("context_window"),
+            top.get("context_length"),
+            meta.get("n_ctx"),
+            meta.get("n_ctx_train"),
+        ):
+            if (length := positive_int(value)) is not None:
+                return length
+        return None
+
+
+class _ChunkState:
+    """What one stream has said so far besides its deltas: finish reason, usage, model, the calls' indexes."""
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cached_tokens = 0
+        self.model: str | None = None
+        self._started: set[int] = set()
+
+    def events(self, chunk: ChatCompletionChunk) -> list[StreamEvent]:
+        self.model = self.model or chunk.model or None
+        if chunk.usage is not None:  # the last chunk (some servers repeat usage on every chunk: keep the last)
+            self.input_tokens = chunk.usage.prompt_tokens or 0
+            self.output_tokens = chunk.usage.completion_tokens or 0
+            details = chunk.usage.prompt_tokens_details
+            self.cached_tokens = (details.cached_tokens or 0) if details else 0
+        out: list[StreamEvent] = []
+        for choice in chunk.choices:
+            if choice.index != 0:  # we ask for one choice; a server that sends more gets the first one used
+                continue
+            delta = choice.delta
+            if delta.content:
+                out.append(TextChunk(delta.content))
+            for position, call in enumerate(delta.tool_calls or []):
+                out.extend(self._call_events(call, position))
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return out
+
+    def _call_events(self, call: ChoiceDeltaToolCall, position: int) -> list[StreamEvent]:
+        # `index` is required by the API, but a server that leaves it out still lists calls in order
+        index = call.index if isinstance(getattr(call, "index", None), int) else position
+        function = call.function
+        out: list[StreamEvent] = []
+        if index not in self._started:
+            self._started.add(index)
+            name = (function.name if function else None) or ""
+            out.append(ToolCallStart(index, call.id or f"call_{index}", name))
+        if function is not None and function.arguments:
+            out.append(ToolCallChunk(index, function.arguments))
+        return out

@@ -1,0 +1,55 @@
+"""The agent runtime: sessions, turns, steps, tools, and the typed events a streaming turn yields."""
+
+from ._agent import Agent, AgentOptions
+from ._events import (
+    Delta,
+    InferenceResult,
+    StepCompleted,
+    StepProgress,
+    StepResult,
+    StepStarted,
+    StepType,
+    TextDelta,
+    ToolCallCompletedDelta,
+    ToolCallDelta,
+    ToolCallIssuedDelta,
+    ToolExecutionResult,
+    ToolOutcome,
+    TurnCompleted,
+    TurnError,
+    TurnEvent,
+    TurnFailed,
+    TurnStarted,
+)
+from ._session import Session, SessionStatus, TurnResult
+from ._tools import Tool, ToolLike, ToolOutput, tool
+
+__all__ = [
+    "Agent",
+    "AgentOptions",
+    "Delta",
+    "InferenceResult",
+    "Session",
+    "SessionStatus",
+    "StepCompleted",
+    "StepProgress",
+    "StepResult",
+    "StepStarted",
+    "StepType",
+    "TextDelta",
+    "Tool",
+    "ToolCallCompletedDelta",
+    "ToolCallDelta",
+    "ToolCallIssuedDelta",
+    "ToolExecutionResult",
+    "ToolLike",
+    "ToolOutcome",
+    "ToolOutput",
+    "TurnCompleted",
+    "TurnError",
+    "TurnEvent",
+    "TurnFailed",
+    "TurnResult",
+    "TurnStarted",
+    "tool",
+]

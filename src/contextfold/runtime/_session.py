@@ -1,0 +1,249 @@
+"""A session: one conversation in the store, its turns, and the controls an operator needs while it runs.
+
+One turn runs at a time per session (a second gets `BusyError`); the controls that change the log (system prompt,
+output limit, tools, compact, clear) wait for no one either: they raise `BusyError` while a turn runs, so they can
+never interleave with the turn's own appends. Each turn runs in its own task: `interrupt()` cancels it, and the
+turn is marked interrupted in the log before the stream ends with `TurnFailed(kind="interrupted")`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .._conversation import Conversation
+from .._errors import BusyError, InvalidRequestError
+from ..compaction import CompactionResult
+from ..events import ConfigChange, Part, TextPart, TokenUsage, new_id
+from ._builtin import builtin_tools
+from ._events import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
+from ._tools import Tool, ToolLike
+from ._turn import TurnSetup, mark_turn, run_turn
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+_INTERRUPTED = "interrupted by the caller"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    turn_id: str
+    session_id: str
+    final_text: str
+    num_steps: int
+    usage: TokenUsage
+    incomplete_reason: str | None = None
+    steps: list[StepCompleted] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatus:
+    session_id: str
+    model: str
+    created_at: float
+    conversation_length: int
+    """Events in the log."""
+    context_used: int
+    """Estimated tokens of the view (what the next request sends before the new input)."""
+    context_limit: int
+    """The token budget of the view: the context window less the output reserved for the answer."""
+    utilisation: float
+    """context_used / context_limit, in percent."""
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    requests: int
+    compactions: int
+    running: bool
+
+
+class Session:
+    def __init__(self, agent: Agent, conversation: Conversation, context_window: int) -> None:
+        self.agent = agent
+        self.conversation = conversation
+        self.context_window = context_window
+        self.tools: dict[str, Tool] = dict(agent.tools)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.conversation.id
+
+    # --- turns ----------------------------------------------------------------------------------------------------
+
+    async def stream(self, content: str | Sequence[Part]) -> AsyncIterator[TurnEvent]:
+        """Run a turn, yielding its events as they happen. Leaving the loop early interrupts the turn."""
+        parts = _parts(content)
+        self._ensure_idle("start a turn")
+        async with self._lock:
+            turn_id = new_id("turn")
+            setup = self._setup()
+            queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+            task = asyncio.create_task(self._drive(setup, turn_id, parts, queue), name=f"turn {turn_id}")
+            self._task = task
+            try:
+                while (event := await queue.get()) is not None:
+                    yield event
+            finally:
+                if not task.done():
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                self._task = None
+
+    async def turn(self, content: str | Sequence[Part]) -> TurnResult:
+        """Run a turn to its end and return the result; a failed turn raises the error it failed with."""
+        steps: list[StepCompleted] = []
+        async for event in self.stream(content):
+            if isinstance(event, StepCompleted):
+                steps.append(event)
+            elif isinstance(event, TurnCompleted):
+                return TurnResult(
+                    event.turn_id,
+                    self.id,
+                    event.final_text,
+                    event.num_steps,
+                    event.usage,
+                    event.incomplete_reason,
+                    steps,
+                )
+            elif isinstance(event, TurnFailed):
+                if isinstance(event.exception, Exception):
+                    raise event.exception
+                raise asyncio.CancelledError(event.error.message)
+        raise AssertionError("a turn's stream always ends with TurnCompleted or TurnFailed")
+
+    async def _drive(
+        self, setup: TurnSetup, turn_id: str, parts: list[Part], queue: asyncio.Queue[TurnEvent | None]
+    ) -> None:
+        try:
+            async for event in run_turn(setup, turn_id, parts):
+                queue.put_nowait(event)
+        except asyncio.CancelledError:
+            # Shielded: a second cancellation must not leave the turn open in the log.
+            await asyncio.shield(mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED))
+            queue.put_nowait(TurnFailed(turn_id, TurnError("interrupted", _INTERRUPTED)))
+        finally:
+            queue.put_nowait(None)
+
+    def _setup(self) -> TurnSetup:
+        agent, view = self.agent, self.conversation.view
+        options = agent.options
+        reserved = view.max_output_tokens or options.max_output_tokens
+        if reserved is None:
+            reserved = min(agent.model.profile.max_output_tokens or 4_096, self.context_window // 4)
+        budget = self.context_window - reserved
+        if budget <= 0:
+            raise InvalidRequestError(
+                f"max output tokens {reserved} leave no room for the input in a {self.context_window}-token window; "
+                "lower max_output_tokens"
+            )
+        return TurnSetup(
+            session_id=self.id,
+            conversation=self.conversation,
+            model=agent.model,
+            summariser=options.summariser or agent.model,
+            tools=dict(self.tools),
+            builtins=builtin_tools(self.conversation, expand_tokens=min(options.expand_tokens, budget // 4)),
+            policy=options.policy,
+            budget=budget,
+            max_output_tokens=reserved,
+            max_steps=options.max_steps,
+            tool_timeout=options.tool_timeout,
+            temperature=options.temperature,
+        )
+
+    async def interrupt(self) -> bool:
+        """Cancel the running turn, which is marked interrupted. Returns whether a turn was running."""
+        task = self._task
+        if task is None or task.done():
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    # --- controls -------------------------------------------------------------------------------------------------
+
+    def _ensure_idle(self, action: str) -> None:
+        if self._lock.locked():
+            raise BusyError(f"session {self.id!r} is running a turn; wait for it or interrupt() it to {action}")
+
+    async def set_system_prompt(self, prompt: str | None) -> None:
+        """Replace (or with None, clear) the system prompt from the next request on."""
+        await self._configure(ConfigChange(system_prompt=prompt), "change the system prompt")
+
+    async def set_max_output_tokens(self, tokens: int | None) -> None:
+        """Reserve `tokens` for each answer (None: back to the agent's default)."""
+        if tokens is not None and not 0 < tokens < self.context_window:
+            raise InvalidRequestError(
+                f"max output tokens must be between 1 and the context window ({self.context_window}), got {tokens}"
+            )
+        await self._configure(ConfigChange(max_output_tokens=tokens), "change max output tokens")
+
+    async def set_tools(self, tools: Sequence[ToolLike] | None) -> None:
+        """Replace the tools offered to the model (None or []: no tools)."""
+        from ._agent import tool_registry
+
+        registry = tool_registry(tools or ())
+        await self._configure(ConfigChange(tools=[t.spec for t in registry.values()] or None), "change the tools")
+        self.tools = registry
+
+    async def _configure(self, change: ConfigChange, action: str) -> None:
+        self._ensure_idle(action)
+        async with self._lock:
+            await self.conversation.append(change)
+
+    async def compact(self, instructions: str | None = None) -> CompactionResult:
+        """Compact now, optionally steering the summary with `instructions`."""
+        self._ensure_idle("compact")
+        async with self._lock:
+            setup = self._setup()
+            return await self.conversation.compact(
+                budget=setup.budget,
+                policy=setup.policy,
+                summariser=setup.summariser,
+                trigger="manual",
+                instructions=instructions,
+            )
+
+    async def clear(self) -> CompactionResult:
+        """Start a fresh view (instructions, configuration and pins stay); the log keeps everything, recallable."""
+        self._ensure_idle("clear")
+        async with self._lock:
+            return await self.conversation.clear()
+
+    async def status(self) -> SessionStatus:
+        view = self.conversation.view
+        setup = self._setup()
+        totals = view.totals
+        return SessionStatus(
+            session_id=self.id,
+            model=self.agent.model.name,
+            created_at=self.conversation.info.created_at,
+            conversation_length=view.head,
+            context_used=view.tokens,
+            context_limit=setup.budget,
+            utilisation=round(100 * view.tokens / setup.budget, 2),
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            cached_input_tokens=totals.cached_input_tokens,
+            requests=totals.requests,
+            compactions=totals.compactions,
+            running=self._lock.locked(),
+        )
+
+
+def _parts(content: str | Sequence[Part]) -> list[Part]:
+    if isinstance(content, str):
+        if not content.strip():
+            raise InvalidRequestError("a turn needs input: the text is empty")
+        return [TextPart(content)]
+    parts = list(content)
+    if not parts:
+        raise InvalidRequestError("a turn needs input: no content parts were given")
+    return parts

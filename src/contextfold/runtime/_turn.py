@@ -1,0 +1,319 @@
+"""One turn: inference and tool execution alternate until the model answers without tool calls.
+
+Everything a turn does is appended to the log at step boundaries as it happens (the turn's start and input, each
+inference's answer and usage, each tool step's results), so a crash leaves the completed steps in the log; the turn
+stays open there, and the next process to load the session marks it interrupted, which takes it out of the view.
+A failure or an interruption is marked at once. Nothing here is shared between turns: a turn owns its
+conversation object for its duration, and the store orders appends per conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .._conversation import Conversation
+from .._errors import ConflictError, ContextLengthError, ContextOverflowError
+from ..compaction import CompactionPolicy, CompactionResult, compaction_due
+from ..events import (
+    Event,
+    Message,
+    Part,
+    Reasoning,
+    TextPart,
+    TokenUsage,
+    ToolCall,
+    ToolResult,
+    TurnMarker,
+    Usage,
+    new_id,
+)
+from ..models import (
+    Model,
+    ModelResponse,
+    ModelSettings,
+    ResponseDone,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallRequest,
+    ToolCallStart,
+)
+from ..view._grammar import repair, validate_items
+from ..view._tokens import tools_tokens
+from ._events import (
+    InferenceResult,
+    StepCompleted,
+    StepProgress,
+    StepStarted,
+    TextDelta,
+    ToolCallCompletedDelta,
+    ToolCallDelta,
+    ToolCallIssuedDelta,
+    ToolExecutionResult,
+    ToolOutcome,
+    TurnCompleted,
+    TurnError,
+    TurnEvent,
+    TurnFailed,
+    TurnStarted,
+)
+from ._tools import Tool
+
+log = logging.getLogger("contextfold.runtime")
+
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSetup:
+    """Everything a turn reads; built fresh for each turn, never shared mutable state."""
+
+    session_id: str
+    conversation: Conversation
+    model: Model
+    summariser: Model
+    tools: Mapping[str, Tool]
+    builtins: Sequence[Tool]
+    policy: CompactionPolicy
+    budget: int
+    max_output_tokens: int
+    max_steps: int
+    tool_timeout: float
+    temperature: float | None
+
+
+class _Refused(Exception):
+    """The provider refused the window as too long before streaming anything: compact and try again."""
+
+    def __init__(self, error: ContextLengthError) -> None:
+        self.error = error
+
+
+async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> AsyncIterator[TurnEvent]:
+    conv = setup.conversation
+    yield TurnStarted(turn_id, setup.session_id)
+    steps = inferences = 0
+    used = TokenUsage()
+    retried = False
+    try:
+        await conv.append(
+            TurnMarker(status="started", turn_id=turn_id), Message(role="user", content=content, turn_id=turn_id)
+        )
+        while True:
+            builtins = list(setup.builtins) if conv.view.totals.compactions else []
+            budget = setup.budget - tools_tokens([t.spec for t in builtins])
+            if compaction_due(conv.view, budget=budget, policy=setup.policy):
+                steps += 1
+                async for event in _compaction_step(setup, turn_id, budget, "auto"):
+                    yield event
+                continue  # the compaction may have made the built-in tools available
+            if conv.view.tokens > budget:
+                raise ContextOverflowError(
+                    f"the view needs ~{conv.view.tokens} tokens, over the {budget}-token budget, and the policy "
+                    "did not compact it; lower the compaction threshold"
+                )
+            steps += 1
+            inferences += 1
+            step_id = new_id("step")
+            yield StepStarted(step_id, "inference", turn_id, {"model": setup.model.name})
+            response: ModelResponse | None = None
+            try:
+                async for produced in _inference(setup, turn_id, step_id, builtins):
+                    if isinstance(produced, ModelResponse):
+                        response = produced
+                    else:
+                        yield produced
+            except _Refused as refused:
+                yield StepCompleted(step_id, "inference", _failed_inference(setup, refused.error))
+                if retried:
+                    raise refused.error from None
+                retried = True
+                steps += 1
+                async for event in _compaction_step(setup, turn_id, int(conv.view.tokens * setup.policy.target)):
+                    yield event
+                continue
+            assert response is not None
+            used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
+            yield StepCompleted(step_id, "inference", _inference_result(setup, response))
+            if not response.tool_calls:
+                reason = _INCOMPLETE.get(response.stop_reason)
+                await conv.append(TurnMarker(status="completed", turn_id=turn_id, reason=reason))
+                yield TurnCompleted(turn_id, response.text, steps, used, reason)
+                return
+            server = [c for c in response.tool_calls if c.name in {t.name for t in builtins}]
+            client = [c for c in response.tool_calls if c not in server]
+            for group, server_side in ((server, True), (client, False)):
+                if group:
+                    steps += 1
+                    async for event in _tool_step(setup, turn_id, group, server_side, builtins):
+                        yield event
+            if inferences >= setup.max_steps:
+                await conv.append(TurnMarker(status="completed", turn_id=turn_id, reason="max_steps"))
+                yield TurnCompleted(turn_id, response.text, steps, used, "max_steps")
+                return
+    except Exception as exc:
+        await mark_turn(conv, turn_id, "failed", f"{type(exc).__name__}: {exc}")
+        yield TurnFailed(turn_id, TurnError(type(exc).__name__, str(exc)), exception=exc)
+
+
+async def mark_turn(conv: Conversation, turn_id: str, status: Literal["failed", "interrupted"], reason: str) -> None:
+    """End the turn in the log as failed or interrupted, even if an append of the turn was cut off half-way."""
+    if turn_id not in conv.view.open_turns:
+        await conv.refresh()  # the start may have been stored by an append whose caller was cancelled
+    if turn_id not in conv.view.open_turns:
+        return
+    for _ in range(3):
+        try:
+            await conv.append(TurnMarker(status=status, turn_id=turn_id, reason=reason))
+            return
+        except ConflictError:
+            await conv.refresh()
+
+
+async def _compaction_step(
+    setup: TurnSetup, turn_id: str, budget: int, trigger: Literal["auto", "reactive"] = "reactive"
+) -> AsyncIterator[TurnEvent]:
+    step_id = new_id("step")
+    yield StepStarted(step_id, "compaction", turn_id, {"trigger": trigger})
+    conv = setup.conversation
+    result: CompactionResult
+    if trigger == "auto":
+        result = await conv.fit(budget=budget, policy=setup.policy, summariser=setup.summariser)
+    else:
+        result = await conv.compact(
+            budget=max(1, budget), policy=setup.policy, summariser=setup.summariser, trigger="reactive"
+        )
+    yield StepCompleted(step_id, "compaction", result)
+
+
+async def _inference(
+    setup: TurnSetup, turn_id: str, step_id: str, builtins: Sequence[Tool]
+) -> AsyncIterator[TurnEvent | ModelResponse]:
+    """Stream one model answer as progress events, append it, and end with the `ModelResponse`."""
+    conv = setup.conversation
+    window = conv.window()
+    if builtins:
+        window = dataclasses.replace(window, tools=[*(window.tools or []), *(t.spec for t in builtins)])
+    violations = validate_items(window.items)
+    if violations:  # a bug if it happens; never send a broken window
+        log.error("repairing the window of %s before sending it: %s", conv.id, "; ".join(violations))
+        window = repair(window)
+    estimated = conv.view.estimated_tokens
+    settings = ModelSettings(max_output_tokens=setup.max_output_tokens, temperature=setup.temperature)
+    calls: dict[int, str] = {}
+    response: ModelResponse | None = None
+    streamed = False
+    try:
+        async for chunk in setup.model.stream(window, settings):
+            if isinstance(chunk, TextChunk):
+                streamed = True
+                yield StepProgress(step_id, TextDelta(chunk.text))
+            elif isinstance(chunk, ToolCallStart):
+                calls[chunk.index] = chunk.call_id
+            elif isinstance(chunk, ToolCallChunk):
+                streamed = True
+                yield StepProgress(step_id, ToolCallDelta(calls.get(chunk.index, ""), chunk.arguments))
+            elif isinstance(chunk, ResponseDone):
+                response = chunk.response
+    except ContextLengthError as error:
+        if streamed:
+            raise
+        raise _Refused(error) from error
+    assert response is not None  # the model seam guarantees a stream ends with ResponseDone or raises
+    response = _unique_call_ids(response)
+    for call in response.tool_calls:
+        yield StepProgress(step_id, ToolCallIssuedDelta(call.call_id, call.name, call.arguments))
+    batch = new_id("batch")
+    events: list[Event] = [
+        Reasoning(provider=r.provider, data=r.data, text=r.text, turn_id=turn_id) for r in response.reasoning
+    ]
+    if response.text:
+        events.append(Message(role="assistant", content=[TextPart(response.text)], turn_id=turn_id))
+    events += [
+        ToolCall(call_id=c.call_id, name=c.name, arguments=c.arguments, batch_id=batch, turn_id=turn_id)
+        for c in response.tool_calls
+    ]
+    events.append(
+        Usage(
+            model=response.model or setup.model.name,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cached_input_tokens=response.cached_input_tokens,
+            estimated_input_tokens=estimated if response.input_tokens else None,
+            turn_id=turn_id,
+        )
+    )
+    await conv.append(*events)
+    yield response
+
+
+async def _tool_step(
+    setup: TurnSetup, turn_id: str, calls: list[ToolCallRequest], server_side: bool, builtins: Sequence[Tool]
+) -> AsyncIterator[TurnEvent]:
+    """Run one batch's calls in parallel, report each result as it lands, append them all in call order."""
+    step_id = new_id("step")
+    tools = {t.name: t for t in builtins} if server_side else setup.tools
+    yield StepStarted(
+        step_id, "tool_execution", turn_id, {"server_side": server_side, "tools": [c.name for c in calls]}
+    )
+    tasks = [asyncio.ensure_future(_run_call(tools, call, setup.tool_timeout)) for call in calls]
+    outcomes: dict[str, ToolOutcome] = {}
+    try:
+        for finished in asyncio.as_completed(tasks):
+            outcome = await finished
+            outcomes[outcome.call_id] = outcome
+            yield StepProgress(
+                step_id, ToolCallCompletedDelta(outcome.call_id, outcome.tool_name, outcome.output, outcome.is_error)
+            )
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    results = [outcomes[c.call_id] for c in calls]
+    await setup.conversation.append(
+        *(
+            ToolResult(call_id=r.call_id, output=r.output, is_error=r.is_error, summary=r.summary, turn_id=turn_id)
+            for r in results
+        )
+    )
+    yield StepCompleted(step_id, "tool_execution", ToolExecutionResult(calls, results))
+
+
+async def _run_call(tools: Mapping[str, Tool], call: ToolCallRequest, time_limit: float) -> ToolOutcome:
+    found = tools.get(call.name)
+    if found is None:
+        known = ", ".join(sorted(tools)) or "none"
+        return ToolOutcome(call.call_id, call.name, f"unknown tool {call.name!r}; available: {known}", is_error=True)
+    return await found.run(call, time_limit=time_limit)
+
+
+def _unique_call_ids(response: ModelResponse) -> ModelResponse:
+    """Give calls without an id, or with an id repeated in the batch (some local servers send `call_0`), new ids."""
+    seen: set[str] = set()
+    calls = []
+    for call in response.tool_calls:
+        if not call.call_id or call.call_id in seen:
+            call = dataclasses.replace(call, call_id=new_id("call"))
+        seen.add(call.call_id)
+        calls.append(call)
+    return dataclasses.replace(response, tool_calls=calls)
+
+
+def _inference_result(setup: TurnSetup, response: ModelResponse) -> InferenceResult:
+    return InferenceResult(
+        text=response.text,
+        tool_calls=response.tool_calls,
+        stop_reason=response.stop_reason,
+        usage=TokenUsage(response.input_tokens, response.output_tokens),
+        model=response.model or setup.model.name,
+    )
+
+
+def _failed_inference(setup: TurnSetup, error: Exception) -> InferenceResult:
+    return InferenceResult("", [], "error", TokenUsage(), setup.model.name, error=f"{type(error).__name__}: {error}")
