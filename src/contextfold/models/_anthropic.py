@@ -181,7 +181,8 @@ class AnthropicModel(StreamingModel):
                 ) from error
             except (httpx2.TransportError, APIConnectionError) as error:
                 raise _cut_off(state.yielded, str(error)) from error
-        raise _cut_off(state.yielded, "the stream ended before message_stop")
+        # The body ended cleanly but incomplete (or was not an event stream at all): an unusable answer.
+        raise ModelResponseError("anthropic stream ended before message_stop", provider=PROVIDER)
 
 
 class _StreamState:
@@ -284,20 +285,17 @@ _EMPTY_SCHEMA: dict[str, object] = {"type": "object", "properties": {}}
 
 def _tool_choice(settings: ModelSettings) -> ToolChoiceParam | None:
     """auto/none/required -> auto/none/any; parallel_tool_calls=False -> disable_parallel_tool_use."""
-    single = settings.parallel_tool_calls is False
     if settings.tool_choice == "none":
         return ToolChoiceNoneParam(type="none")
-    if settings.tool_choice == "required":
-        return (
-            ToolChoiceAnyParam(type="any", disable_parallel_tool_use=True) if single else ToolChoiceAnyParam(type="any")
-        )
-    if settings.tool_choice == "auto" or single:
-        return (
-            ToolChoiceAutoParam(type="auto", disable_parallel_tool_use=True)
-            if single
-            else ToolChoiceAutoParam(type="auto")
-        )
-    return None  # nothing asked: the API's default
+    single = settings.parallel_tool_calls is False
+    if settings.tool_choice is None and not single:
+        return None  # nothing asked: the API's default
+    choice: ToolChoiceAnyParam | ToolChoiceAutoParam = (
+        ToolChoiceAnyParam(type="any") if settings.tool_choice == "required" else ToolChoiceAutoParam(type="auto")
+    )
+    if single:
+        choice["disable_parallel_tool_use"] = True
+    return choice
 
 
 def _status_error(error: APIStatusError) -> ModelError:

@@ -27,7 +27,7 @@ import http.client
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import boto3
@@ -182,11 +182,13 @@ class BedrockModel(StreamingModel):
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         reader = _Reader(self.name)
+        pump = _pump(self._provider.client, self._request(window, settings), settings.timeout)
         try:
-            async for raw in _pump(self._provider.client, self._request(window, settings), settings.timeout):
-                for event in reader.read(raw):
-                    reader.yielded = True
-                    yield event
+            async with contextlib.aclosing(pump):  # closing this stream closes the pump, which stops the worker
+                async for raw in pump:
+                    for event in reader.read(raw):
+                        reader.yielded = True
+                        yield event
         except ModelError:
             raise
         except Exception as error:
@@ -195,7 +197,7 @@ class BedrockModel(StreamingModel):
             yield reader.done()
 
 
-async def _pump(client: Any, request: dict[str, Any], wait: float | None) -> AsyncIterator[dict[str, Any]]:
+async def _pump(client: Any, request: dict[str, Any], wait: float | None) -> AsyncGenerator[dict[str, Any], None]:
     """The raw ConverseStream events, read by a worker thread; its exceptions are re-raised here as they are.
 
     `wait` bounds each wait for the next event (the request's timeout, as an HTTP read timeout would).
@@ -255,7 +257,7 @@ def _close(stream: Any, *, abort: bool) -> None:
         sock = getattr(connection, "sock", None)
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                pass
     # Closing a half-read or already failed stream may raise; it is closed either way.
     with contextlib.suppress(Exception):
         stream.close()
@@ -283,7 +285,7 @@ def _model_error(error: Exception, *, cut_off: bool) -> ModelError:
     )
     if isinstance(error, cut) and cut_off:
         return ModelResponseError(f"bedrock stream was cut off: {error!r}", provider=PROVIDER)
-    if isinstance(error, cut | botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError):
+    if isinstance(error, (*cut, botocore.exceptions.ConnectionError)):  # EndpointConnectionError among them
         return ModelUnavailableError(f"bedrock connection failed: {error!r}", provider=PROVIDER)
     return ModelResponseError(f"bedrock answer could not be read: {error!r}", provider=PROVIDER)
 

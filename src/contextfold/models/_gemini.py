@@ -140,8 +140,8 @@ class GeminiModel(StreamingModel):
             raise ModelResponseError(f"gemini sent a malformed stream chunk: {error}", provider=PROVIDER) from error
         except httpx2.TransportError as error:
             raise _cut_off(state.yielded, str(error)) from error
-        if state.finish_reason is None:
-            raise _cut_off(state.yielded, "the stream ended without a finishReason")
+        if state.finish_reason is None:  # the body ended cleanly but incomplete: an unusable answer
+            raise ModelResponseError("gemini stream ended without a finishReason", provider=PROVIDER)
         yield state.done()
 
 

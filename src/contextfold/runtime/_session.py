@@ -1,8 +1,8 @@
 """A session: one conversation in the store, its turns, and the controls an operator needs while it runs.
 
 One turn runs at a time per session (a second gets `BusyError`); the controls that change the log (system prompt,
-output limit, tools, compact, clear) wait for no one either: they raise `BusyError` while a turn runs, so they can
-never interleave with the turn's own appends. Each turn runs in its own task: `interrupt()` cancels it, and the
+output limit, tools, compact, clear) raise `BusyError` too while a turn or another control runs, so they never
+interleave with the turn's own appends. Each turn runs in its own task: `interrupt()` cancels it, and the
 turn is marked interrupted in the log before the stream ends with `TurnFailed(kind="interrupted")`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,24 +76,26 @@ class Session:
 
     # --- turns ----------------------------------------------------------------------------------------------------
 
-    async def stream(self, content: str | Sequence[Part]) -> AsyncIterator[TurnEvent]:
-        """Run a turn, yielding its events as they happen. Leaving the loop early interrupts the turn."""
+    async def stream(self, content: str | Sequence[Part]) -> AsyncGenerator[TurnEvent, None]:
+        """Run a turn, yielding its events as they happen.
+
+        The turn runs in its own task. Closing the stream early (`async with contextlib.aclosing(...)`, or
+        `aclose()`) interrupts it; a stream merely abandoned lets the turn run to its end.
+        """
         parts = _parts(content)
         self._ensure_idle("start a turn")
-        async with self._lock:
-            turn_id = new_id("turn")
-            setup = self._setup()
-            queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
-            task = asyncio.create_task(self._drive(setup, turn_id, parts, queue), name=f"turn {turn_id}")
-            self._task = task
-            try:
-                while (event := await queue.get()) is not None:
-                    yield event
-            finally:
-                if not task.done():
-                    task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                self._task = None
+        turn_id = new_id("turn")
+        setup = self._setup()
+        queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(self._drive(setup, turn_id, parts, queue), name=f"turn {turn_id}")
+        self._task = task  # set before the first await: checking and claiming the session is one step
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def turn(self, content: str | Sequence[Part]) -> TurnResult:
         """Run a turn to its end and return the result; a failed turn raises the error it failed with."""
@@ -169,8 +171,12 @@ class Session:
 
     # --- controls -------------------------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return (self._task is not None and not self._task.done()) or self._lock.locked()
+
     def _ensure_idle(self, action: str) -> None:
-        if self._lock.locked():
+        if self.running:
             raise BusyError(f"session {self.id!r} is running a turn; wait for it or interrupt() it to {action}")
 
     async def set_system_prompt(self, prompt: str | None) -> None:
@@ -234,7 +240,7 @@ class Session:
             cached_input_tokens=totals.cached_input_tokens,
             requests=totals.requests,
             compactions=totals.compactions,
-            running=self._lock.locked(),
+            running=self.running,
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ class Tool:
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
+        if not _NAME.fullmatch(self.name):
+            raise InvalidRequestError(
+                f"tool name {self.name!r} is not valid: use 1-64 letters, digits, '_' or '-' (pass name=... for a "
+                "lambda or a callable object)"
+            )
         doc = docstring_parser.parse(inspect.getdoc(fn) or "")
         summary = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
         self.description = description if description is not None else summary
@@ -97,6 +103,9 @@ class Tool:
 
 
 ToolLike = Tool | Callable[..., Any]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ARGUMENTS = "contextfold_tool_arguments"
 
 
 @overload
@@ -142,13 +151,13 @@ def _arguments_type(
             fields.append((parameter.name, kind))
         else:
             fields.append((parameter.name, kind, parameter.default))
-    struct = msgspec.defstruct(f"{name}_arguments", fields, forbid_unknown_fields=True)
+    struct = msgspec.defstruct(_ARGUMENTS, fields, forbid_unknown_fields=True)
     try:
         schema = msgspec.json.schema(struct)
     except TypeError as exc:
         raise InvalidRequestError(f"tool {name!r}: a parameter type has no JSON schema: {exc}") from exc
     definitions: dict[str, Any] = schema.pop("$defs", {})
-    parameters: dict[str, Any] = dict(definitions.pop(f"{name}_arguments"))
+    parameters: dict[str, Any] = dict(definitions.pop(_ARGUMENTS))
     parameters.pop("title", None)
     for field_name, text in descriptions.items():
         if text and field_name in parameters.get("properties", {}):

@@ -134,8 +134,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
                     raise refused.error from None
                 retried = True
                 steps += 1
-                async for event in _compaction_step(setup, turn_id, int(conv.view.tokens * setup.policy.target)):
-                    yield event
+                try:
+                    async for event in _compaction_step(setup, turn_id, int(conv.view.tokens * setup.policy.target)):
+                        yield event
+                except ContextOverflowError as overflow:
+                    raise refused.error from overflow  # the provider's words, and why we could not shrink further
                 continue
             assert response is not None
             used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
@@ -205,7 +208,8 @@ async def _inference(
         window = repair(window)
     estimated = conv.view.estimated_tokens
     settings = ModelSettings(max_output_tokens=setup.max_output_tokens, temperature=setup.temperature)
-    calls: dict[int, str] = {}
+    taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}
+    calls: dict[int, str] = {}  # stream index -> the call id the log will use
     response: ModelResponse | None = None
     streamed = False
     try:
@@ -214,7 +218,7 @@ async def _inference(
                 streamed = True
                 yield StepProgress(step_id, TextDelta(chunk.text))
             elif isinstance(chunk, ToolCallStart):
-                calls[chunk.index] = chunk.call_id
+                calls[chunk.index] = _fresh_id(chunk.call_id, taken)
             elif isinstance(chunk, ToolCallChunk):
                 streamed = True
                 yield StepProgress(step_id, ToolCallDelta(calls.get(chunk.index, ""), chunk.arguments))
@@ -225,7 +229,7 @@ async def _inference(
             raise
         raise _Refused(error) from error
     assert response is not None  # the model seam guarantees a stream ends with ResponseDone or raises
-    response = _unique_call_ids(response)
+    response = _unique_call_ids(response, [calls[i] for i in sorted(calls)], taken)
     for call in response.tool_calls:
         yield StepProgress(step_id, ToolCallIssuedDelta(call.call_id, call.name, call.arguments))
     batch = new_id("batch")
@@ -293,15 +297,22 @@ async def _run_call(tools: Mapping[str, Tool], call: ToolCallRequest, time_limit
     return await found.run(call, time_limit=time_limit)
 
 
-def _unique_call_ids(response: ModelResponse) -> ModelResponse:
-    """Give calls without an id, or with an id repeated in the batch (some local servers send `call_0`), new ids."""
-    seen: set[str] = set()
-    calls = []
-    for call in response.tool_calls:
-        if not call.call_id or call.call_id in seen:
-            call = dataclasses.replace(call, call_id=new_id("call"))
-        seen.add(call.call_id)
-        calls.append(call)
+def _fresh_id(call_id: str, taken: set[str]) -> str:
+    """The provider's call id, unless it is empty or already used in the view (some local servers number calls
+    `call_0`, `call_1` in every answer): then one of ours, so every call in a window is answered exactly once."""
+    if not call_id or call_id in taken:
+        call_id = new_id("call")
+    taken.add(call_id)
+    return call_id
+
+
+def _unique_call_ids(response: ModelResponse, streamed: list[str], taken: set[str]) -> ModelResponse:
+    """The response's calls under the ids already given to them while streaming (or fresh ones)."""
+    if len(streamed) == len(response.tool_calls):
+        ids = streamed
+    else:  # an adapter that announced calls differently from its final answer: decide the ids now
+        ids = [_fresh_id(call.call_id, taken) for call in response.tool_calls]
+    calls = [dataclasses.replace(call, call_id=i) for call, i in zip(response.tool_calls, ids, strict=True)]
     return dataclasses.replace(response, tool_calls=calls)
 
 
