@@ -33,7 +33,6 @@ PROFILE = ModelProfile(context_window=16_000, max_output_tokens=1_000)
 def calls(*specs: tuple[str, str]) -> ModelResponse:
     return ModelResponse(
         tool_calls=[ToolCallRequest(f"call_{n}", name, args) for n, (name, args) in enumerate(specs)],
-        input_tokens=100,
         output_tokens=10,
     )
 

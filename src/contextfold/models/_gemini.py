@@ -13,6 +13,7 @@ Thought signatures are not kept: `render_gemini` drops reasoning and renders fun
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -43,6 +44,21 @@ PROVIDER = "gemini"
 
 _FILTERED = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "MODEL_ARMOR"}
 _FAILED = {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MALFORMED_RESPONSE"}
+
+
+def _transport_error_types() -> tuple[type[BaseException], ...]:
+    """What a dropped connection raises: the SDK sends with httpx2 by default, but with aiohttp when that is
+    installed, or with httpx when asked to (GOOGLE_GENAI_HTTP_CLIENT), and does not wrap their errors."""
+    found: list[type[BaseException]] = [httpx2.TransportError, TimeoutError]
+    for module, name in (("httpx", "TransportError"), ("aiohttp", "ClientError")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_error_types()
 _TOOL_MODES = {"auto": types.FunctionCallingConfigMode.AUTO, "none": types.FunctionCallingConfigMode.NONE}
 
 
@@ -130,16 +146,21 @@ class GeminiModel(StreamingModel):
             stream = await self.provider.client.aio.models.generate_content_stream(
                 model=self.name, contents=contents, config=config
             )
-            async for chunk in stream:
-                for event in state.handle(chunk):
-                    state.yielded = True
-                    yield event
+            try:
+                async for chunk in stream:
+                    for event in state.handle(chunk):
+                        state.yielded = True
+                        yield event
+            finally:  # a caller that stops early must not leave the response open until garbage collection
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
         except genai_errors.APIError as error:
             raise _status_error(error) from error
         except ValueError as error:  # a chunk that is not JSON, or not a GenerateContentResponse
             raise ModelResponseError(f"gemini sent a malformed stream chunk: {error}", provider=PROVIDER) from error
-        except httpx2.TransportError as error:
-            raise _cut_off(state.yielded, str(error)) from error
+        except _TRANSPORT_ERRORS as error:
+            raise _cut_off(state.yielded, str(error) or type(error).__name__) from error
         if state.finish_reason is None:  # the body ended cleanly but incomplete: an unusable answer
             raise ModelResponseError("gemini stream ended without a finishReason", provider=PROVIDER)
         yield state.done()

@@ -95,7 +95,7 @@ def stream_of(answer: str | ModelResponse) -> list[StreamEvent]:
     if answer.tool_calls and answer.stop_reason == "stop":
         answer = dataclasses.replace(answer, stop_reason="tool_calls")
     events: list[StreamEvent] = []
-    words = answer.text.split(" ")
+    words = answer.text.split(" ") if answer.text else []
     for start in range(0, len(words), 4):
         chunk = " ".join(words[start : start + 4])
         events.append(TextChunk(chunk if start == 0 else " " + chunk))

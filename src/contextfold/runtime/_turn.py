@@ -215,6 +215,8 @@ async def _inference(
     try:
         async for chunk in setup.model.stream(window, settings):
             if isinstance(chunk, TextChunk):
+                if not chunk.text:
+                    continue
                 streamed = True
                 yield StepProgress(step_id, TextDelta(chunk.text))
             elif isinstance(chunk, ToolCallStart):
