@@ -3,8 +3,9 @@
 boto3 is synchronous, so each stream runs in its own worker thread: it makes the call, iterates the event stream
 and hands each event to the event loop (`call_soon_threadsafe` into an `asyncio.Queue`); the loop never blocks.
 When the consumer stops early or is cancelled, the worker is told to stop and the response's socket is shut down,
-which wakes a read blocked on a stalled server, so no thread is left behind. A thread per stream (rather than the
-loop's default executor) keeps long streams from starving `to_thread` users such as DNS lookups.
+which wakes a read blocked on a stalled server, so no thread is left behind (the worker then closes the stream).
+A thread per stream (rather than the loop's default executor) keeps long streams from starving `to_thread` users
+such as DNS lookups.
 
 The provider builds one client with explicit credentials (arguments, else the standard AWS environment variables)
 and never consults boto3's credential chain, whose instance-metadata lookup would reach for the network. botocore's
@@ -216,6 +217,8 @@ async def _pump(client: Any, request: dict[str, Any], wait: float | None) -> Asy
         try:
             stream = client.converse_stream(**request)["stream"]
             opened.append(stream)
+            if stop.is_set():  # the consumer left while the call was made, before it could see the stream
+                return
             for event in stream:
                 if stop.is_set():
                     return
@@ -225,7 +228,8 @@ async def _pump(client: Any, request: dict[str, Any], wait: float | None) -> Asy
             send("error", error)
         finally:
             if stream is not None:
-                _close(stream, abort=stop.is_set())
+                with contextlib.suppress(Exception):  # a half-read, failed stream may complain; it is closed
+                    stream.close()
 
     threading.Thread(target=work, name="contextfold-bedrock-stream", daemon=True).start()
     finished = False
@@ -243,24 +247,22 @@ async def _pump(client: Any, request: dict[str, Any], wait: float | None) -> Asy
         stop.set()
         if not finished:  # the consumer stopped early, was cancelled or timed out: wake the worker now
             for stream in opened:
-                _close(stream, abort=True)
+                _abort(stream)
 
 
-def _close(stream: Any, *, abort: bool) -> None:
-    """Close the event stream. To abort, first shut its socket down: closing alone does not wake a blocked read.
+def _abort(stream: Any) -> None:
+    """Wake the worker's blocked read by shutting the stream's socket down, from the event loop's thread.
 
-    The socket is reached through botocore's and urllib3's attributes (`_raw_stream.connection.sock`); if they
-    change, this falls back to a plain close and the read timeout ends the read.
+    Never `close()` from here: it waits for the read in progress (the buffered reader's lock), which would block
+    the loop for as long as the server stalls. The socket is reached through botocore's and urllib3's attributes
+    (`_raw_stream.connection.sock`); should they change, the worker stops at its next event or its read timeout.
     """
-    if abort:
-        connection = getattr(getattr(stream, "_raw_stream", None), "connection", None)
-        sock = getattr(connection, "sock", None)
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                pass
-    # Closing a half-read or already failed stream may raise; it is closed either way.
-    with contextlib.suppress(Exception):
-        stream.close()
+    connection = getattr(getattr(stream, "_raw_stream", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also for TLS: SSLSocket's own would drop its SSL state under the reader.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _model_error(error: Exception, *, cut_off: bool) -> ModelError:
@@ -274,7 +276,14 @@ def _model_error(error: Exception, *, cut_off: bool) -> ModelError:
         sent = None if isinstance(error, botocore.exceptions.EventStreamError) else meta.get("HTTPStatusCode")
         status = known if known is not None and (sent is None or code.lower() in _CODE_OVER_STATUS) else sent
         return error_for_status(PROVIDER, int(status or 500), f"{code}: {message}", meta.get("HTTPHeaders"))
-    if isinstance(error, TimeoutError | botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+    # urllib3's own read timeout surfaces mid-stream, where botocore does not wrap it.
+    timeouts = (
+        TimeoutError,
+        urllib3.exceptions.TimeoutError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+    )
+    if isinstance(error, timeouts):
         return ModelUnavailableError(f"bedrock timed out: {error!r}", provider=PROVIDER)
     cut = (
         urllib3.exceptions.ProtocolError,

@@ -2,8 +2,9 @@
 
 Converse wants the conversation to open with the user and to alternate, so consecutive messages of one role are
 merged (a batch's `toolResult` blocks and the user's next words share one user message). Tool calls become
-`toolUse` blocks with the arguments as a JSON object. Reasoning of the `bedrock` provider goes back as it came (signed text, or redacted bytes).
-Images and documents go as bytes or S3 locations; Converse takes no web URLs, so those are named in text instead.
+`toolUse` blocks with the arguments as a JSON object. Reasoning of the `bedrock` provider goes back as it came
+(signed text, or redacted bytes). Images and documents go as bytes or S3 locations; Converse takes no web URLs,
+so those are named in text instead.
 """
 
 from __future__ import annotations

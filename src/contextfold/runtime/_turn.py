@@ -100,6 +100,7 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
     steps = inferences = 0
     used = TokenUsage()
     retried = False
+    compacted_at = -1
     try:
         await conv.append(
             TurnMarker(status="started", turn_id=turn_id), Message(role="user", content=content, turn_id=turn_id)
@@ -107,10 +108,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
         while True:
             builtins = list(setup.builtins) if conv.view.totals.compactions else []
             budget = setup.budget - tools_tokens([t.spec for t in builtins])
-            if compaction_due(conv.view, budget=budget, policy=setup.policy):
+            if compaction_due(conv.view, budget=budget, policy=setup.policy) and conv.view.head != compacted_at:
                 steps += 1
                 async for event in _compaction_step(setup, turn_id, budget, "auto"):
                     yield event
+                compacted_at = conv.view.head  # once per step: a view still over the threshold goes as it is
                 continue  # the compaction may have made the built-in tools available
             if conv.view.tokens > budget:
                 raise ContextOverflowError(
@@ -206,7 +208,7 @@ async def _inference(
     if violations:  # a bug if it happens; never send a broken window
         log.error("repairing the window of %s before sending it: %s", conv.id, "; ".join(violations))
         window = repair(window)
-    estimated = conv.view.estimated_tokens
+    estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
     settings = ModelSettings(max_output_tokens=setup.max_output_tokens, temperature=setup.temperature)
     taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}
     calls: dict[int, str] = {}  # stream index -> the call id the log will use
