@@ -4,9 +4,9 @@ outputs in a 16k-token window, checked against the log it leaves."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import cast
 
-from contextfold import open_store
+from contextfold import Conversation, open_store
 from contextfold.cli._simulate import SimulationOptions, simulate
 from contextfold.compaction import CompactionPolicy
 from contextfold.events import Compaction, ToolResult, Usage
@@ -35,7 +35,7 @@ async def test_a_300_turn_session_stays_in_budget_compacts_by_policy_and_recalls
     compactions = [e for e in log if isinstance(e, Compaction)]
     assert len(compactions) > 50
     # The built-in tools' schemas, offered once history was folded, take their share of the budget.
-    builtins = tools_tokens([t.spec for t in builtin_tools(Any, expand_tokens=1)])
+    builtins = tools_tokens([t.spec for t in builtin_tools(cast(Conversation, None), expand_tokens=1)])
     for event in compactions:
         assert event.trigger == "auto"
         assert event.tokens_before > policy.threshold * (budget - builtins)  # only when the policy said so

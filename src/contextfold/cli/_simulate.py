@@ -1,7 +1,8 @@
 """`contextfold simulate`: a long scripted agent session through the runtime, on a real store, with a report.
 
-The agent's tools return 0.5-4 KB outputs, one to three per turn; an early turn plants a fact that is folded away long before the end,
-and the last turn asks for it: the scripted agent calls the built-in `recall` tool and answers from what it finds.
+The agent's tools return 0.5-4 KB outputs, one to three per turn; an early turn plants a fact that is folded away
+long before the end, and the last turn asks for it: the scripted agent calls the built-in `recall` tool and answers
+from what it finds.
 Every window sent is audited: within the budget, under the compaction threshold, valid for four wire APIs. The
 summariser is an extractive one (no model needed): it keeps the lines of the transcript that carry identifiers, in
 the structured sections the real summary prompt asks for.

@@ -55,7 +55,7 @@ class Tool:
         server_side: bool = False,
     ) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "")
+        self.name: str = name or str(getattr(fn, "__name__", ""))
         if not _NAME.fullmatch(self.name):
             raise InvalidRequestError(
                 f"tool name {self.name!r} is not valid: use 1-64 letters, digits, '_' or '-' (pass name=... for a "
