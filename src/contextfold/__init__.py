@@ -5,8 +5,13 @@ conversation = await Conversation.create(store)
 await conversation.append(user("hello"))
 await conversation.fit(budget=16_000, summariser=model)   # compacts when the policy says so
 window = conversation.window()                           # what the model sees
+
+agent = Agent(model, store=store, instructions="...", tools=[my_function])
+session = await agent.create_session()
+result = await session.turn("hello")                     # or: async for event in session.stream("hello")
 """
 
+from ._blocking import Blocking
 from ._conversation import Conversation, Expansion, RecallHit
 from ._errors import (
     BusyError,
@@ -31,12 +36,16 @@ from ._errors import (
 )
 from .compaction import CompactionPolicy, CompactionResult
 from .models import Model, ModelResponse, ModelSettings, ScriptedModel
+from .runtime import Agent, AgentOptions, Session, Tool, ToolOutput, tool
 from .store import Store, open_store
 from .view import TokenEstimator, View, Window
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentOptions",
+    "Blocking",
     "BusyError",
     "CompactionPolicy",
     "CompactionResult",
@@ -63,12 +72,16 @@ __all__ = [
     "RecallHit",
     "SchemaVersionError",
     "ScriptedModel",
+    "Session",
     "Store",
     "StoreError",
     "TokenEstimator",
+    "Tool",
+    "ToolOutput",
     "UserError",
     "View",
     "Window",
     "__version__",
     "open_store",
+    "tool",
 ]
