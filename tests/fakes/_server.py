@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -79,9 +79,12 @@ class FakeServer:
         self.handler: Callable[[Request], AnyReply] | None = None
         self._replies: list[AnyReply] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_class(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-server", daemon=True)
+        # A 50 ms shutdown poll (not the default 0.5 s: one server per test adds up).
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-server", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -105,7 +108,7 @@ class FakeServer:
             return self.handler(request)
         return Reply(599, json={"error": {"message": f"fake server has no reply for {request.method} {request.path}"}})
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -113,6 +116,10 @@ class FakeServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # concurrent tests open many connections at once; 5 would make some wait out a SYN retry
 
 
 def _handler_class(server: FakeServer) -> type[BaseHTTPRequestHandler]:
