@@ -19,9 +19,8 @@ from contextfold.models import ModelProfile
 from contextfold.models._openai import OpenAIProvider
 from contextfold.models._openai_chat import OpenAIChatModel
 
-from .fakes._server import AnyReply, Request, StreamReply
+from .fakes._server import AnyReply, FakeServer, Request, StreamReply
 from .fakes.fake_openai import (
-    QuickFakeServer,
     chat_answer,
     chat_finish,
     chat_stream,
@@ -60,8 +59,8 @@ def echo(text: str) -> str:
 
 
 @pytest.fixture
-async def model() -> AsyncIterator[tuple[OpenAIChatModel, QuickFakeServer]]:
-    with QuickFakeServer() as server:
+async def model() -> AsyncIterator[tuple[OpenAIChatModel, FakeServer]]:
+    with FakeServer() as server:
         server.handler = answer
         provider = OpenAIProvider(api_key="sk-test", base_url=f"{server.url}/v1")
         try:
@@ -71,7 +70,7 @@ async def model() -> AsyncIterator[tuple[OpenAIChatModel, QuickFakeServer]]:
 
 
 async def test_50_concurrent_turns_on_one_client_stay_in_their_own_sessions(
-    store: Store, model: tuple[OpenAIChatModel, QuickFakeServer]
+    store: Store, model: tuple[OpenAIChatModel, FakeServer]
 ) -> None:
     chat, server = model
     agent = Agent(chat, store=store, instructions="Echo things.", tools=[echo])
