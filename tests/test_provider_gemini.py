@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Literal, cast
 
@@ -10,6 +11,7 @@ import pytest
 from google import genai
 from google.genai import types
 
+from contextfold import Agent, Store
 from contextfold._errors import (
     ConfigurationError,
     ContextLengthError,
@@ -388,3 +390,27 @@ async def test_twenty_concurrent_requests_through_one_model(server: FakeServer, 
     answers = await asyncio.gather(*(model.request(window("first", prompt), SETTINGS) for prompt in prompts))
     assert [answer.text for answer in answers] == [f"echo: {prompt}" for prompt in prompts]
     assert len(server.requests) == 20
+
+
+async def test_thought_signatures_go_back_on_their_function_calls(
+    server: FakeServer, provider: GeminiProvider, sqlite_store: Store
+) -> None:
+    signed = {**wire.call("weather", {"city": "Oslo"}, "fc_1"), "thoughtSignature": base64.b64encode(b"sig").decode()}
+    server.reply(wire.stream(wire.chunk(signed, finish="STOP", usage=wire.usage())), wire.text_reply(["Sunny."]))
+
+    def weather(city: str) -> str:
+        """The weather.
+
+        Args:
+            city: A city.
+        """
+        return f"sunny in {city}"
+
+    model = gemini(provider, profile=ModelProfile(context_window=100_000))
+    session = await Agent(model, store=sqlite_store, tools=[weather]).create_session()
+    assert (await session.turn("weather in Oslo?")).final_text == "Sunny."
+    sent = server.requests[1].json["contents"]
+    (model_turn,) = [c for c in sent if c["role"] == "model"]
+    assert model_turn["parts"] == [
+        {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}, "thoughtSignature": signed["thoughtSignature"]}
+    ]

@@ -7,12 +7,14 @@ Gemini streams text in pieces but each function call whole, so a call becomes on
 `ToolCallChunk` with all of its arguments. Calls without an id get one made up here: results go back to Gemini by
 tool name (`render_gemini` looks the name up by call id), so the id only has to be unique within the conversation.
 
-Thought signatures are not kept: `render_gemini` drops reasoning and renders function calls without a
-`thoughtSignature`, so there is no way to send them back yet.
+A function call's thought signature (Gemini 3 refuses a later request whose function calls lack theirs) comes back
+as a `ReasoningBlock(provider="gemini", data={"call_id", "thought_signature"})`; `render_gemini` puts it back on
+that call.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
@@ -33,6 +35,7 @@ from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_statu
 from ._protocol import (
     ModelProfile,
     ModelSettings,
+    ReasoningBlock,
     StopReason,
     StreamEvent,
     TextChunk,
@@ -176,6 +179,7 @@ class _StreamState:
         self.finish_reason: str | None = None
         self.usage: types.GenerateContentResponseUsageMetadata | None = None
         self.model: str | None = None
+        self.signatures: list[ReasoningBlock] = []
 
     def handle(self, chunk: types.GenerateContentResponse) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -194,21 +198,24 @@ class _StreamState:
             if part.text:
                 out.append(self.builder.add(TextChunk(part.text)))
             if part.function_call is not None:
-                out.extend(self._call(part.function_call))
+                out.extend(self._call(part.function_call, part.thought_signature))
         if candidate.finish_reason is not None:
             self.finish_reason = str(candidate.finish_reason.value)
         return out
 
-    def _call(self, call: types.FunctionCall) -> list[StreamEvent]:
+    def _call(self, call: types.FunctionCall, signature: bytes | None) -> list[StreamEvent]:
         index = self.calls
         self.calls += 1
         call_id = call.id or f"call_{index}_{secrets.token_hex(6)}"
+        if signature:
+            data = {"call_id": call_id, "thought_signature": base64.b64encode(signature).decode()}
+            self.signatures.append(ReasoningBlock(PROVIDER, data))
         start = ToolCallStart(index, call_id, call.name or "")
         return [self.builder.add(start), self.builder.add(ToolCallChunk(index, json.dumps(call.args or {})))]
 
     def done(self) -> StreamEvent:
         usage = self.usage
-        fields: dict[str, Any] = {"model": self.model}
+        fields: dict[str, Any] = {"model": self.model, "reasoning": self.signatures}
         if usage is not None:
             # promptTokenCount already includes the cached tokens; thinking is billed as output.
             fields["input_tokens"] = usage.prompt_token_count or 0

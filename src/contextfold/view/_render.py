@@ -348,8 +348,16 @@ def _gemini_push(contents: list[Payload], role: str, parts: list[Payload]) -> No
 
 
 def render_gemini(window: Window) -> tuple[Payload | None, list[Payload]]:
-    """generateContent `systemInstruction` and `contents` (roles user/model); reasoning is dropped."""
+    """generateContent `systemInstruction` and `contents` (roles user/model). Gemini reasoning carries the thought
+    signature of a function call, which goes back on that call; other reasoning is dropped."""
     names = tool_names(window.items)
+    signatures = {
+        item.data["call_id"]: item.data["thought_signature"]
+        for item in window.items
+        if isinstance(item, Reasoning)
+        and item.provider == "gemini"
+        and {"call_id", "thought_signature"} <= item.data.keys()
+    }
     contents: list[Payload] = []
     for segment in segments(window.items):
         if isinstance(segment, Reasoning):
@@ -360,7 +368,12 @@ def render_gemini(window: Window) -> tuple[Payload | None, list[Payload]]:
             elif segment.role == "assistant":
                 _gemini_push(contents, "model", [{"text": t} for t in _texts(segment)])
             continue
-        calls = [{"functionCall": {"name": c.name, "args": arguments_object(c.arguments)}} for c in segment.calls]
+        calls: list[Payload] = []
+        for c in segment.calls:
+            part: Payload = {"functionCall": {"name": c.name, "args": arguments_object(c.arguments)}}
+            if c.call_id in signatures:
+                part["thoughtSignature"] = signatures[c.call_id]
+            calls.append(part)
         _gemini_push(contents, "model", calls)
         responses = [
             {
