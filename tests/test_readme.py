@@ -13,7 +13,8 @@ README = Path(__file__).parent.parent / "README.md"
 
 
 def test_readme_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (code,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    engine = README.read_text().split("## The engine underneath", 1)[1]  # the agent sketch runs in test_docs
+    code = re.findall(r"```python\n(.*?)```", engine, re.S)[0]
     script = tmp_path / "example.py"
     script.write_text(code)
     cwd = Path.cwd()
