@@ -80,8 +80,9 @@ class StreamingModel:
         attempt = 0
         while True:
             yielded = False
+            events = self._stream_once(window, settings)
             try:
-                async for event in self._stream_once(window, settings):
+                async for event in events:
                     yielded = True
                     yield event
                     if isinstance(event, ResponseDone):
@@ -95,9 +96,18 @@ class StreamingModel:
                 if yielded or not error.retryable or attempt >= self.retry.attempts:
                     raise
                 await asyncio.sleep(self.retry.delay(attempt - 1, error))
+            finally:
+                await close(events)  # now, not when it is collected: it may hold a connection
 
     async def request(self, window: Window, settings: ModelSettings) -> ModelResponse:
         return await collect(self.stream(window, settings))
+
+
+async def close(stream: AsyncIterator[Any]) -> None:
+    """Close an async generator (and the connection it may hold) at once; a plain iterator needs nothing."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def collect(stream: AsyncIterator[StreamEvent]) -> ModelResponse:

@@ -42,6 +42,7 @@ from ..models import (
     ToolCallChunk,
     ToolCallRequest,
     ToolCallStart,
+    close,
 )
 from ..view._grammar import repair, validate_items
 from ..view._tokens import tools_tokens
@@ -214,8 +215,9 @@ async def _inference(
     calls: dict[int, str] = {}  # stream index -> the call id the log will use
     response: ModelResponse | None = None
     streamed = False
+    stream = setup.model.stream(window, settings)
     try:
-        async for chunk in setup.model.stream(window, settings):
+        async for chunk in stream:
             if isinstance(chunk, TextChunk):
                 if not chunk.text:
                     continue
@@ -232,6 +234,8 @@ async def _inference(
         if streamed:
             raise
         raise _Refused(error) from error
+    finally:
+        await close(stream)  # an interrupted turn lets go of the provider's connection at once
     assert response is not None  # the model seam guarantees a stream ends with ResponseDone or raises
     response = _unique_call_ids(response, [calls[i] for i in sorted(calls)], taken)
     for call in response.tool_calls:
