@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,6 +19,7 @@ from contextfold import (
     Store,
 )
 from contextfold.events import Compaction, ConfigChange, TextPart, ToolCall, ToolResult, system, user
+from contextfold.models import ModelProfile, ResponseDone, StreamEvent, StreamingModel
 from contextfold.view import Window
 from contextfold.view._grammar import WIRE_APIS, check, validate_items
 from contextfold.view._invariants import check as check_invariants
@@ -216,20 +218,19 @@ async def test_compacted_views_render_valid_for_every_api(store: Store, api: str
 # 7. A compaction commits only if the head it was computed on is unchanged.
 
 
-class InterleavingSummariser:
+class InterleavingSummariser(StreamingModel):
     """A summariser during whose call another writer appends to the same conversation."""
 
-    name = "interleaving"
-
     def __init__(self, other: Conversation) -> None:
+        super().__init__("interleaving", profile=ModelProfile())
         self.other = other
         self.calls = 0
 
-    async def request(self, window: Window, settings: ModelSettings) -> ModelResponse:
+    async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         self.calls += 1
         if self.calls == 1:
             await self.other.append(*turn("written meanwhile"))
-        return ModelResponse(text="## Goal\nsummary")
+        yield ResponseDone(ModelResponse(text="## Goal\nsummary"))
 
 
 async def test_compaction_on_a_stale_head_is_recomputed(store: Store) -> None:
