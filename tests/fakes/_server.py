@@ -131,6 +131,7 @@ class _Server(ThreadingHTTPServer):
 def _handler_class(server: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # each SSE chunk goes out at once, not after the client's delayed ACK
 
         def log_message(self, format: str, *args: Any) -> None:
             return
