@@ -19,6 +19,7 @@ from tests.fakes._server import AnyReply, FakeServer, Request, StreamReply
 from tests.fakes.fake_openai import chat_answer, chat_finish, chat_stream, chat_tool_call, chat_usage
 
 from contextfold import Agent, AgentOptions, Store
+from contextfold.cli._simulate import ExtractiveSummariser
 from contextfold.models import Model, ModelProfile, ModelResponse, ScriptedModel, Step, ToolCallRequest
 from contextfold.models._openai import OpenAIProvider
 from contextfold.models._openai_chat import OpenAIChatModel
@@ -29,6 +30,8 @@ from ._stores import RESULTS, Context, progress
 
 CONCURRENT = 50
 OUTPUT = "ok " * 700
+OPTIONS = AgentOptions(context_window=16_000, max_output_tokens=1_000, summariser=ExtractiveSummariser())
+"""A 16k window, so the view (and each request) stays bounded by compaction as in real use."""
 
 
 def read_file(path: str) -> str:
@@ -53,7 +56,7 @@ def _scripted(turns: int) -> ScriptedModel:
     for n in range(turns):
         steps += [ModelResponse(tool_calls=[ToolCallRequest(f"c{n}", "read_file", '{"path": "src/app.py"}')])]
         steps += ["The parser drops the last token; the fix is one line."]
-    return ScriptedModel(steps, profile=ModelProfile(context_window=200_000))
+    return ScriptedModel(steps, profile=ModelProfile(context_window=16_000))
 
 
 @asynccontextmanager
@@ -62,13 +65,13 @@ async def _openai() -> AsyncIterator[OpenAIChatModel]:
         server.handler = _answer
         provider = OpenAIProvider(api_key="sk-bench", base_url=f"{server.url}/v1")
         try:
-            yield OpenAIChatModel("gpt-4o", provider, profile=ModelProfile(context_window=200_000))
+            yield OpenAIChatModel("gpt-4o", provider, profile=ModelProfile(context_window=16_000))
         finally:
             await provider.aclose()
 
 
 async def _sequential(store: Store, model: Model, turns: int) -> list[float]:
-    agent = Agent(model, store=store, tools=[read_file], options=AgentOptions(context_window=200_000))
+    agent = Agent(model, store=store, tools=[read_file], options=OPTIONS)
     session = await agent.create_session()
     times = []
     for n in range(turns):
@@ -79,7 +82,7 @@ async def _sequential(store: Store, model: Model, turns: int) -> list[float]:
 
 
 async def _concurrent(store: Store, model: Model) -> float:
-    agent = Agent(model, store=store, tools=[read_file], options=AgentOptions(context_window=200_000))
+    agent = Agent(model, store=store, tools=[read_file], options=OPTIONS)
     sessions = await asyncio.gather(*(agent.create_session() for _ in range(CONCURRENT)))
     started = time.perf_counter()
     await asyncio.gather(*(s.turn(f"session {n}: why?") for n, s in enumerate(sessions)))
@@ -89,7 +92,7 @@ async def _concurrent(store: Store, model: Model) -> float:
 async def run(ctx: Context) -> list[Table]:
     turns = 50 if ctx.quick else 200
     table = Table(
-        f"Runtime: one tool-calling turn (2 inferences, 1 tool step), median of {turns} turns in one session",
+        f"Runtime: one tool-calling turn (2 inferences, 1 tool step) in a 16k window, {turns} turns in one session",
         ["store", "model", "ms/turn (median)", "ms/turn (p95)", "50 concurrent turns: s", "turns/s"],
     )
     for name in ("SQLite", "PostgreSQL"):
@@ -127,6 +130,7 @@ async def run(ctx: Context) -> list[Table]:
             )
     table.notes.append(
         "The loopback server answers at once, so the openai rows are our side, the SDK and HTTP; a real model's "
-        "latency comes on top. Each turn appends 5 transactions (9 events)."
+        "latency comes on top. Each turn appends 5 transactions (9 events); every few turns one also compacts (the "
+        "extractive summariser of `simulate`, no model call)."
     )
     return [table]
