@@ -178,7 +178,8 @@ async def simulate(options: SimulationOptions) -> Report:
         Args:
             cmd: The command line.
         """
-        output = f"output of {cmd}\n" + "log line ok\n" * rng.randint(40, 340)
+        lines = random.Random(f"{options.seed} {cmd}").randint(40, 340)  # per call: a batch's calls run in parallel
+        output = f"output of {cmd}\n" + "log line ok\n" * lines
         return ToolOutput(output, summary=f"run {cmd}: ok")
 
     store = await open_store(options.db)
