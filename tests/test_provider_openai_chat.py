@@ -359,7 +359,7 @@ async def test_unreachable_server_is_unavailable() -> None:
         port = probe.getsockname()[1]
     async with OpenAIProvider("k", f"http://127.0.0.1:{port}/v1") as provider:
         model = OpenAIChatModel("gpt-4o", provider, retry=RETRY)
-        with pytest.raises(ModelUnavailableError, match="could not be reached"):
+        with pytest.raises(ModelUnavailableError, match="failed before any output"):
             await model.request(ask("Hi"), SETTINGS)
         assert await model.upstream_context_window() is None
 

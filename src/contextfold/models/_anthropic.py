@@ -47,7 +47,7 @@ from anthropic.types import (
 from .._errors import ConfigurationError, ContextLengthError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
 from ..view._render import render_anthropic
-from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_status
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -180,7 +180,7 @@ class AnthropicModel(StreamingModel):
                     f"anthropic sent a malformed stream event: {error}", provider=PROVIDER
                 ) from error
             except (httpx2.TransportError, APIConnectionError) as error:
-                raise _cut_off(state.yielded, str(error)) from error
+                raise connection_lost(PROVIDER, str(error), streamed=state.yielded) from error
         # The body ended cleanly but incomplete (or was not an event stream at all): an unusable answer.
         raise ModelResponseError("anthropic stream ended before message_stop", provider=PROVIDER)
 
@@ -310,10 +310,3 @@ def _status_error(error: APIStatusError) -> ModelError:
         return ContextLengthError(f"anthropic answered {status}: {message}", status=status, provider=PROVIDER)
     headers: Mapping[str, str] = error.response.headers
     return error_for_status(PROVIDER, status, message, headers)
-
-
-def _cut_off(yielded: bool, cause: str) -> ModelError:
-    """A stream that broke: worth retrying while nothing reached the caller, an unusable answer after that."""
-    if yielded:
-        return ModelResponseError(f"anthropic stream cut off mid-answer: {cause}", provider=PROVIDER)
-    return ModelUnavailableError(f"anthropic stream broke before any output: {cause}", provider=PROVIDER)

@@ -184,6 +184,14 @@ _CONTEXT_LENGTH_MARKERS = (
 )
 
 
+def connection_lost(provider: str, cause: object, *, streamed: bool) -> ModelError:
+    """A connection that broke or timed out: worth retrying while nothing of the answer was read (the base class
+    retries it), an unusable, cut-off answer once part of it was."""
+    if streamed:
+        return ModelResponseError(f"{provider} stream was cut off mid-answer: {cause}", provider=provider)
+    return ModelUnavailableError(f"{provider} failed before any output: {cause}", provider=provider)
+
+
 def is_context_length_message(message: str) -> bool:
     lowered = message.lower()
     return any(marker in lowered for marker in _CONTEXT_LENGTH_MARKERS)

@@ -38,7 +38,7 @@ import urllib3.exceptions
 
 from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
-from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_status
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._bedrock_render import render_bedrock, render_tools
 from ._protocol import (
     ModelProfile,
@@ -292,10 +292,8 @@ def _model_error(error: Exception, *, cut_off: bool) -> ModelError:
         botocore.exceptions.IncompleteReadError,
         ConnectionError,
     )
-    if isinstance(error, cut) and cut_off:
-        return ModelResponseError(f"bedrock stream was cut off: {error!r}", provider=PROVIDER)
     if isinstance(error, (*cut, botocore.exceptions.ConnectionError)):  # EndpointConnectionError among them
-        return ModelUnavailableError(f"bedrock connection failed: {error!r}", provider=PROVIDER)
+        return connection_lost(PROVIDER, repr(error), streamed=cut_off and isinstance(error, cut))
     return ModelResponseError(f"bedrock answer could not be read: {error!r}", provider=PROVIDER)
 
 

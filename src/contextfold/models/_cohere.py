@@ -41,7 +41,7 @@ from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelU
 from ..events import FilePart, ImagePart, Message, Part, Reasoning, TextPart
 from ..view import Window
 from ..view._render import Payload, segments
-from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_status
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -155,9 +155,7 @@ class CohereModel(StreamingModel):
             raise ModelUnavailableError(f"cohere timed out: {error!r}", provider=PROVIDER) from error
         except httpx.TransportError as error:
             # Dropped before anything reached the caller: worth another try. After: the answer is cut off.
-            if reader.yielded:
-                raise ModelResponseError(f"cohere stream was cut off: {error!r}", provider=PROVIDER) from error
-            raise ModelUnavailableError(f"cohere connection failed: {error!r}", provider=PROVIDER) from error
+            raise connection_lost(PROVIDER, repr(error), streamed=reader.yielded) from error
         except httpx.HTTPError as error:
             raise ModelResponseError(f"cohere answer could not be read: {error!r}", provider=PROVIDER) from error
 

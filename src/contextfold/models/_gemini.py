@@ -28,10 +28,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
+from .._errors import ConfigurationError, ModelError, ModelResponseError
 from ..view import Window
 from ..view._render import render_gemini
-from ._base import ResponseBuilder, RetryPolicy, StreamingModel, error_for_status
+from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -163,7 +163,7 @@ class GeminiModel(StreamingModel):
         except ValueError as error:  # a chunk that is not JSON, or not a GenerateContentResponse
             raise ModelResponseError(f"gemini sent a malformed stream chunk: {error}", provider=PROVIDER) from error
         except _TRANSPORT_ERRORS as error:
-            raise _cut_off(state.yielded, str(error) or type(error).__name__) from error
+            raise connection_lost(PROVIDER, str(error) or type(error).__name__, streamed=state.yielded) from error
         if state.finish_reason is None:  # the body ended cleanly but incomplete: an unusable answer
             raise ModelResponseError("gemini stream ended without a finishReason", provider=PROVIDER)
         yield state.done()
@@ -266,10 +266,3 @@ def _retry_delay(body: Any) -> str | None:
             if match:
                 return match.group(1)
     return None
-
-
-def _cut_off(yielded: bool, cause: str) -> ModelError:
-    """A stream that broke: worth retrying while nothing reached the caller, an unusable answer after that."""
-    if yielded:
-        return ModelResponseError(f"gemini stream cut off mid-answer: {cause}", provider=PROVIDER)
-    return ModelUnavailableError(f"gemini failed before any output: {cause}", provider=PROVIDER)

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
-from ._base import error_for_status
+from .._errors import ConfigurationError, ModelError, ModelResponseError
+from ._base import connection_lost, error_for_status
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "not-needed"
@@ -193,15 +193,8 @@ def model_error(provider: str, error: BaseException, *, streamed: bool = False) 
         if code and code not in message:
             message = f"{message} ({code})"
         return error_for_status(provider, error.status_code, message, error.response.headers)
-    if isinstance(error, openai.APITimeoutError):
-        if streamed:
-            return ModelResponseError(f"{provider} stream timed out mid-answer: {error}", provider=provider)
-        return ModelUnavailableError(f"{provider} request timed out: {error}", provider=provider)
-    if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error
-        if streamed:
-            return ModelResponseError(f"{provider} stream was cut off: {cause}", provider=provider)
-        return ModelUnavailableError(f"{provider} could not be reached: {cause}", provider=provider)
+    if isinstance(error, openai.APIConnectionError):  # timeouts among them
+        return connection_lost(provider, error.__cause__ or error, streamed=streamed)
     if isinstance(error, openai.APIResponseValidationError):
         return ModelResponseError(f"{provider} answered in an unexpected shape: {error}", provider=provider)
     if isinstance(error, openai.APIError):  # an error object inside the stream (no status)
