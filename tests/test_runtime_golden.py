@@ -8,17 +8,18 @@ and review the diff.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from contextfold import ContextLengthError, ModelUnavailableError, Store
 from contextfold.compaction import CompactionResult
-from contextfold.models import Step
+from contextfold.models import ScriptedModel, Step
 from contextfold.runtime import (
     InferenceResult,
     StepCompleted,
@@ -52,7 +53,7 @@ def render(events: Sequence[TurnEvent]) -> str:
             meta = json.dumps(event.metadata, sort_keys=True)
             lines.append(f"  step_started {ordinal(event.step_id)} {event.step_type} {meta}")
         elif isinstance(event, StepProgress):
-            fields = {k: v for k, v in vars_of(event.delta).items() if k != "type"}
+            fields = {k: v for k, v in dataclasses.asdict(event.delta).items() if k != "type"}
             if "call_id" in fields:
                 fields["call_id"] = ordinal(str(fields["call_id"]))
             lines.append(f"    {event.delta.type} {json.dumps(fields, sort_keys=True)}")
@@ -68,10 +69,6 @@ def render(events: Sequence[TurnEvent]) -> str:
             lines.append(f"turn_failed {event.error.kind}: {event.error.message}")
     text = "\n".join(lines) + "\n"
     return re.sub(r"\b(?:ev|call|batch|conv)_[0-9a-f]{24}\b", lambda m: ordinal(m.group(0)), text)
-
-
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
 
 
 def summarise(event: StepCompleted, ordinal: Callable[[str], str]) -> str:
@@ -163,11 +160,12 @@ async def scenario_auto_compaction_and_recall(store: Store) -> str:
         await session.turn(f"read page {n}")
     assert session.conversation.view.totals.compactions == 0  # the turn below crosses the threshold
     model = agent.model
-    model.add(calls(("recall", '{"query": "ORCHID"}')), "The code is ORCHID-77.")  # type: ignore[attr-defined]
+    assert isinstance(model, ScriptedModel)
+    model.add(calls(("recall", '{"query": "ORCHID"}')), "The code is ORCHID-77.")
     return render([e async for e in session.stream("what was the code? " + "please " * 600)])
 
 
-SCENARIOS: dict[str, Callable[[Store], object]] = {
+SCENARIOS: dict[str, Callable[[Store], Awaitable[str]]] = {
     "text": scenario_text,
     "parallel_tools": scenario_parallel_tools,
     "tool_error_then_answer": scenario_tool_error_then_answer,
@@ -180,7 +178,7 @@ SCENARIOS: dict[str, Callable[[Store], object]] = {
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 async def test_event_sequence_matches_golden(name: str, sqlite_store: Store) -> None:
-    produced = await SCENARIOS[name](sqlite_store)  # type: ignore[misc]
+    produced = await SCENARIOS[name](sqlite_store)
     path = GOLDEN / f"{name}.txt"
     if os.environ.get("CONTEXTFOLD_UPDATE_GOLDEN"):
         GOLDEN.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ from contextfold.runtime import (
     TurnCompleted,
     TurnEvent,
     TurnFailed,
+    TurnStarted,
 )
 
 PROFILE = ModelProfile(context_window=16_000, max_output_tokens=1_000)
@@ -99,7 +100,8 @@ async def test_tool_calls_of_a_batch_run_in_parallel_and_results_follow_in_call_
     assert [r.output for r in tool_step.result.results] == ["a done", "b done"]
     completed = [e.delta for e in events if isinstance(e, StepProgress) and isinstance(e.delta, ToolCallCompletedDelta)]
     assert sorted(d.result for d in completed) == ["a done", "b done"]
-    log = await sqlite_store.read(events[0].session_id)  # type: ignore[union-attr]
+    assert isinstance(events[0], TurnStarted)
+    log = await sqlite_store.read(events[0].session_id)
     tool_events = [e for e in log if isinstance(e, (ToolCall, ToolResult))]
     assert [type(e).__name__ for e in tool_events] == ["ToolCall", "ToolCall", "ToolResult", "ToolResult"]
     assert len({e.batch_id for e in tool_events if isinstance(e, ToolCall)}) == 1

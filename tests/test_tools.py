@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -83,9 +84,9 @@ def test_decorator_forms_and_overrides() -> None:
         (functools.partial(forecast, "Oslo"), "tool name '' is not valid"),
     ],
 )
-def test_functions_that_cannot_be_tools_get_clear_errors(fn: object, message: str) -> None:
+def test_functions_that_cannot_be_tools_get_clear_errors(fn: Callable[..., Any], message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
-        Tool(fn)  # type: ignore[arg-type]
+        Tool(fn)
 
 
 def test_star_arguments_and_unschematic_types_are_refused() -> None:
