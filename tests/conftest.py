@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from .fakes._server import FakeServer
 from .store_fixtures import *  # noqa: F403
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    """A loopback server speaking whatever wire format the test scripts into it."""
+    with FakeServer() as fake:
+        yield fake
+
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

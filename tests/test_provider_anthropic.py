@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from anthropic import AsyncAnthropic
@@ -33,7 +33,7 @@ from contextfold.models._anthropic import AnthropicModel, AnthropicProvider
 from contextfold.view import Window
 
 from .fakes import fake_anthropic as wire
-from .fakes._server import FakeServer, Reply, Request, StreamReply
+from .fakes._server import FakeServer, Reply, Request, StreamReply, drain
 
 SETTINGS = ModelSettings()
 WEATHER = ToolSpec("weather", "Weather of a city", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -41,12 +41,6 @@ WEATHER = ToolSpec("weather", "Weather of a city", {"type": "object", "propertie
 
 def window(*texts: str, system_prompt: str | None = "Be brief.") -> Window:
     return Window(system_prompt, None, None, [user(text) for text in texts])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -63,11 +57,6 @@ def claude(provider: AnthropicProvider, attempts: int = 3, profile: ModelProfile
 
 async def events(model: AnthropicModel, win: Window, settings: ModelSettings = SETTINGS) -> list[StreamEvent]:
     return [event async for event in model.stream(win, settings)]
-
-
-async def drain(stream: AsyncIterator[StreamEvent], into: list[StreamEvent]) -> None:
-    async for event in stream:
-        into.append(event)
 
 
 # --- answers ------------------------------------------------------------------------------------------------

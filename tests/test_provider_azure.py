@@ -3,7 +3,7 @@ missing configuration; streaming goes through the same model classes as OpenAI (
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,12 +27,6 @@ from .fakes.fake_openai import (
 )
 
 SETTINGS = ModelSettings()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture

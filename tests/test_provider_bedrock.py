@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -34,7 +34,7 @@ from contextfold.models._bedrock_render import render_bedrock, validate_bedrock
 from contextfold.view import Window
 
 from .fakes import fake_bedrock as wire
-from .fakes._server import FakeServer, Reply, Request, StreamReply
+from .fakes._server import FakeServer, Reply, Request, StreamReply, drain
 
 SETTINGS = ModelSettings()
 MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -44,12 +44,6 @@ AWS_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET
 
 def window(*texts: str, system_prompt: str | None = "Be brief.") -> Window:
     return Window(system_prompt, None, None, [user(text) for text in texts])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -67,11 +61,6 @@ def claude(provider: BedrockProvider, attempts: int = 3) -> BedrockModel:
 
 async def events(model: BedrockModel, win: Window, settings: ModelSettings = SETTINGS) -> list[StreamEvent]:
     return [event async for event in model.stream(win, settings)]
-
-
-async def drain(stream: AsyncIterator[StreamEvent], into: list[StreamEvent]) -> None:
-    async for event in stream:
-        into.append(event)
 
 
 def workers() -> list[threading.Thread]:

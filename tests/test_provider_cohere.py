@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ from contextfold.models._cohere import CohereModel, CohereProvider, render_coher
 from contextfold.view import Window
 
 from .fakes import fake_cohere as wire
-from .fakes._server import FakeServer, Reply, Request, StreamReply
+from .fakes._server import FakeServer, Reply, Request, StreamReply, drain
 
 SETTINGS = ModelSettings()
 WEATHER = ToolSpec("weather", "Weather of a city", {"type": "object", "properties": {"city": {"type": "string"}}})
@@ -42,12 +42,6 @@ WEATHER = ToolSpec("weather", "Weather of a city", {"type": "object", "propertie
 
 def window(*texts: str, system_prompt: str | None = "Be brief.") -> Window:
     return Window(system_prompt, None, None, [user(text) for text in texts])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -63,11 +57,6 @@ def command(provider: CohereProvider, attempts: int = 3) -> CohereModel:
 
 async def events(model: CohereModel, win: Window, settings: ModelSettings = SETTINGS) -> list[StreamEvent]:
     return [event async for event in model.stream(win, settings)]
-
-
-async def drain(stream: AsyncIterator[StreamEvent], into: list[StreamEvent]) -> None:
-    async for event in stream:
-        into.append(event)
 
 
 # --- answers ------------------------------------------------------------------------------------------------

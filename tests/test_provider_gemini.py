@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Literal, cast
 
 import pytest
@@ -37,7 +37,7 @@ from contextfold.models._gemini import GeminiModel, GeminiProvider
 from contextfold.view import Window
 
 from .fakes import fake_gemini as wire
-from .fakes._server import FakeServer, Reply, Request, StreamReply, sse
+from .fakes._server import FakeServer, Reply, Request, StreamReply, drain, sse
 
 SETTINGS = ModelSettings()
 PATH = "/v1/models/gemini-2.5-flash:streamGenerateContent"
@@ -47,12 +47,6 @@ Choice = Literal["auto", "none", "required"] | None
 
 def window(*texts: str, system_prompt: str | None = "Be brief.") -> Window:
     return Window(system_prompt, None, None, [user(text) for text in texts])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -69,11 +63,6 @@ def gemini(provider: GeminiProvider, attempts: int = 3, profile: ModelProfile | 
 
 async def events(model: GeminiModel, win: Window, settings: ModelSettings = SETTINGS) -> list[StreamEvent]:
     return [event async for event in model.stream(win, settings)]
-
-
-async def drain(stream: AsyncIterator[StreamEvent], into: list[StreamEvent]) -> None:
-    async for event in stream:
-        into.append(event)
 
 
 # --- answers ------------------------------------------------------------------------------------------------

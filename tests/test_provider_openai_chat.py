@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from openai import AsyncOpenAI
@@ -53,12 +53,6 @@ from .fakes.fake_openai import (
 
 RETRY = RetryPolicy(attempts=3, initial=0.001, maximum=0.01)
 SETTINGS = ModelSettings()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ concurrency."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -48,12 +48,6 @@ from .fakes.fake_openai import (
 
 RETRY = RetryPolicy(attempts=3, initial=0.001, maximum=0.01)
 SETTINGS = ModelSettings()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    with FakeServer() as fake:
-        yield fake
 
 
 @pytest.fixture

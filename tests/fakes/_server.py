@@ -18,7 +18,7 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -72,6 +72,12 @@ def sse(*events: Any, event_names: Sequence[str | None] | None = None, done: boo
     if done:
         out.append(b"data: [DONE]\n\n")
     return out
+
+
+async def drain(stream: AsyncIterator[Any], into: list[Any]) -> None:
+    """Read a model's stream into `into` (run as a task, so a test can act while it is open)."""
+    async for event in stream:
+        into.append(event)
 
 
 class FakeServer:
