@@ -14,6 +14,7 @@ result = await session.turn("hello")                     # or: async for event i
 from ._blocking import Blocking
 from ._conversation import Conversation, Expansion, RecallHit
 from ._errors import (
+    AuthenticationError,
     BusyError,
     ConfigurationError,
     ConflictError,
@@ -29,6 +30,7 @@ from ._errors import (
     ModelResponseError,
     ModelUnavailableError,
     NotFoundError,
+    PayloadTooLargeError,
     RateLimitError,
     SchemaVersionError,
     StoreError,
@@ -45,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentOptions",
+    "AuthenticationError",
     "Blocking",
     "BusyError",
     "CompactionPolicy",
@@ -68,6 +71,7 @@ __all__ = [
     "ModelSettings",
     "ModelUnavailableError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RateLimitError",
     "RecallHit",
     "SchemaVersionError",

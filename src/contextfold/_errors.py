@@ -8,6 +8,8 @@
     │   ├── NotFoundError         unknown conversation, item or compaction
     │   ├── ConfigurationError    a provider, model or agent is configured wrongly (missing key, unknown window)
     │   ├── BusyError             the session already runs a turn; wait for it or interrupt it
+    │   ├── AuthenticationError   no API key, or one the server does not know (or revoked)
+    │   ├── PayloadTooLargeError  a request body, item count or tool output over a documented limit
     │   └── ContextOverflowError  what must stay in the window (instructions, pins, new input) exceeds the budget
     ├── ConflictError             the log moved on since you read it (stale head); reload and retry
     ├── GrammarError              a view would break a provider's message grammar (a bug, never sent)
@@ -35,7 +37,11 @@ class UserError(ContextfoldError):
 
 
 class InvalidRequestError(UserError):
-    """A parameter is out of range or malformed."""
+    """A parameter is out of range or malformed. `param` names it (for example `input[2].content`) when known."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class InvalidEventError(UserError):
@@ -56,6 +62,18 @@ class ConfigurationError(UserError):
 
 class BusyError(UserError):
     """The session is already running a turn. Wait for it to finish or interrupt it."""
+
+
+class AuthenticationError(UserError):
+    """The request carries no API key, or one the server does not know or has revoked."""
+
+
+class PayloadTooLargeError(UserError):
+    """A request is over a documented size limit (body bytes, items per call, tool output bytes)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ContextOverflowError(UserError):

@@ -172,6 +172,8 @@ class BedrockModel(StreamingModel):
             inference["maxTokens"] = max_tokens
         if settings.temperature is not None:
             inference["temperature"] = settings.temperature
+        if settings.top_p is not None:
+            inference["topP"] = settings.top_p
         if inference:
             request["inferenceConfig"] = inference
         if tools := render_tools(window):

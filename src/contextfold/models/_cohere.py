@@ -127,6 +127,8 @@ class CohereModel(StreamingModel):
             extra["max_tokens"] = max_tokens
         if settings.temperature is not None:
             extra["temperature"] = settings.temperature
+        if settings.top_p is not None:
+            extra["p"] = settings.top_p
         if tools := render_tools(window):
             extra["tools"] = tools
             if settings.tool_choice in ("none", "required"):

@@ -121,6 +121,7 @@ class GeminiModel(StreamingModel):
             system_instruction=types.Content.model_validate(system) if system else None,
             max_output_tokens=settings.max_output_tokens or window.max_output_tokens or self.profile.max_output_tokens,
             temperature=settings.temperature,
+            top_p=settings.top_p,
             # Function declarations only, so the SDK has nothing to call itself; say so rather than rely on it.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )

@@ -95,6 +95,7 @@ class OpenAIChatModel(StreamingModel):
                 max_completion_tokens=max_tokens if max_tokens and field == "max_completion_tokens" else omit,
                 max_tokens=max_tokens if max_tokens and field == "max_tokens" else omit,
                 temperature=settings.temperature if settings.temperature is not None else omit,
+                top_p=settings.top_p if settings.top_p is not None else omit,
                 timeout=settings.timeout if settings.timeout is not None else not_given,
             )
             async with stream:

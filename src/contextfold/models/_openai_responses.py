@@ -109,6 +109,7 @@ class OpenAIResponsesModel(StreamingModel):
                 parallel_tool_calls=parallel if tools and parallel is not None else omit,
                 max_output_tokens=max_tokens or omit,
                 temperature=settings.temperature if settings.temperature is not None else omit,
+                top_p=settings.top_p if settings.top_p is not None else omit,
                 timeout=settings.timeout if settings.timeout is not None else not_given,
             )
             async with stream:

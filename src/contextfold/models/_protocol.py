@@ -59,6 +59,7 @@ class ModelSettings:
 
     max_output_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
     timeout: float | None = None
     tool_choice: Literal["auto", "none", "required"] | None = None
     parallel_tool_calls: bool | None = None

@@ -5,6 +5,7 @@
       StepCompleted(CompactionResult)
       StepStarted(inference)
         StepProgress(TextDelta)          text as the model streams it
+        StepProgress(ToolCallStartedDelta) a tool call begins (its id and the tool's name)
         StepProgress(ToolCallDelta)      a tool call's arguments as the model streams them
         StepProgress(ToolCallIssuedDelta) each complete call, when the model's answer is complete
       StepCompleted(InferenceResult)
@@ -35,7 +36,18 @@ StepType = Literal["inference", "tool_execution", "compaction"]
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    item_id: str = ""
+    """The id the assistant message will have in the log."""
     type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStartedDelta:
+    call_id: str
+    tool_name: str
+    item_id: str = ""
+    """The id the call will have in the log."""
+    type: Literal["tool_call_started"] = "tool_call_started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +74,7 @@ class ToolCallCompletedDelta:
     type: Literal["tool_call_completed"] = "tool_call_completed"
 
 
-Delta = TextDelta | ToolCallDelta | ToolCallIssuedDelta | ToolCallCompletedDelta
+Delta = TextDelta | ToolCallStartedDelta | ToolCallDelta | ToolCallIssuedDelta | ToolCallCompletedDelta
 
 
 # --- step results -------------------------------------------------------------------------------------------------
@@ -141,6 +153,8 @@ class TurnCompleted:
     incomplete_reason: str | None = None
     """None when the model finished; else why the turn stopped early: `max_steps`, `max_output_tokens`,
     `content_filter`."""
+    awaiting: list[ToolCallRequest] = field(default_factory=list)
+    """Calls of deferred tools (see `TurnSetup.deferred`) whose results the caller sends as the next input."""
     type: Literal["turn_completed"] = "turn_completed"
 
 

@@ -18,6 +18,7 @@ from .._conversation import Conversation
 from .._errors import BusyError, InvalidRequestError
 from ..compaction import CompactionResult
 from ..events import ConfigChange, Part, TextPart, TokenUsage, new_id
+from ..models import ModelSettings
 from ._builtin import builtin_tools
 from ._events import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ._tools import Tool, ToolLike
@@ -156,7 +157,7 @@ class Session:
             max_output_tokens=reserved,
             max_steps=options.max_steps,
             tool_timeout=options.tool_timeout,
-            temperature=options.temperature,
+            settings=ModelSettings(temperature=options.temperature),
         )
 
     async def interrupt(self) -> bool:

@@ -14,8 +14,10 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 from .._conversation import Conversation
 from .._errors import ConflictError, ContextLengthError, ContextOverflowError
@@ -55,6 +57,7 @@ from ._events import (
     ToolCallCompletedDelta,
     ToolCallDelta,
     ToolCallIssuedDelta,
+    ToolCallStartedDelta,
     ToolExecutionResult,
     ToolOutcome,
     TurnCompleted,
@@ -85,7 +88,13 @@ class TurnSetup:
     max_output_tokens: int
     max_steps: int
     tool_timeout: float
-    temperature: float | None
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    """Sampling and tool-choice settings for every inference; `max_output_tokens` comes from the field above."""
+    compact: bool = True
+    """False: never compact (a server request said `truncation: disabled`); a view over budget fails the turn."""
+    deferred: frozenset[str] = frozenset()
+    """Tools the caller runs itself (the server's function tools): a call to one ends the turn, and its result
+    arrives as input of the next turn."""
 
 
 class _Refused(Exception):
@@ -95,21 +104,26 @@ class _Refused(Exception):
         self.error = error
 
 
-async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> AsyncIterator[TurnEvent]:
+async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
+    """Run one turn. `content` is the user's message as parts, or the input as events (messages of any role,
+    results of deferred calls), which are appended under the turn's id."""
     conv = setup.conversation
+    parts = [c for c in content if not isinstance(c, Event)]
+    given = [msgspec.structs.replace(c, turn_id=turn_id) for c in content if isinstance(c, Event)]
+    if parts:
+        given.append(Message(role="user", content=parts, turn_id=turn_id))
     yield TurnStarted(turn_id, setup.session_id)
     steps = inferences = 0
     used = TokenUsage()
     retried = False
     compacted_at = -1
     try:
-        await conv.append(
-            TurnMarker(status="started", turn_id=turn_id), Message(role="user", content=content, turn_id=turn_id)
-        )
+        await conv.append(TurnMarker(status="started", turn_id=turn_id), *given)
         while True:
             builtins = list(setup.builtins) if conv.view.totals.compactions else []
             budget = setup.budget - tools_tokens([t.spec for t in builtins])
-            if compaction_due(conv.view, budget=budget, policy=setup.policy) and conv.view.head != compacted_at:
+            due = setup.compact and compaction_due(conv.view, budget=budget, policy=setup.policy)
+            if due and conv.view.head != compacted_at:
                 steps += 1
                 async for event in _compaction_step(setup, turn_id, budget, "auto"):
                     yield event
@@ -117,8 +131,12 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
                 continue  # the compaction may have made the built-in tools available
             if conv.view.tokens > budget:
                 raise ContextOverflowError(
-                    f"the view needs ~{conv.view.tokens} tokens, over the {budget}-token budget, and the policy "
-                    "did not compact it; lower the compaction threshold"
+                    f"the view needs ~{conv.view.tokens} tokens, over the {budget}-token budget, and "
+                    + (
+                        "the policy did not compact it; lower the compaction threshold"
+                        if setup.compact
+                        else "compaction is off for this request (truncation 'disabled'); allow it with 'auto'"
+                    )
                 )
             steps += 1
             inferences += 1
@@ -133,7 +151,7 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
                         yield produced
             except _Refused as refused:
                 yield StepCompleted(step_id, "inference", _failed_inference(setup, refused.error))
-                if retried:
+                if retried or not setup.compact:
                     raise refused.error from None
                 retried = True
                 steps += 1
@@ -152,12 +170,17 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: list[Part]) -> Async
                 yield TurnCompleted(turn_id, response.text, steps, used, reason)
                 return
             server = [c for c in response.tool_calls if c.name in {t.name for t in builtins}]
-            client = [c for c in response.tool_calls if c not in server]
+            deferred = [c for c in response.tool_calls if c not in server and c.name in setup.deferred]
+            client = [c for c in response.tool_calls if c not in server and c not in deferred]
             for group, server_side in ((server, True), (client, False)):
                 if group:
                     steps += 1
                     async for event in _tool_step(setup, turn_id, group, server_side, builtins):
                         yield event
+            if deferred:  # the caller runs these and sends their results as the next turn's input
+                await conv.append(TurnMarker(status="completed", turn_id=turn_id))
+                yield TurnCompleted(turn_id, response.text, steps, used, None, deferred)
+                return
             if inferences >= setup.max_steps:
                 await conv.append(TurnMarker(status="completed", turn_id=turn_id, reason="max_steps"))
                 yield TurnCompleted(turn_id, response.text, steps, used, "max_steps")
@@ -210,9 +233,11 @@ async def _inference(
         log.error("repairing the window of %s before sending it: %s", conv.id, "; ".join(violations))
         window = repair(window)
     estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
-    settings = ModelSettings(max_output_tokens=setup.max_output_tokens, temperature=setup.temperature)
+    settings = dataclasses.replace(setup.settings, max_output_tokens=setup.max_output_tokens)
     taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}
     calls: dict[int, str] = {}  # stream index -> the call id the log will use
+    item_ids: dict[int, str] = {}  # stream index -> the call's event id, announced before the event exists
+    message_id = new_id()
     response: ModelResponse | None = None
     streamed = False
     stream = setup.model.stream(window, settings)
@@ -222,9 +247,12 @@ async def _inference(
                 if not chunk.text:
                     continue
                 streamed = True
-                yield StepProgress(step_id, TextDelta(chunk.text))
+                yield StepProgress(step_id, TextDelta(chunk.text, message_id))
             elif isinstance(chunk, ToolCallStart):
                 calls[chunk.index] = _fresh_id(chunk.call_id, taken)
+                item_ids[chunk.index] = new_id()
+                streamed = True
+                yield StepProgress(step_id, ToolCallStartedDelta(calls[chunk.index], chunk.name, item_ids[chunk.index]))
             elif isinstance(chunk, ToolCallChunk):
                 streamed = True
                 yield StepProgress(step_id, ToolCallDelta(calls.get(chunk.index, ""), chunk.arguments))
@@ -245,10 +273,13 @@ async def _inference(
         Reasoning(provider=r.provider, data=r.data, text=r.text, turn_id=turn_id) for r in response.reasoning
     ]
     if response.text:
-        events.append(Message(role="assistant", content=[TextPart(response.text)], turn_id=turn_id))
+        events.append(Message(id=message_id, role="assistant", content=[TextPart(response.text)], turn_id=turn_id))
+    ids = [item_ids[i] for i in sorted(item_ids)]
+    if len(ids) != len(response.tool_calls):
+        ids = [new_id() for _ in response.tool_calls]
     events += [
-        ToolCall(call_id=c.call_id, name=c.name, arguments=c.arguments, batch_id=batch, turn_id=turn_id)
-        for c in response.tool_calls
+        ToolCall(id=i, call_id=c.call_id, name=c.name, arguments=c.arguments, batch_id=batch, turn_id=turn_id)
+        for i, c in zip(ids, response.tool_calls, strict=True)
     ]
     events.append(
         Usage(

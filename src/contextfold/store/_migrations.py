@@ -79,6 +79,43 @@ SQLITE: tuple[Migration, ...] = (
             "INSERT INTO events_fts(events_fts) VALUES ('rebuild')",
         ),
     ),
+    Migration(
+        3,
+        "tenants, stored responses, API keys and turn leases",
+        (
+            "ALTER TABLE conversations ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            # Listing pages by (created_at, id), within a tenant or across all of them.
+            "CREATE INDEX conversations_by_tenant ON conversations(tenant, created_at, id)",
+            "CREATE INDEX conversations_by_created ON conversations(created_at, id)",
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                created_at REAL NOT NULL,
+                status TEXT NOT NULL,
+                first_seq INTEGER NOT NULL,
+                last_seq INTEGER NOT NULL,
+                previous_response_id TEXT,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_by_conversation ON responses(conversation_id, created_at, id)",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                name TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                revoked_at REAL
+            )""",
+            "CREATE UNIQUE INDEX api_keys_by_hash ON api_keys(secret_hash)",
+            """CREATE TABLE turn_leases (
+                conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+                owner TEXT NOT NULL,
+                expires_at REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -111,6 +148,43 @@ POSTGRES: tuple[Migration, ...] = (
             """ALTER TABLE events ADD COLUMN search_tsv tsvector
                 GENERATED ALWAYS AS (to_tsvector('english', coalesce(search_text, ''))) STORED""",
             "CREATE INDEX events_search ON events USING GIN (search_tsv)",
+        ),
+    ),
+    Migration(
+        3,
+        "tenants, stored responses, API keys and turn leases",
+        (
+            "ALTER TABLE conversations ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            # Listing pages by (created_at, id), within a tenant or across all of them.
+            "CREATE INDEX conversations_by_tenant ON conversations(tenant, created_at, id)",
+            "CREATE INDEX conversations_by_created ON conversations(created_at, id)",
+            """CREATE TABLE responses (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                created_at DOUBLE PRECISION NOT NULL,
+                status TEXT NOT NULL,
+                first_seq BIGINT NOT NULL,
+                last_seq BIGINT NOT NULL,
+                previous_response_id TEXT,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX responses_by_conversation ON responses(conversation_id, created_at, id)",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                name TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                secret_hash TEXT NOT NULL UNIQUE,
+                created_at DOUBLE PRECISION NOT NULL,
+                revoked_at DOUBLE PRECISION
+            )""",
+            # Expiry on the database's clock, so replicas with skewed clocks agree on when a lease lapsed.
+            """CREATE TABLE turn_leases (
+                conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+                owner TEXT NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL
+            )""",
         ),
     ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from ..events import AnyEvent, Compaction, Event
 
@@ -18,6 +18,8 @@ class ConversationInfo:
     checkpoint: int
     """Sequence number of the newest compaction (0 when there is none)."""
     metadata: dict[str, str] = field(default_factory=dict)
+    tenant: str = ""
+    """Who owns the conversation on a multi-tenant server ('' when there are no tenants)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +48,33 @@ class SearchHit:
 
 class Conversations(Protocol):
     async def create(
-        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None
+        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo: ...
 
     async def get(self, conversation_id: str) -> ConversationInfo: ...
 
-    async def list(self, *, limit: int = 100, after: str | None = None) -> list[ConversationInfo]: ...
+    async def list(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        tenant: str | None = None,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> list[ConversationInfo]:
+        """A page ordered by (created_at, id) in `order`, starting after the conversation `after`.
 
-    async def delete(self, conversation_id: str) -> None: ...
+        `tenant` None lists every tenant's conversations; a string lists only that tenant's (and `after` must be
+        one of them).
+        """
+        ...
+
+    async def update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
+        """Replace the metadata."""
+        ...
+
+    async def delete(self, conversation_id: str) -> None:
+        """Delete the conversation and everything recorded about it: events, responses, its turn lease."""
+        ...
 
 
 class Store(Protocol):
@@ -86,3 +107,105 @@ class Store(Protocol):
     ) -> list[SearchHit]: ...
 
     async def close(self) -> None: ...
+
+
+# --- what the server keeps beside the logs ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """A stored response. Its input and output are a range of its conversation's log, never a copy."""
+
+    id: str
+    tenant: str
+    conversation_id: str
+    created_at: float
+    status: str
+    """One of "in_progress", "completed", "incomplete", "failed", "cancelled"."""
+    first_seq: int
+    """First log event of this response's turn (0 if none yet)."""
+    last_seq: int
+    """Last log event of this response's turn (0 while in progress)."""
+    previous_response_id: str | None
+    data: dict[str, Any]
+    """The response's own fields (model, instructions, params, usage, error, ...), stored as JSON."""
+
+
+class Responses(Protocol):
+    async def put(self, record: ResponseRecord) -> None:
+        """Insert the record, or replace the one with its id."""
+        ...
+
+    async def get(self, response_id: str) -> ResponseRecord: ...
+
+    async def delete(self, response_id: str) -> None: ...
+
+    async def for_conversation(self, conversation_id: str, *, limit: int = 100) -> list[ResponseRecord]:
+        """The conversation's responses, newest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: everything but the secret, of which only a hash is kept."""
+
+    id: str
+    """Public ("key_..."); names the key to revoke it."""
+    tenant: str
+    name: str
+    prefix: str
+    """The first 8 characters of the secret, to recognise it in a list."""
+    created_at: float
+    revoked_at: float | None = None
+
+
+class Keys(Protocol):
+    async def create(self, tenant: str, name: str = "") -> tuple[str, ApiKey]:
+        """A new key for `tenant`: (the secret, shown only this once; the stored record)."""
+        ...
+
+    async def verify(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None for an unknown or revoked one."""
+        ...
+
+    async def list(self, *, tenant: str | None = None, include_revoked: bool = False) -> list[ApiKey]: ...
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        """Revoke the key (revoking it again changes nothing) and return its record."""
+        ...
+
+    async def active(self) -> int:
+        """How many unrevoked keys exist."""
+        ...
+
+
+class Leases(Protocol):
+    """Per-conversation turn ordering across processes: one owner at a time, until it releases or its lease lapses.
+
+    A lease expires `ttl` seconds after it was last acquired or renewed, so a crashed holder cannot block a
+    conversation for longer than that.
+    """
+
+    async def acquire(self, conversation_id: str, owner: str, ttl: float) -> bool:
+        """True if `owner` now holds the lease: there was none, it had expired, or `owner` already held it."""
+        ...
+
+    async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
+        """Extend `owner`'s lease; False if it is no longer theirs (released, or expired and taken)."""
+        ...
+
+    async def release(self, conversation_id: str, owner: str) -> None:
+        """Give the lease up; nothing happens unless `owner` holds it."""
+        ...
+
+
+class ServerStore(Store, Protocol):
+    """A store with what the server keeps beside the logs: responses, API keys and turn leases."""
+
+    @property
+    def responses(self) -> Responses: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def leases(self) -> Leases: ...

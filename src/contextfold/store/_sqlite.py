@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
@@ -33,6 +33,8 @@ from ._common import (
 )
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
+from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
 
 T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 10_000
@@ -73,7 +75,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE, 
     return int(current)
 
 
-class _Worker:
+class Worker:
     """One thread owning one connection; `run` executes a function on it."""
 
     def __init__(self, path: str, name: str) -> None:
@@ -109,10 +111,30 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._writer = _Worker(self.path, "writer")
+        self._writer = Worker(self.path, "writer")
         # An in-memory database exists once per connection, so it gets a single thread for both.
-        self._reader = self._writer if self.path == ":memory:" else _Worker(self.path, "reader")
-        self.conversations = _SQLiteConversations(self)
+        self._reader = self._writer if self.path == ":memory:" else Worker(self.path, "reader")
+        self._conversations = _SQLiteConversations(self)
+        self._responses = SQLiteResponses(self._writer, self._reader)
+        self._keys = SQLiteKeys(self._writer, self._reader)
+        # Leases are written on every turn, so they queue on the writer thread like an append.
+        self._leases = SQLiteLeases(self._writer)
+
+    @property
+    def conversations(self) -> _SQLiteConversations:
+        return self._conversations
+
+    @property
+    def responses(self) -> SQLiteResponses:
+        return self._responses
+
+    @property
+    def keys(self) -> SQLiteKeys:
+        return self._keys
+
+    @property
+    def leases(self) -> SQLiteLeases:
+        return self._leases
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
@@ -174,18 +196,30 @@ class _SQLiteConversations:
         self._store = store
 
     async def create(
-        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None
+        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
-        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}))
+        check_tenant(tenant, allow_empty=True)
+        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}), tenant)
         await self._store._writer.run(_create, info)
         return info
 
     async def get(self, conversation_id: str) -> ConversationInfo:
         return await self._store._reader.run(_get, conversation_id)
 
-    async def list(self, *, limit: int = 100, after: str | None = None) -> list[ConversationInfo]:
+    async def list(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        tenant: str | None = None,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> list[ConversationInfo]:
         check_limit(limit, "listing conversations")
-        return await self._store._reader.run(_list, limit, after)
+        check_order(order)
+        return await self._store._reader.run(_list, limit, after, tenant, order)
+
+    async def update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
+        return await self._store._writer.run(_update, conversation_id, json.dumps(metadata))
 
     async def delete(self, conversation_id: str) -> None:
         await self._store._writer.run(_delete, conversation_id)
@@ -299,39 +333,47 @@ def _search(conn: sqlite3.Connection, conversation_id: str, match: str, limit: i
 def _create(conn: sqlite3.Connection, info: ConversationInfo) -> None:
     try:
         conn.execute(
-            "INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)",
-            (info.id, info.created_at, json.dumps(info.metadata)),
+            "INSERT INTO conversations (id, created_at, metadata, tenant) VALUES (?, ?, ?, ?)",
+            (info.id, info.created_at, json.dumps(info.metadata), info.tenant),
         )
     except sqlite3.IntegrityError:
         raise InvalidRequestError(f"conversation {info.id!r} already exists; pick another id") from None
 
 
 def _info(row: tuple[Any, ...]) -> ConversationInfo:
-    return ConversationInfo(row[0], row[1], row[3], row[4], json.loads(row[2]))
-
-
-_COLUMNS = "id, created_at, metadata, head, checkpoint"
+    return ConversationInfo(row[0], row[1], row[3], row[4], json.loads(row[2]), row[5])
 
 
 def _get(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    row = conn.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"conversation {conversation_id!r} does not exist")
     return _info(row)
 
 
-def _list(conn: sqlite3.Connection, limit: int, after: str | None) -> list[ConversationInfo]:
-    if after is None:
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM conversations ORDER BY created_at, id LIMIT ?", (limit,))
-    else:
-        _get(conn, after)
-        rows = conn.execute(
-            f"""SELECT {_COLUMNS} FROM conversations
-                WHERE (created_at, id) > (SELECT created_at, id FROM conversations WHERE id = ?)
-                ORDER BY created_at, id LIMIT ?""",
-            (after, limit),
-        )
-    return [_info(row) for row in rows]
+def _list(
+    conn: sqlite3.Connection, limit: int, after: str | None, tenant: str | None, order: str
+) -> list[ConversationInfo]:
+    conn.execute("BEGIN")  # the cursor and the page from one snapshot
+    try:
+        cursor = None
+        if after is not None:
+            row = conn.execute("SELECT created_at, id, tenant FROM conversations WHERE id = ?", (after,)).fetchone()
+            cursor = cursor_of(row, after, tenant)
+        sql, params = page_query("?", tenant, cursor, order)
+        return [_info(row) for row in conn.execute(sql, [*params, limit])]
+    finally:
+        conn.execute("COMMIT")
+
+
+def _update(conn: sqlite3.Connection, conversation_id: str, metadata: str) -> ConversationInfo:
+    row = conn.execute(
+        f"UPDATE conversations SET metadata = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}",
+        (metadata, conversation_id),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+    return _info(row)
 
 
 def _delete(conn: sqlite3.Connection, conversation_id: str) -> None:

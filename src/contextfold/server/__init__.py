@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: Responses + Conversations API over the event log."""
