@@ -303,8 +303,12 @@ class Conversation:
         summariser: Model | None = None,
         trigger: Trigger = "manual",
         instructions: str | None = None,
+        event_id: str | None = None,
     ) -> CompactionResult:
-        """Compact now (or, with trigger 'auto', only if the policy says so). Commits only on an unchanged head."""
+        """Compact now (or, with trigger 'auto', only if the policy says so). Commits only on an unchanged head.
+
+        `event_id` names the compaction event ahead of time (a stream announces it before the summary is written).
+        """
         policy = policy or CompactionPolicy()
         items_before, turns_before, tokens_before = len(self.view.items), self.turns(), self.view.tokens
         for _ in range(_COMPACTION_ATTEMPTS):
@@ -331,6 +335,8 @@ class Conversation:
                     tokens_before,
                     tokens_before,
                 )
+            if event_id is not None:
+                event = msgspec.structs.replace(event, id=event_id)
             try:
                 if self.view.head != head:
                     raise ConflictError(self.id, head, self.view.head)
@@ -392,10 +398,17 @@ class Conversation:
         )
 
     async def fit(
-        self, *, budget: int, policy: CompactionPolicy | None = None, summariser: Model | None = None
+        self,
+        *,
+        budget: int,
+        policy: CompactionPolicy | None = None,
+        summariser: Model | None = None,
+        event_id: str | None = None,
     ) -> CompactionResult:
         """Compact if the policy says so, then guarantee the view fits `budget` (or raise ContextOverflowError)."""
-        result = await self.compact(budget=budget, policy=policy, summariser=summariser, trigger="auto")
+        result = await self.compact(
+            budget=budget, policy=policy, summariser=summariser, trigger="auto", event_id=event_id
+        )
         if self.view.tokens > budget:
             result = await self.compact(budget=budget, policy=policy, summariser=summariser, trigger="reactive")
         if self.view.tokens > budget:

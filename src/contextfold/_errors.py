@@ -53,7 +53,11 @@ class SchemaVersionError(UserError):
 
 
 class NotFoundError(UserError):
-    """A conversation, item or compaction does not exist."""
+    """A conversation, item or compaction does not exist. `param` names the request field that named it."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ConfigurationError(UserError):

@@ -207,15 +207,19 @@ async def mark_turn(conv: Conversation, turn_id: str, status: Literal["failed", 
 async def _compaction_step(
     setup: TurnSetup, turn_id: str, budget: int, trigger: Literal["auto", "reactive"] = "reactive"
 ) -> AsyncIterator[TurnEvent]:
-    step_id = new_id("step")
-    yield StepStarted(step_id, "compaction", turn_id, {"trigger": trigger})
+    step_id, event_id = new_id("step"), new_id()
+    yield StepStarted(step_id, "compaction", turn_id, {"trigger": trigger, "compaction_id": event_id})
     conv = setup.conversation
     result: CompactionResult
     if trigger == "auto":
-        result = await conv.fit(budget=budget, policy=setup.policy, summariser=setup.summariser)
+        result = await conv.fit(budget=budget, policy=setup.policy, summariser=setup.summariser, event_id=event_id)
     else:
         result = await conv.compact(
-            budget=max(1, budget), policy=setup.policy, summariser=setup.summariser, trigger="reactive"
+            budget=max(1, budget),
+            policy=setup.policy,
+            summariser=setup.summariser,
+            trigger="reactive",
+            event_id=event_id,
         )
     yield StepCompleted(step_id, "compaction", result)
 

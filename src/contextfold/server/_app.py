@@ -1,0 +1,185 @@
+"""The ASGI app: routes, the error mapper, size limits, metrics and request logs, and the lifespan that opens
+and closes the store and the model clients.
+
+    app = create_app(ServerConfig(db="contextfold.db"))      # then serve it with uvicorn (see `_main.run`)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from .._errors import PayloadTooLargeError
+from ..store import ServerStore, open_server_store
+from . import _conversations, _responses
+from ._config import ServerConfig
+from ._errors import api_error, install
+from ._locks import ConversationLocks, ViewCache
+from ._metrics import Metrics
+from ._registry import ModelRegistry
+from ._replay import StreamBuffers
+from ._state import ServerState, state_of
+
+log = logging.getLogger("contextfold.server")
+
+
+def create_app(
+    config: ServerConfig, *, store: ServerStore | None = None, registry: ModelRegistry | None = None
+) -> FastAPI:
+    """The server app. A `store` or `registry` passed in is used as is and left open; otherwise the app opens
+    (and migrates) the store at `config.db`, and closes what it opened when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        opened = store or await open_server_store(config.db)
+        models = registry or ModelRegistry(config)
+        try:
+            app.state.server = ServerState(
+                config=config,
+                store=opened,
+                registry=models,
+                locks=ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns),
+                views=ViewCache(opened),
+                metrics=metrics,
+                streams=StreamBuffers(),
+                keys_required=await opened.keys.active() > 0,
+            )
+            yield
+        finally:
+            if registry is None:
+                await models.close()
+            if own_store:
+                await opened.close()
+
+    metrics = Metrics()
+    app = FastAPI(
+        title="contextfold",
+        version=__version__,
+        summary="OpenAI-compatible Responses and Conversations API over an append-only event log, with compaction.",
+        lifespan=lifespan,
+    )
+    install(app)
+    app.include_router(_responses.router)
+    app.include_router(_conversations.router)
+    app.include_router(_conversations.extensions)
+    _add_operations(app)
+    app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)
+    return app
+
+
+def _add_operations(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> Response:
+        """The process can serve: the database answers."""
+        state = state_of(request)
+        try:
+            await state.store.conversations.list(limit=1)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        return PlainTextResponse(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", tags=["models"])
+    async def models(request: Request) -> dict[str, Any]:
+        """The model names this server answers to."""
+        names = state_of(request).registry.names()
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "contextfold"} for name in names]
+        return {"object": "list", "data": data}
+
+
+class _BodyLimit:
+    """Refuses a body over the limit with 413 before reading it whole: by Content-Length when it is sent, else
+    while it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLargeError(self._message())
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except PayloadTooLargeError:
+            await self._refuse(scope, receive, send)
+
+    def _message(self) -> str:
+        return f"the request body is over the {self.limit}-byte limit (max_body_bytes); send less per request"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = api_error(PayloadTooLargeError(self._message())).response()
+        await response(scope, receive, send)
+
+
+class _Observe:
+    """Request metrics and one structured log line per request (method, route, status, duration)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            if status >= 400:
+                self.metrics.errors.labels(str(status)).inc()
+            log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={"method": scope["method"], "route": path, "status": status, "ms": round(elapsed * 1000, 2)},
+            )

@@ -1,0 +1,103 @@
+"""Response objects, built from a stored response record and the log events of its turn.
+
+A stored response holds no copy of any item: its record says which range of its conversation's log is its input
+and which its output (`first_seq`, `data.output_seq`, `last_seq`), and every read builds the object from those
+events. The shapes are the OpenAI Responses API's; the tests validate them with the `openai` package's models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..events import AnyEvent, ToolSpec, TurnMarker, Usage
+from ..store import ResponseRecord
+from ._items import output_items
+
+TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+
+
+def tool_dicts(specs: Sequence[ToolSpec] | None) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "name": spec.name,
+            "description": spec.description or None,
+            "parameters": spec.parameters or {"type": "object", "properties": {}},
+            "strict": False,
+        }
+        for spec in specs or ()
+    ]
+
+
+def usage_of(events: Sequence[AnyEvent]) -> dict[str, Any]:
+    used = [e for e in events if isinstance(e, Usage)]
+    inputs = sum(u.input_tokens for u in used)
+    outputs = sum(u.output_tokens for u in used)
+    return {
+        "input_tokens": inputs,
+        "input_tokens_details": {"cached_tokens": sum(u.cached_input_tokens for u in used), "cache_write_tokens": 0},
+        "output_tokens": outputs,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": inputs + outputs,
+    }
+
+
+def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[str, Any]:
+    """The response as the API returns it. `events` are the log events from `record.first_seq` on."""
+    data = record.data
+    output_seq = int(data.get("output_seq") or record.first_seq)
+    last = record.last_seq or (events[-1].seq if events else 0)
+    turn = [e for e in events if record.first_seq <= e.seq <= last]
+    output = [] if record.status == "failed" else output_items([e for e in turn if e.seq >= output_seq])
+    return {
+        "id": record.id,
+        "object": "response",
+        "created_at": record.created_at,
+        "completed_at": data.get("completed_at"),
+        "status": record.status,
+        "model": data.get("model", ""),
+        "output": output,
+        "instructions": data.get("instructions"),
+        "metadata": data.get("metadata") or {},
+        "parallel_tool_calls": data.get("parallel_tool_calls", True),
+        "tool_choice": data.get("tool_choice") or "auto",
+        "tools": data.get("tools") or [],
+        "temperature": data.get("temperature"),
+        "top_p": data.get("top_p"),
+        "max_output_tokens": data.get("max_output_tokens"),
+        "max_tool_calls": data.get("max_tool_calls"),
+        "previous_response_id": record.previous_response_id,
+        "conversation": {"id": record.conversation_id} if data.get("conversation_visible", True) else None,
+        "truncation": data.get("truncation") or "auto",
+        "background": False,
+        "store": data.get("store", True),
+        "text": {"format": {"type": "text"}},
+        "usage": usage_of(turn) if record.status in TERMINAL else None,
+        "error": data.get("error"),
+        "incomplete_details": data.get("incomplete_details"),
+        "user": data.get("user"),
+    }
+
+
+def finished(record: ResponseRecord, events: Sequence[AnyEvent], **data: Any) -> ResponseRecord:
+    """The record of a response whose turn ended: its status from the turn's end marker, its last seq."""
+    marker = next((e for e in reversed(events) if isinstance(e, TurnMarker) and e.status != "started"), None)
+    status = record.status
+    if marker is not None and marker.status == "failed":
+        status = "failed"
+    elif marker is not None and marker.status == "interrupted":
+        status = "cancelled"
+    merged = {**record.data, **data, "completed_at": time.time()}
+    return ResponseRecord(
+        id=record.id,
+        tenant=record.tenant,
+        conversation_id=record.conversation_id,
+        created_at=record.created_at,
+        status=status,
+        first_seq=record.first_seq,
+        last_seq=events[-1].seq if events else record.last_seq,
+        previous_response_id=record.previous_response_id,
+        data=merged,
+    )

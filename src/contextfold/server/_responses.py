@@ -1,0 +1,200 @@
+"""`/v1/responses`: create (streamed or not), retrieve (or resume its stream), delete, input items, compact,
+count input tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .._conversation import Conversation
+from .._errors import InvalidRequestError
+from ..events import Event, new_id
+from ..view import TokenEstimator
+from ..view._tokens import text_tokens, tools_tokens
+from ._items import CompactionInput, conversation_item, output_items, parse_input
+from ._objects import response_object
+from ._replay import rebuilt
+from ._schemas import CompactRequest, InputTokensRequest, ResponseCreate, function_tools
+from ._service import ResponseRun, owned_conversation, owned_response
+from ._state import ServerState, state_of, tenant_of
+from ._stream import encode
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"])
+Tenant = Annotated[str, Depends(tenant_of)]
+State = Annotated[ServerState, Depends(state_of)]
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@router.post("")
+async def create_response(body: ResponseCreate, tenant: Tenant, state: State) -> Response:
+    run = await ResponseRun.start(state, tenant, body)
+    if not body.stream:
+        final: dict[str, Any] | None = None
+        async for event in run.events():
+            if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
+                final = event["response"]
+        assert final is not None
+        return JSONResponse(final)
+    buffer = state.streams.open(run.record.id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in run.events():
+            buffer.add(event)
+            yield encode(event)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+@router.get("/{response_id}")
+async def retrieve_response(
+    response_id: str,
+    tenant: Tenant,
+    state: State,
+    stream: bool = False,
+    starting_after: Annotated[int, Query(ge=-1)] = -1,
+) -> Response:
+    record = await owned_response(state, tenant, response_id)
+    if stream:
+        if state.streams.has(response_id):
+            follow = state.streams.follow(response_id, starting_after)
+            return StreamingResponse(
+                (encode(e) async for e in follow), media_type="text/event-stream", headers=_SSE_HEADERS
+            )
+        if record.status == "in_progress":
+            raise InvalidRequestError(
+                f"response {response_id!r} is streaming on another replica; resume it there or retrieve it when done",
+                param="stream",
+            )
+    events = await state.store.read(record.conversation_id, after=record.first_seq - 1) if record.first_seq else []
+    response = response_object(record, events)
+    if stream:
+        frames = (encode(e) for e in rebuilt(response, starting_after))
+        return StreamingResponse(frames, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return JSONResponse(response)
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, tenant: Tenant, state: State) -> dict[str, Any]:
+    await owned_response(state, tenant, response_id)
+    await state.store.responses.delete(response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.get("/{response_id}/input_items")
+async def input_items(
+    response_id: str,
+    tenant: Tenant,
+    state: State,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    record = await owned_response(state, tenant, response_id)
+    output_seq = int(record.data.get("output_seq") or record.last_seq + 1)
+    events = await state.store.read(
+        record.conversation_id, after=record.first_seq - 1, limit=output_seq - record.first_seq
+    )
+    items = output_items(events)
+    return page(items, after=after, limit=limit, order=order)
+
+
+def page(items: list[dict[str, Any]], *, after: str | None, limit: int, order: str) -> dict[str, Any]:
+    """A list page as OpenAI returns them: `data`, `first_id`, `last_id`, `has_more`."""
+    ordered = items if order == "asc" else list(reversed(items))
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise InvalidRequestError(f"after: no item {after!r} in this list", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }
+
+
+@router.post("/compact")
+async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -> dict[str, Any]:
+    """Compact a conversation (or the given input) now and return its user messages and one compaction item."""
+    resolved = await state.registry.resolve(body.model)
+    conversation_id = body.conversation_id
+    if body.previous_response_id:
+        conversation_id = (await owned_response(state, tenant, body.previous_response_id)).conversation_id
+    ephemeral = conversation_id is None
+    if conversation_id is None:
+        if body.input is None:
+            raise InvalidRequestError("compact needs input, a conversation or a previous_response_id", param="input")
+        conversation_id = (await state.store.conversations.create(tenant=tenant)).id
+    else:
+        await owned_conversation(state, tenant, conversation_id, param="conversation")
+    try:
+        async with state.locks.hold(conversation_id):
+            conversation = await state.views.current(conversation_id, resolved.name)
+            if body.input is not None:
+                events = [e for e in parse_input(body.input) if isinstance(e, Event)]
+                if events:
+                    await conversation.append(*events)
+            budget = resolved.context_window - min(4_096, resolved.context_window // 4)
+            result = await conversation.compact(
+                budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+            )
+            if result.compaction_id:
+                state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
+            output = _compacted_output(conversation, result.compaction_id)
+    finally:
+        if ephemeral:
+            state.views.forget(conversation_id)
+            await state.store.conversations.delete(conversation_id)
+    usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0}
+    usage["output_tokens_details"] = {"reasoning_tokens": 0}
+    return {
+        "id": new_id("resp"),
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": output,
+        "usage": usage,
+    }
+
+
+def _compacted_output(conversation: Conversation, compaction_id: str | None) -> list[dict[str, Any]]:
+    """The user messages still in view, then the compaction item (as OpenAI's compact endpoint answers)."""
+    window = conversation.view.window()
+    users = [i for i in output_items(window.items) if i["type"] == "message" and i["role"] == "user"]
+    summary = conversation.view.active_summary()
+    if summary is not None and (compaction_id is None or summary.id == compaction_id):
+        users = [u for u in users if u["id"] != summary.id]
+        item = conversation_item(summary)
+        return [*users, item] if item else users
+    return users
+
+
+@router.post("/input_tokens")
+async def count_input_tokens(body: InputTokensRequest, tenant: Tenant, state: State) -> dict[str, Any]:
+    """Tokens the view plus this input would take (the estimate contextfold budgets with)."""
+    resolved = await state.registry.resolve(body.model)
+    estimator = TokenEstimator()
+    total = 0
+    conversation_id = body.conversation_id
+    if body.previous_response_id:
+        conversation_id = (await owned_response(state, tenant, body.previous_response_id)).conversation_id
+    if conversation_id:
+        await owned_conversation(state, tenant, conversation_id, param="conversation")
+        total += (await state.views.peek(conversation_id)).view.tokens
+    if body.input is not None:
+        for entry in parse_input(body.input):
+            if isinstance(entry, Event):
+                total += estimator.estimate(entry, resolved.name)
+            elif isinstance(entry, CompactionInput):
+                total += text_tokens(entry.summary)
+    if body.instructions:
+        total += text_tokens(body.instructions)
+    total += tools_tokens(function_tools(body.tools))
+    return {"object": "response.input_tokens", "input_tokens": total}

@@ -1,0 +1,197 @@
+"""Request bodies at the HTTP edge, as pydantic models (the OpenAPI document is generated from them).
+
+Fields follow the OpenAI Responses and Conversations APIs. Items (`input`, `items`) stay plain JSON here and are
+checked by `_items.parse_input`, which names the exact path of a bad field. Unknown top-level fields are ignored,
+as the official SDK may send newer ones; fields that change behaviour and are not supported (`background`) are
+refused with a 400 that says so.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .._errors import InvalidRequestError
+from ..events import ToolSpec
+
+Metadata = Annotated[dict[str, str], Field(max_length=16)]
+_RESERVED_TOOLS = ("recall", "expand")
+_CHOICES: dict[str, Literal["auto", "none", "required"]] = {"auto": "auto", "none": "none", "required": "required"}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ConversationRef(_Body):
+    id: str
+
+
+class CompactionSetting(_Body):
+    type: Literal["compaction"]
+    compact_threshold: int | None = Field(default=None, ge=1)
+
+
+class ResponseCreate(_Body):
+    model: str | None = None
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    conversation: str | ConversationRef | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    metadata: Metadata | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    context_management: list[CompactionSetting] | None = None
+    background: bool | None = None
+    user: str | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_metadata(value)
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+
+
+class ConversationCreate(_Body):
+    items: list[Any] | None = None
+    metadata: Metadata | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_metadata(value)
+
+
+class ConversationUpdate(_Body):
+    metadata: Metadata
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_metadata(value) or {}
+
+
+class ItemsCreate(_Body):
+    items: list[Any]
+
+
+class CompactRequest(_Body):
+    """`POST /v1/responses/compact`: compact a conversation, or a stateless input, into a compaction item."""
+
+    model: str | None = None
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | ConversationRef | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+
+
+class InputTokensRequest(_Body):
+    model: str | None = None
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    conversation: str | ConversationRef | None = None
+    previous_response_id: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+
+
+class ConversationCompact(_Body):
+    """The extension `POST /v1/conversations/{id}/compact`."""
+
+    instructions: str | None = Field(default=None, max_length=20_000)
+    model: str | None = None
+
+
+class PinRequest(_Body):
+    item_id: str
+
+
+class ForkRequest(_Body):
+    item_id: str | None = None
+    """Fork after this item (default: the whole conversation)."""
+    metadata: Metadata | None = None
+
+
+def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    for key, text in value.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata key {key[:20]!r}... is over 64 characters")
+        if len(text) > 512:
+            raise ValueError(f"metadata value of {key!r} is over 512 characters")
+    return value
+
+
+def function_tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec] | None:
+    """The request's function tools as specs; other tool types are refused with the reason."""
+    if tools is None:
+        return None
+    specs: list[ToolSpec] = []
+    for n, tool in enumerate(tools):
+        kind = tool.get("type")
+        if kind != "function":
+            raise InvalidRequestError(
+                f"tool type {kind!r} is not supported here; use function tools (the built-in recall and expand are "
+                "offered automatically once history is folded)",
+                param=f"tools[{n}].type",
+            )
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError("a function tool needs a name", param=f"tools[{n}].name")
+        if name in _RESERVED_TOOLS:
+            raise InvalidRequestError(
+                f"tool name {name!r} is reserved for contextfold's built-in tool; rename yours",
+                param=f"tools[{n}].name",
+            )
+        parameters = tool.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidRequestError("parameters must be a JSON schema object", param=f"tools[{n}].parameters")
+        description = tool.get("description") or ""
+        if not isinstance(description, str):
+            raise InvalidRequestError("description must be a string", param=f"tools[{n}].description")
+        specs.append(ToolSpec(name=name, description=description, parameters=parameters))
+    if len({s.name for s in specs}) != len(specs):
+        raise InvalidRequestError("two tools have the same name; tool names must be unique", param="tools")
+    return specs
+
+
+def tool_choice(
+    value: str | dict[str, Any] | None, specs: list[ToolSpec] | None
+) -> Literal["auto", "none", "required"] | None:
+    """The request's tool_choice as the model seam takes it. A named function is honoured when it is the only
+    tool (then it is `required`); naming one of several is refused rather than silently widened."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value in _CHOICES:
+        return _CHOICES[value]
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = value.get("name")
+        names = [s.name for s in specs or []]
+        if names == [name]:
+            return "required"
+        raise InvalidRequestError(
+            f"tool_choice naming function {name!r} is supported only when it is the only tool (tools: {names}); "
+            "send just that tool, or use 'required'",
+            param="tool_choice",
+        )
+    raise InvalidRequestError("tool_choice must be 'auto', 'none', 'required' or a function", param="tool_choice")

@@ -1,0 +1,411 @@
+"""One response: resolve its conversation, hold it, append the input, run the turn, record the response.
+
+    run = await ResponseRun.start(state, tenant, body)   # every 4xx is raised here, before any byte is sent
+    async for event in run.events(): ...                 # OpenAI stream events; the last one carries the response
+
+`start` does everything that can fail because of the request (model, input, conversation, busy, sizes) so that a
+streamed request still gets a plain HTTP error for them. The turn itself runs in its own task: a client that goes
+away cancels it, and the turn is then marked interrupted in the log (the response is `cancelled`). The conversation
+is held from `start` until the turn's end, across processes (see `_locks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from .._conversation import Conversation
+from .._errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from ..compaction import CompactionPolicy
+from ..events import (
+    Compaction,
+    ConfigChange,
+    Event,
+    ToolCall,
+    ToolResult,
+    new_id,
+)
+from ..models import ModelSettings
+from ..runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, TurnFailed
+from ..runtime._builtin import builtin_tools
+from ..runtime._turn import TurnSetup, mark_turn, run_turn
+from ..store import ResponseRecord
+from ._items import BUILTIN_TOOLS, conversation_item
+from ._items_input import CompactionInput, ItemReference, parse_input
+from ._objects import response_object, tool_dicts
+from ._schemas import ResponseCreate, function_tools, tool_choice
+from ._state import ServerState
+from ._stream import StreamMapper
+
+_INTERRUPTED = "the client went away before the response was complete"
+_DEFAULT_MAX_STEPS = 20
+
+
+class ResponseRun:
+    def __init__(self, state: ServerState, record: ResponseRecord, setup: TurnSetup, given: list[Event]) -> None:
+        self.state = state
+        self.record = record
+        self.setup = setup
+        self.given = given
+        self.exit = contextlib.AsyncExitStack()
+        self.mapper = StreamMapper(frozenset(BUILTIN_TOOLS))
+        self.response: dict[str, Any] | None = None
+        self.ephemeral = False
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.setup.conversation
+
+    # --- start ----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, state: ServerState, tenant: str, body: ResponseCreate) -> ResponseRun:
+        limits = state.config.limits
+        if body.conversation_id and body.previous_response_id:
+            raise InvalidRequestError(
+                "send either conversation or previous_response_id, not both: each names the history to continue",
+                param="previous_response_id",
+            )
+        if body.background:
+            raise InvalidRequestError("background responses are not supported; stream instead", param="background")
+        if body.input is None or body.input == [] or body.input == "":
+            raise InvalidRequestError("input is required: a string or a list of items", param="input")
+        if body.instructions and len(body.instructions.encode()) > limits.max_instructions_bytes:
+            raise PayloadTooLargeError(
+                f"instructions are over the {limits.max_instructions_bytes}-byte limit", param="instructions"
+            )
+        entries = parse_input(body.input, max_items=limits.max_items_per_request)
+        _check_outputs(entries, limits.max_tool_output_bytes)
+        specs = function_tools(body.tools)
+        choice = tool_choice(body.tool_choice, specs)
+        resolved = await state.registry.resolve(body.model)
+
+        conversation_id, previous = await _history(state, tenant, body)
+        ephemeral = conversation_id is None
+        if conversation_id is None:
+            info = await state.store.conversations.create(tenant=tenant)
+            conversation_id = info.id
+        exit = contextlib.AsyncExitStack()
+        try:
+            await exit.enter_async_context(state.locks.hold(conversation_id))
+            conversation = await state.views.current(conversation_id, resolved.name)
+            given = await _prepare_input(conversation, entries)
+            _check_answered(conversation, given)
+            changes = _config_changes(conversation, body.instructions, specs)
+            reserved = body.max_output_tokens or min(
+                resolved.model.profile.max_output_tokens or 4_096, resolved.context_window // 4
+            )
+            budget = resolved.context_window - reserved
+            if budget <= 0:
+                raise InvalidRequestError(
+                    f"max_output_tokens {reserved} leaves no room for input in the model's "
+                    f"{resolved.context_window}-token window",
+                    param="max_output_tokens",
+                )
+            setup = TurnSetup(
+                session_id=conversation_id,
+                conversation=conversation,
+                model=resolved.model,
+                summariser=resolved.summariser,
+                tools={},
+                builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
+                policy=_policy(state, body, budget),
+                budget=budget,
+                max_output_tokens=reserved,
+                max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
+                tool_timeout=60.0,
+                settings=ModelSettings(
+                    temperature=body.temperature,
+                    top_p=body.top_p,
+                    tool_choice=choice,
+                    parallel_tool_calls=body.parallel_tool_calls,
+                ),
+                compact=body.truncation != "disabled",
+                deferred=frozenset(s.name for s in specs or ()),
+            )
+            data = {
+                "model": resolved.name,
+                "instructions": body.instructions,
+                "tools": tool_dicts(specs),
+                "tool_choice": body.tool_choice if isinstance(body.tool_choice, (str, dict)) else "auto",
+                "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
+                "temperature": body.temperature,
+                "top_p": body.top_p,
+                "max_output_tokens": body.max_output_tokens,
+                "max_tool_calls": body.max_tool_calls,
+                "metadata": body.metadata or {},
+                "truncation": body.truncation or "auto",
+                "store": body.store,
+                "user": body.user,
+                "conversation_visible": bool(body.conversation_id) or not ephemeral or body.store,
+            }
+            record = ResponseRecord(
+                id=new_id("resp"),
+                tenant=tenant,
+                conversation_id=conversation_id,
+                created_at=time.time(),
+                status="in_progress",
+                first_seq=conversation.head + 1,
+                last_seq=0,
+                previous_response_id=previous,
+                data=data,
+            )
+        except BaseException:
+            await exit.aclose()
+            if ephemeral:
+                await state.store.conversations.delete(conversation_id)
+            raise
+        run = cls(state, record, setup, [*changes, *given])
+        run.exit = exit
+        run.ephemeral = ephemeral and not body.store
+        return run
+
+    # --- running --------------------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The response's stream events, from `response.created` to its final event."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        task = asyncio.create_task(self._drive(queue), name=f"response {self.record.id}")
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Give the conversation back when the run is dropped before `events` was iterated."""
+        await self.exit.aclose()
+
+    async def _drive(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        turn_id = new_id("turn")
+        state, conversation = self.state, self.conversation
+        try:
+            if self.record.data["store"]:
+                await state.store.responses.put(self.record)
+            for event in self.mapper.start(response_object(self.record, [])):
+                queue.put_nowait(event)
+            self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": 0})
+            outcome: TurnEvent | None = None
+            async for turn_event in run_turn(self.setup, turn_id, self.given):
+                if not self.record.data["output_seq"] and conversation.view.head >= self.record.first_seq:
+                    # the turn's input is stored: everything after it is output
+                    output_seq = conversation.view.head + 1
+                    self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
+                for event in await self._map(turn_event):
+                    queue.put_nowait(event)
+                if isinstance(turn_event, (TurnCompleted, TurnFailed)):
+                    outcome = turn_event
+            await self._finish(outcome, queue)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._interrupted(turn_id))
+            raise
+        finally:
+            await asyncio.shield(self._release())
+            queue.put_nowait(None)
+
+    async def _map(self, event: TurnEvent) -> list[dict[str, Any]]:
+        if isinstance(event, StepStarted) and event.step_type == "compaction":
+            return self.mapper.compaction_started(event)
+        if isinstance(event, StepCompleted) and event.step_type == "compaction":
+            compaction_id = getattr(event.result, "compaction_id", None)
+            if not compaction_id:
+                return []
+            found = await self.state.store.read(self.conversation.id, ids=[compaction_id])
+            item = conversation_item(found[0]) if found else None
+            return self.mapper.compaction_item(item) if item else []
+        return self.mapper.map(event)
+
+    async def _finish(self, outcome: TurnEvent | None, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        data: dict[str, Any] = {"completed_at": time.time()}
+        if isinstance(outcome, TurnCompleted):
+            status = "incomplete" if outcome.incomplete_reason else "completed"
+            if outcome.incomplete_reason:
+                reason = outcome.incomplete_reason
+                data["incomplete_details"] = {"reason": "max_output_tokens" if reason == "max_steps" else reason}
+                data["incomplete_reason"] = reason
+        else:
+            status = "failed"
+            error = outcome.exception if isinstance(outcome, TurnFailed) else None
+            data["error"] = _response_error(error, outcome)
+        await self._record(status, data)
+        assert self.response is not None
+        self.state.metrics.observe_response(self.response, self.record)
+        for event in self.mapper.finish(self.response):
+            queue.put_nowait(event)
+
+    async def _record(self, status: str, data: dict[str, Any]) -> None:
+        conversation = self.conversation
+        events = await self.state.store.read(conversation.id, after=self.record.first_seq - 1)
+        self.record = dataclasses.replace(
+            self.record, status=status, last_seq=conversation.view.head, data={**self.record.data, **data}
+        )
+        self.response = response_object(self.record, events)
+        if self.record.data["store"]:
+            await self.state.store.responses.put(self.record)
+
+    async def _interrupted(self, turn_id: str) -> None:
+        await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+        with contextlib.suppress(Exception):
+            await self._record("cancelled", {"completed_at": time.time()})
+
+    async def _release(self) -> None:
+        await self.exit.aclose()
+        if self.ephemeral:
+            self.state.views.forget(self.conversation.id)
+            await self.state.store.conversations.delete(self.conversation.id)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tuple[str | None, str | None]:
+    """The conversation the response continues (None: a new one) and the previous response's id."""
+    if body.conversation_id:
+        await owned_conversation(state, tenant, body.conversation_id, param="conversation")
+        return body.conversation_id, None
+    if body.previous_response_id:
+        previous = await owned_response(state, tenant, body.previous_response_id, param="previous_response_id")
+        if previous.status == "in_progress":
+            raise InvalidRequestError(
+                f"response {previous.id!r} is still in progress; continue from it once it has completed",
+                param="previous_response_id",
+            )
+        info = await state.store.conversations.get(previous.conversation_id)
+        if info.head == previous.last_seq:
+            return previous.conversation_id, previous.id
+        # the conversation moved on since that response (a branch): continue a copy of it as it was then
+        from ._fork import fork
+
+        forked = await fork(state.store, previous.conversation_id, previous.last_seq, tenant=tenant)
+        return forked, previous.id
+    return None, None
+
+
+async def owned_conversation(state: ServerState, tenant: str, conversation_id: str, *, param: str | None = None) -> Any:
+    """The conversation's info, if the tenant owns it; another tenant's conversation is as missing as none."""
+    try:
+        info = await state.store.conversations.get(conversation_id)
+    except NotFoundError:
+        info = None
+    if info is None or info.tenant != tenant:
+        raise _missing("conversation", conversation_id, param)
+    return info
+
+
+async def owned_response(
+    state: ServerState, tenant: str, response_id: str, *, param: str | None = None
+) -> ResponseRecord:
+    try:
+        record = await state.store.responses.get(response_id)
+    except NotFoundError:
+        record = None
+    if record is None or record.tenant != tenant:
+        raise _missing("response", response_id, param)
+    return record
+
+
+def _missing(kind: str, object_id: str, param: str | None) -> NotFoundError:
+    return NotFoundError(f"{kind} {object_id!r} not found", param=param)
+
+
+def _check_outputs(entries: Sequence[object], limit: int) -> None:
+    for n, entry in enumerate(entries):
+        if isinstance(entry, ToolResult) and len(entry.output.encode()) > limit:
+            raise PayloadTooLargeError(
+                f"the output of call {entry.call_id!r} is over the {limit}-byte tool output limit; shorten it",
+                param=f"input[{n}].output",
+            )
+
+
+async def _prepare_input(conversation: Conversation, entries: Sequence[object]) -> list[Event]:
+    """The input as events for the turn. A compaction item from another context becomes a summary of what came
+    before it (appended now, ahead of the turn); references to items already in this conversation are dropped."""
+    given: list[Event] = []
+    for n, entry in enumerate(entries):
+        if isinstance(entry, ItemReference):
+            if not await conversation.store.read(conversation.id, ids=[entry.id]):
+                raise InvalidRequestError(
+                    f"item_reference {entry.id!r} is not an item of this conversation", param=f"input[{n}].id"
+                )
+        elif isinstance(entry, CompactionInput):
+            known = entry.id and await conversation.store.read(conversation.id, ids=[entry.id])
+            if not known:
+                if given:
+                    await conversation.append(*given)
+                    given = []
+                await conversation.append(_seeded_summary(conversation, entry.summary))
+        elif isinstance(entry, Event):
+            given.append(entry)
+    if not given:
+        raise InvalidRequestError("input has no new items for the model (only references)", param="input")
+    return given
+
+
+def _seeded_summary(conversation: Conversation, summary: str) -> Compaction:
+    """A compaction that keeps the whole view and adds `summary` ahead of it: what a compaction item stands for."""
+    view = conversation.view
+    return Compaction(
+        strategy="summary",
+        trigger="manual",
+        kept=view.kept_seqs,
+        pinned=sorted(view.pinned),
+        open_turns=dict(view.open_turns),
+        summary=summary,
+        based_on_head=view.head,
+        tokens_before=view.tokens,
+        totals=view.totals,
+    )
+
+
+def _check_answered(conversation: Conversation, given: Sequence[Event]) -> None:
+    """Calls the model made in an earlier response must be answered before anything else is said (as OpenAI)."""
+    answered = {e.call_id for e in given if isinstance(e, ToolResult)}
+    items = conversation.view.items.values()
+    results = {i.call_id for i in items if isinstance(i, ToolResult)}
+    waiting = [i.call_id for i in items if isinstance(i, ToolCall) and i.call_id not in results]
+    missing = [c for c in waiting if c not in answered]
+    if missing:
+        raise InvalidRequestError(
+            f"no tool output found for function call {', '.join(missing)}; send a function_call_output item for "
+            "each call of the previous response",
+            param="input",
+        )
+
+
+def _config_changes(conversation: Conversation, instructions: str | None, specs: Any) -> list[Event]:
+    """Instructions and tools apply to this response: recorded as config events when they differ from the view's."""
+    view = conversation.view
+    change: dict[str, Any] = {}
+    if instructions != view.system_prompt:
+        change["system_prompt"] = instructions
+    if (specs or None) != view.tools:
+        change["tools"] = specs or None
+    return [ConfigChange(**change)] if change else []
+
+
+def _policy(state: ServerState, body: ResponseCreate, budget: int) -> CompactionPolicy:
+    threshold, target = state.config.compact_threshold, state.config.compact_target
+    for setting in body.context_management or ():
+        if setting.compact_threshold:
+            threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
+            target = min(target, threshold * 0.6)
+    return CompactionPolicy(threshold=threshold, target=target)
+
+
+def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:
+    from ._errors import api_error
+
+    if error is None:
+        message = outcome.error.message if isinstance(outcome, TurnFailed) else "the turn ended without an answer"
+        return {"code": "server_error", "message": message}
+    mapped = api_error(error)
+    code = "rate_limit_exceeded" if mapped.status == 429 else "server_error"
+    if mapped.code == "context_length_exceeded":
+        code = "invalid_prompt"
+    return {"code": code, "message": mapped.message, "type": mapped.code, "param": mapped.param}

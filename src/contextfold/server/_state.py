@@ -1,0 +1,62 @@
+"""What every request handler reaches: the configuration, the store, the models, the locks and the metrics.
+
+One `ServerState` per app, built in the app's lifespan. It holds no per-turn state: turns share only the view
+cache, whose entries are used by one turn at a time under the conversation's lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .._errors import AuthenticationError
+from ..store import ServerStore
+from ._config import ServerConfig
+from ._locks import ConversationLocks, ViewCache
+from ._metrics import Metrics
+from ._registry import ModelRegistry
+from ._replay import StreamBuffers
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(slots=True)
+class ServerState:
+    config: ServerConfig
+    store: ServerStore
+    registry: ModelRegistry
+    locks: ConversationLocks
+    views: ViewCache
+    metrics: Metrics
+    streams: StreamBuffers
+    keys_required: bool
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+async def tenant_of(request: Request) -> str:
+    """The caller's tenant: from its API key, or `default` when the server has no keys (loopback only)."""
+    state = state_of(request)
+    header = request.headers.get("authorization", "")
+    secret = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    if not state.keys_required and not await _keys_exist(state):
+        return DEFAULT_TENANT
+    if not secret:
+        raise AuthenticationError(
+            "missing API key: send it as 'Authorization: Bearer <key>' (create one with `contextfold keys create`)"
+        )
+    key = await state.store.keys.verify(secret)
+    if key is None:
+        raise AuthenticationError("invalid or revoked API key")
+    return key.tenant
+
+
+async def _keys_exist(state: ServerState) -> bool:
+    """Keys created while the server runs switch authentication on from then on."""
+    if await state.store.keys.active():
+        state.keys_required = True
+    return state.keys_required
