@@ -85,11 +85,14 @@ class OpenAIChatModel(StreamingModel):
         try:
             stream = await self.provider.client.chat.completions.create(
                 model=self.provider.model_for(self.name),
-                messages=self._messages(window),
+                # The messages and tools are already plain JSON in the wire shape. Passed as `extra_body` (which
+                # the SDK merges over its own fields) they skip the SDK's recursive TypedDict transform, which
+                # costs ~3 ms per 100 messages; the typed fields are sent empty and overridden.
+                messages=[],
+                extra_body={"messages": self._messages(window), **({"tools": tools} if tools else {})},
                 stream=True,
                 stream_options={"include_usage": True},
                 # `tools`, `tool_choice` and `parallel_tool_calls` are refused without tools, so all go together.
-                tools=tools or omit,
                 tool_choice=settings.tool_choice if tools and settings.tool_choice else omit,
                 parallel_tool_calls=parallel if tools and parallel is not None else omit,
                 max_completion_tokens=max_tokens if max_tokens and field == "max_completion_tokens" else omit,

@@ -20,7 +20,7 @@ the server could not resolve them by id).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from openai import not_given, omit
 from openai.types.responses import (
@@ -32,7 +32,6 @@ from openai.types.responses import (
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionToolCall,
     ResponseIncompleteEvent,
-    ResponseInputParam,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     ResponseReasoningItem,
@@ -99,12 +98,14 @@ class OpenAIResponsesModel(StreamingModel):
         try:
             stream = await self.provider.client.responses.create(
                 model=self.provider.model_for(self.name),
-                # The renderer builds plain JSON dicts in the wire shape; the SDK's TypedDicts describe the same.
-                input=cast("ResponseInputParam", items),
+                # The renderer builds plain JSON in the wire shape. Passed as `extra_body` (merged over the SDK's own
+                # fields) the items and tools skip the SDK's recursive TypedDict transform, whose cost grows with
+                # every item; the typed fields are sent empty and overridden.
+                input=[],
+                extra_body={"input": items, **({"tools": tools} if tools else {})},
                 instructions=instructions if instructions is not None else omit,
                 stream=True,
                 store=False,
-                tools=tools or omit,
                 tool_choice=settings.tool_choice if tools and settings.tool_choice else omit,
                 parallel_tool_calls=parallel if tools and parallel is not None else omit,
                 max_output_tokens=max_tokens or omit,

@@ -97,6 +97,12 @@ class TurnSetup:
     arrives as input of the next turn."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    response: ModelResponse
+    events: list[Event]
+
+
 class _Refused(Exception):
     """The provider refused the window as too long before streaming anything: compact and try again."""
 
@@ -143,10 +149,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
             step_id = new_id("step")
             yield StepStarted(step_id, "inference", turn_id, {"model": setup.model.name})
             response: ModelResponse | None = None
+            answer: list[Event] = []
             try:
                 async for produced in _inference(setup, turn_id, step_id, builtins):
-                    if isinstance(produced, ModelResponse):
-                        response = produced
+                    if isinstance(produced, _Answer):
+                        response, answer = produced.response, produced.events
                     else:
                         yield produced
             except _Refused as refused:
@@ -163,15 +170,17 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
                 continue
             assert response is not None
             used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
-            yield StepCompleted(step_id, "inference", _inference_result(setup, response))
-            if not response.tool_calls:
-                reason = _INCOMPLETE.get(response.stop_reason)
-                await conv.append(TurnMarker(status="completed", turn_id=turn_id, reason=reason))
-                yield TurnCompleted(turn_id, response.text, steps, used, reason)
-                return
             server = [c for c in response.tool_calls if c.name in {t.name for t in builtins}]
             deferred = [c for c in response.tool_calls if c not in server and c.name in setup.deferred]
             client = [c for c in response.tool_calls if c not in server and c not in deferred]
+            reason = _INCOMPLETE.get(response.stop_reason) if not response.tool_calls else None
+            if not server and not client:  # the answer ends the turn: store both in one transaction
+                await conv.append(*answer, TurnMarker(status="completed", turn_id=turn_id, reason=reason))
+                yield StepCompleted(step_id, "inference", _inference_result(setup, response))
+                yield TurnCompleted(turn_id, response.text, steps, used, reason, deferred)
+                return
+            await conv.append(*answer)
+            yield StepCompleted(step_id, "inference", _inference_result(setup, response))
             for group, server_side in ((server, True), (client, False)):
                 if group:
                     steps += 1
@@ -226,8 +235,9 @@ async def _compaction_step(
 
 async def _inference(
     setup: TurnSetup, turn_id: str, step_id: str, builtins: Sequence[Tool]
-) -> AsyncIterator[TurnEvent | ModelResponse]:
-    """Stream one model answer as progress events, append it, and end with the `ModelResponse`."""
+) -> AsyncIterator[TurnEvent | _Answer]:
+    """Stream one model answer as progress events, and end with it and the events that record it (which the
+    caller appends: with the turn's end marker when the answer ends the turn, one transaction instead of two)."""
     conv = setup.conversation
     window = conv.window()
     if builtins:
@@ -295,8 +305,7 @@ async def _inference(
             turn_id=turn_id,
         )
     )
-    await conv.append(*events)
-    yield response
+    yield _Answer(response, events)
 
 
 async def _tool_step(
