@@ -230,12 +230,17 @@ async def test_interrupt_cancels_the_running_tool_and_marks_the_turn(sqlite_stor
 
 
 async def test_closing_the_stream_early_interrupts_the_turn(sqlite_store: Store) -> None:
-    agent = make_agent(sqlite_store, ["a long answer " * 20])
+    async def wait_forever() -> str:
+        """A tool that never returns."""
+        await asyncio.Event().wait()
+        return "never"
+
+    agent = make_agent(sqlite_store, [calls(("wait_forever", "{}"))], tools=[wait_forever])
     session = await agent.create_session()
     async with contextlib.aclosing(session.stream("talk")) as events:
         async for event in events:
-            if isinstance(event, StepStarted):
-                break
+            if isinstance(event, StepStarted) and event.step_type == "tool_execution":
+                break  # the turn is certainly still running: its tool never returns
     markers = [e for e in await sqlite_store.read(session.id) if isinstance(e, TurnMarker)]
     assert [m.status for m in markers] == ["started", "interrupted"]
     assert not (await session.status()).running

@@ -1,14 +1,16 @@
-"""`contextfold` subcommands. Exit codes: 0 success, 1 a failed check, 2 a usage or input error."""
+"""`contextfold` subcommands. Exit codes: 0 success, 1 a failure (a failed check, a store or model error), 2 a usage
+or input error (a bad option, an unknown key id, a configuration the server refuses to start with)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from .._errors import ContextfoldError, UserError
+from . import _keys, _serve
 from ._simulate import SimulationOptions, simulate
 
 
@@ -31,21 +33,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--turns", type=int, default=300, help="turns to run (default: %(default)s)")
     sim.add_argument("--window", type=int, default=16_000, help="context window in tokens (default: %(default)s)")
     sim.add_argument("--seed", type=int, default=7, help="seed for the scripted tool outputs (default: %(default)s)")
+    sim.set_defaults(handler=_simulate)
+    _serve.add_parser(commands)
+    _keys.add_parser(commands)
     return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    options = SimulationOptions(db=args.db, turns=args.turns, window=args.window, seed=args.seed)
+    report = asyncio.run(simulate(options))
+    print(report.table())
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        if args.command == "simulate":
-            options = SimulationOptions(db=args.db, turns=args.turns, window=args.window, seed=args.seed)
-            report = asyncio.run(simulate(options))
-            print(report.table())
-            return 0 if report.ok else 1
+        return handler(args)
     except UserError as exc:
         print(f"contextfold: {exc}", file=sys.stderr)
         return 2
     except ContextfoldError as exc:
         print(f"contextfold: {exc}", file=sys.stderr)
         return 1
-    return 2

@@ -201,11 +201,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
 
 async def mark_turn(conv: Conversation, turn_id: str, status: Literal["failed", "interrupted"], reason: str) -> None:
     """End the turn in the log as failed or interrupted, even if an append of the turn was cut off half-way."""
-    if turn_id not in conv.view.open_turns:
-        await conv.refresh()  # the start may have been stored by an append whose caller was cancelled
-    if turn_id not in conv.view.open_turns:
-        return
+    # An append whose caller was cancelled may have been stored without reaching the view: catch up first.
+    await conv.refresh()
     for _ in range(3):
+        if turn_id not in conv.view.open_turns:
+            return  # never started, or it ended (an answer and its end marker may have landed just now)
         try:
             await conv.append(TurnMarker(status=status, turn_id=turn_id, reason=reason))
             return

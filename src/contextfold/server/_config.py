@@ -20,13 +20,16 @@ The file holds the top-level fields as scalar keys, a `[limits]` table and one `
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
 
@@ -45,7 +48,7 @@ class ModelRoute:
     model: str | None = None
     """The upstream's name for the model, when it differs from `name`."""
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
     api_key_env: str | None = None
     """The environment variable holding the key, read when the route is first used (keeps secrets out of files)."""
     context_window: int | None = None
@@ -77,7 +80,7 @@ class ServerConfig:
     """A SQLite file path or a postgresql:// URL."""
     upstream: str | None = None
     """An OpenAI-compatible base URL (Chat Completions): any model name without a route goes there."""
-    upstream_api_key: str | None = None
+    upstream_api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
     model: str = TEST_MODEL
     """The model of a request that names none."""
     context_window: int | None = None
@@ -94,3 +97,276 @@ class ServerConfig:
     """Seconds a turn lease lasts without renewal (a crashed replica's turn is free again after this)."""
 
 
+ENV_PREFIX = "CONTEXTFOLD_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes"))
+_LIMITS = tuple(f.name for f in fields(Limits))
+_ROUTE_KEYS = tuple(f.name for f in fields(ModelRoute))
+_OPTIONS: dict[str, tuple[str, ...]] = {"azure": ("deployment", "api_version", "resource"), "bedrock": ("region",)}
+_KEYLESS = ("bedrock", "test")  # bedrock signs with AWS credentials from the environment; test needs nothing
+
+
+def load_config(
+    args: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> ServerConfig:
+    """The configuration from `args` (flag values by field name, None meaning not given), `env` (default
+    `os.environ`) and the TOML file (`config_file`, else `args["config"]`, else `$CONTEXTFOLD_CONFIG`).
+
+    `args` may also carry the `Limits` fields. An empty environment variable counts as unset.
+    """
+    given = dict(args or {})
+    env = os.environ if env is None else env
+    path_arg = given.pop("config", None)
+    unknown = sorted(set(given) - set(_TOP) - set(_LIMITS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown configuration argument(s) {', '.join(unknown)}; known: {', '.join(_TOP + _LIMITS)}"
+        )
+
+    raw: dict[str, tuple[object, str]] = {}
+    routes: tuple[ModelRoute, ...] = ()
+    for path, origin in ((config_file, "config_file"), (path_arg, "--config"), (env.get(CONFIG_ENV), CONFIG_ENV)):
+        if path:
+            document = _read_file(Path(str(path)), origin)
+            raw.update(_file_values(document, str(path)))
+            routes = _routes(document.get("models", []), str(path))
+            break
+    for key in (*_TOP, *_LIMITS):
+        name = ENV_PREFIX + key.upper()
+        if env.get(name):
+            raw[key] = (env[name], name)
+    for key, value in given.items():
+        if value is not None:
+            raw[key] = (value, "--" + key.replace("_", "-"))
+
+    values = {key: _PARSERS.get(key, _positive_int)(key, value, origin) for key, (value, origin) in raw.items()}
+    limits = Limits(**{key: values.pop(key) for key in _LIMITS if key in values})
+    config = ServerConfig(**values, limits=limits, routes=routes)
+    _check_together(config, {key: origin for key, (_, origin) in raw.items()})
+    return config
+
+
+def _read_file(path: Path, origin: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {str(path)!r} (from {origin}) does not exist") from None
+    except OSError as exc:
+        raise ConfigurationError(f"config file {str(path)!r} (from {origin}) cannot be read: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _file_values(document: Mapping[str, Any], file: str) -> dict[str, tuple[object, str]]:
+    out: dict[str, tuple[object, str]] = {}
+    for key, value in document.items():
+        if key == "models":
+            continue
+        if key == "limits":
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{file}:limits must be a [limits] table, got {value!r}")
+            for limit, amount in value.items():
+                if limit not in _LIMITS:
+                    raise ConfigurationError(f"unknown key {file}:limits.{limit}; known: {', '.join(_LIMITS)}")
+                out[limit] = (amount, f"{file}:limits.{limit}")
+        elif key in _TOP:
+            out[key] = (value, f"{file}:{key}")
+        else:
+            raise ConfigurationError(
+                f"unknown key {file}:{key}; known: {', '.join(_TOP)}, a [limits] table and [[models]] tables"
+            )
+    return out
+
+
+def _check_together(config: ServerConfig, origins: Mapping[str, str]) -> None:
+    """The checks that involve more than one value."""
+    if not config.compact_target < config.compact_threshold:
+        raise ConfigurationError(
+            f"compact_target {config.compact_target} (from {origins.get('compact_target', 'the default')}) must be "
+            f"below compact_threshold {config.compact_threshold} (from "
+            f"{origins.get('compact_threshold', 'the default')}): the gap between them is what keeps compactions rare"
+        )
+    names = [route.name for route in config.routes]
+    if config.model != TEST_MODEL and config.model not in names and config.upstream is None:
+        raise ConfigurationError(
+            f"the default model {config.model!r} (from {origins.get('model', 'the default')}) is not served: "
+            f"the models are {', '.join([TEST_MODEL, *names])} and there is no upstream; add a [[models]] route "
+            "named so, or set --upstream"
+        )
+
+
+# --- values --------------------------------------------------------------------------------------------------------
+
+
+def _fail(key: str, value: object, origin: str, accepted: str) -> ConfigurationError:
+    return ConfigurationError(f"{key} must be {accepted}, got {value!r} (from {origin})")
+
+
+def _text(key: str, value: object, origin: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(key, value, origin, "a non-empty string")
+    return value.strip()
+
+
+def _name(key: str, value: object, origin: str) -> str:
+    text = _text(key, value, origin)
+    if any(c.isspace() for c in text):
+        raise _fail(key, value, origin, "a model name without spaces")
+    return text
+
+
+def _url(key: str, value: object, origin: str) -> str:
+    text = _text(key, value, origin)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(key, value, origin, "an http:// or https:// URL, such as http://localhost:8000/v1")
+    return text
+
+
+def _int(key: str, value: object, origin: str, low: int, high: int | None, accepted: str) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        number = int(value)
+    if number is None or number < low or (high is not None and number > high):
+        raise _fail(key, value, origin, accepted)
+    return number
+
+
+def _positive_int(key: str, value: object, origin: str) -> int:
+    return _int(key, value, origin, 1, None, "a positive integer")
+
+
+def _port(key: str, value: object, origin: str) -> int:
+    return _int(key, value, origin, 1, 65_535, "an integer from 1 to 65535")
+
+
+def _float(key: str, value: object, origin: str, ok: Callable[[float], bool], accepted: str) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None or not math.isfinite(number) or not ok(number):
+        raise _fail(key, value, origin, accepted)
+    return number
+
+
+def _threshold(key: str, value: object, origin: str) -> float:
+    return _float(key, value, origin, lambda x: 0 < x <= 1, "a fraction of the budget above 0 and at most 1")
+
+
+def _target(key: str, value: object, origin: str) -> float:
+    return _float(key, value, origin, lambda x: 0 < x < 1, "a fraction of the budget between 0 and 1")
+
+
+def _seconds(key: str, value: object, origin: str) -> float:
+    return _float(key, value, origin, lambda x: x > 0, "a positive number of seconds")
+
+
+def _bool(key: str, value: object, origin: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise _fail(key, value, origin, "true or false (1/0, yes/no, on/off)")
+
+
+def _choice(*accepted: str) -> Callable[[str, object, str], str]:
+    def parse(key: str, value: object, origin: str) -> str:
+        if isinstance(value, str) and value.strip().lower() in accepted:
+            return value.strip().lower()
+        raise _fail(key, value, origin, "one of " + ", ".join(accepted))
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str, object, str], Any]] = {
+    "host": _text,
+    "port": _port,
+    "db": _text,
+    "upstream": _url,
+    "upstream_api_key": _text,
+    "model": _name,
+    "context_window": _positive_int,
+    "queue_turns": _bool,
+    "compact_threshold": _threshold,
+    "compact_target": _target,
+    "log_format": _choice("text", "json"),
+    "log_level": _choice(*LOG_LEVELS),
+    "lease_ttl": _seconds,
+}  # the Limits fields are all positive integers
+
+
+# --- routes --------------------------------------------------------------------------------------------------------
+
+
+def _routes(tables: object, file: str) -> tuple[ModelRoute, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigurationError(f"{file}:models must be [[models]] tables, one per model, got {tables!r}")
+    routes: list[ModelRoute] = []
+    for index, table in enumerate(tables):
+        route = _route(table, f"{file}:models[{index}]")
+        if route.name in (TEST_MODEL, *(r.name for r in routes)):
+            why = "is reserved for the built-in test model" if route.name == TEST_MODEL else "is taken by another route"
+            raise ConfigurationError(f"{file}:models[{index}].name {route.name!r} {why}; pick another name")
+        routes.append(route)
+    return tuple(routes)
+
+
+def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
+    unknown = sorted(set(table) - set(_ROUTE_KEYS))
+    if unknown:
+        raise ConfigurationError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(_ROUTE_KEYS)}")
+    for required in ("name", "provider"):
+        if required not in table:
+            raise ConfigurationError(f"{where} has no {required!r}; every [[models]] table needs a name and a provider")
+    provider = table["provider"]
+    if provider not in PROVIDERS:
+        raise _fail("provider", provider, f"{where}.provider", "one of " + ", ".join(PROVIDERS))
+    parsers: dict[str, Callable[[str, object, str], Any]] = {
+        "name": _name,
+        "model": _text,
+        "base_url": _url,
+        "api_key": _text,
+        "api_key_env": _text,
+        "context_window": _positive_int,
+    }
+    values = {key: parsers[key](key, table[key], f"{where}.{key}") for key in parsers if key in table}
+    options = _route_options(table.get("options", {}), provider, where)
+    route = ModelRoute(provider=provider, options=options, **values)
+    label = f"{where} ({route.name!r}, provider {provider})"
+    if route.api_key and route.api_key_env:
+        raise ConfigurationError(f"{label} sets both api_key and api_key_env; keep one")
+    if provider in _KEYLESS and (route.api_key or route.api_key_env):
+        why = "bedrock signs with the AWS credentials of the environment" if provider == "bedrock" else "it needs none"
+        raise ConfigurationError(f"{label} takes no api_key: {why}")
+    if provider == "test" and route.base_url:
+        raise ConfigurationError(f"{label} takes no base_url: the test model runs in the server")
+    if provider == "azure" and not (route.base_url or "resource" in options):
+        raise ConfigurationError(
+            f'{label} needs its endpoint: set base_url = "https://NAME.openai.azure.com" or options.resource'
+        )
+    return route
+
+
+def _route_options(value: object, provider: str, where: str) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{where}.options must be a table of strings, got {value!r}")
+    accepted = ("timeout", *_OPTIONS.get(provider, ()))
+    options: dict[str, str] = {}
+    for key, item in value.items():
+        if key not in accepted:
+            raise ConfigurationError(
+                f"unknown option {where}.options.{key} for provider {provider}; accepted: {', '.join(accepted)}"
+            )
+        if key == "timeout":
+            item = str(_seconds(key, item, f"{where}.options.timeout"))
+        options[key] = _text(key, item if not isinstance(item, (int, float)) else str(item), f"{where}.options.{key}")
+    return MappingProxyType(options)

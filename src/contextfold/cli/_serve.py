@@ -1,0 +1,50 @@
+"""`contextfold serve`: the OpenAI-compatible server, configured by flags, environment and a TOML file."""
+
+from __future__ import annotations
+
+import argparse
+
+_FLAGS = (
+    ("--host", "address to listen on (default 127.0.0.1; another one needs an API key, see `keys create`)"),
+    ("--port", "port to listen on (default 8400)"),
+    ("--db", "SQLite file or postgresql:// URL (default contextfold.db)"),
+    ("--upstream", "OpenAI-compatible base URL (Chat Completions) for model names without a route"),
+    ("--upstream-api-key", "API key for --upstream"),
+    ("--model", "the model of requests that name none (default test, the built-in scripted model)"),
+    ("--context-window", "context window in tokens of the test model and of the upstream's models"),
+    ("--log-format", "text or json (default text)"),
+    ("--log-level", "debug, info, warning, error or critical (default info)"),
+)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the OpenAI-compatible server (Responses + Conversations API)",
+        description=(
+            "Runs the OpenAI-compatible server. Each option can also be set as CONTEXTFOLD_<OPTION> in the "
+            "environment (CONTEXTFOLD_PORT=8400) or as a key of the --config file; flags win over the environment, "
+            "which wins over the file. The built-in `test` model needs no key, so every endpoint can be tried."
+        ),
+    )
+    for flag, text in _FLAGS:
+        serve.add_argument(flag, help=text)  # values are checked by load_config, which names where they came from
+    serve.add_argument(
+        "--queue-turns",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for a busy conversation's turn to end instead of answering 409",
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (also CONTEXTFOLD_CONFIG)")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the other commands should not load the server's dependencies.
+    from ..server._config import load_config
+    from ..server._main import run
+
+    names = ("host", "port", "db", "upstream", "upstream_api_key", "model", "context_window", "queue_turns")
+    given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
+    run(load_config(given))
+    return 0

@@ -1,0 +1,204 @@
+"""Which `Model` answers a request's `model` name, with its summariser and its context window.
+
+- `test` is always the built-in scripted model (`_testmodel.py`).
+- A `[[models]]` route is matched by exact name and built with the adapters of `contextfold.models`; its provider
+  (the SDK client) is built on first use and then shared by every turn.
+- Any other name goes to `upstream` (an OpenAI-compatible Chat Completions server) when one is configured, all
+  names over one shared client; without an upstream it is refused, naming the models there are.
+
+The context window is the configured one, else what the upstream reports (vLLM's `max_model_len` on /v1/models,
+asked once per model), else the model's profile; when none says, resolving fails with how to set it. Each model
+is its own summariser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .._errors import ConfigurationError, InvalidRequestError
+from ..models import Model, reports_context_window
+from ._config import TEST_MODEL, ModelRoute, ServerConfig
+from ._testmodel import TEST_WINDOW, TestModel
+
+MAX_UPSTREAM_MODELS = 256
+"""Upstream models kept built at once (any name a client sends reaches the upstream: the oldest are let go)."""
+RETRY_UNKNOWN_WINDOW = 60.0
+"""Seconds before asking an upstream again for a window it did not report (it may have been down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    name: str
+    model: Model
+    """Shared: one instance (and one client) per model, used by every turn."""
+    summariser: Model
+    context_window: int
+
+
+class _Provider(Protocol):
+    async def aclose(self) -> None: ...
+
+
+class ModelRegistry:
+    """The models a server answers with, built on first use and closed with `close`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._routes = {route.name: route for route in config.routes}
+        self._test = TestModel(TEST_MODEL, context_window=config.context_window or TEST_WINDOW)
+        self._built: dict[str, Model] = {}  # route name -> model
+        self._upstream_models: OrderedDict[str, Model] = OrderedDict()
+        self._providers: list[_Provider] = []
+        self._upstream: Any = None  # the OpenAIProvider every upstream name shares
+        self._windows: dict[str, tuple[int | None, float]] = {}  # name -> (reported window, when asked)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def names(self) -> list[str]:
+        """The models to list: the default first, then `test` and the routes (an upstream serves others too)."""
+        return list(dict.fromkeys([self.config.model, TEST_MODEL, *self._routes]))
+
+    async def resolve(self, name: str | None) -> ResolvedModel:
+        """The model for a request's `model` (None: the default model)."""
+        name = self.config.model if name is None else name
+        if not name.strip():
+            raise InvalidRequestError("model must be a model name, not an empty string", param="model")
+        if name == TEST_MODEL:
+            return ResolvedModel(name, self._test, self._test, self._test.profile.context_window or TEST_WINDOW)
+        route = self._routes.get(name)
+        if route is not None:
+            model = self._built.get(name) or self._build_route(route)
+            configured = route.context_window
+        elif self.config.upstream is not None:
+            model = self._upstream_model(name)
+            configured = self.config.context_window
+        else:
+            raise InvalidRequestError(
+                f"model {name!r} is not served here; available: {', '.join(self.names())}", param="model"
+            )
+        window = configured or await self._reported_window(name, model) or model.profile.context_window
+        if window is None:
+            how = (
+                "context_window in its [[models]] route"
+                if route is not None
+                else "--context-window (or CONTEXTFOLD_CONTEXT_WINDOW, or context_window in the config file)"
+            )
+            raise ConfigurationError(
+                f"the context window of model {name!r} is unknown: the upstream does not report it and its profile "
+                f"does not say; set {how}"
+            )
+        return ResolvedModel(name, model, model, window)
+
+    async def close(self) -> None:
+        """Close every client the registry built."""
+        providers, self._providers = self._providers, []
+        self._built.clear()
+        self._upstream_models.clear()
+        self._upstream = None
+        for provider in providers:
+            await provider.aclose()
+
+    # --- building ----------------------------------------------------------------------------------------------
+
+    def _build_route(self, route: ModelRoute) -> Model:
+        model = build_route(route, self._providers.append)
+        self._built[route.name] = model
+        return model
+
+    def _upstream_model(self, name: str) -> Model:
+        from ..models import OpenAIChatModel, OpenAIProvider
+
+        model = self._upstream_models.get(name)
+        if model is not None:
+            self._upstream_models.move_to_end(name)
+            return model
+        if self._upstream is None:
+            self._upstream = OpenAIProvider(
+                api_key=self.config.upstream_api_key or "unused", base_url=self.config.upstream
+            )
+            self._providers.append(self._upstream)
+        model = OpenAIChatModel(name, self._upstream)
+        self._upstream_models[name] = model
+        if len(self._upstream_models) > MAX_UPSTREAM_MODELS:
+            dropped, _ = self._upstream_models.popitem(last=False)
+            self._windows.pop(dropped, None)
+            self._locks.pop(dropped, None)
+        return model
+
+    async def _reported_window(self, name: str, model: Model) -> int | None:
+        """What the upstream reports for `name`, asked once (a report of none is asked again after a while)."""
+        if not reports_context_window(model):
+            return None
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:  # concurrent first requests ask once
+            known = self._windows.get(name)
+            if known is not None and (known[0] is not None or time.monotonic() - known[1] < RETRY_UNKNOWN_WINDOW):
+                return known[0]
+            try:
+                window = await model.upstream_context_window()
+            except Exception:  # a failure to ask is not fatal: the profile may know
+                window = None
+            self._windows[name] = (window, time.monotonic())
+            return window
+
+
+def build_route(route: ModelRoute, opened: Callable[[_Provider], None]) -> Model:
+    """The model a route names, on a provider built for it (passed to `opened`, so that it gets closed)."""
+    if route.provider == "test":
+        return TestModel(route.name, context_window=route.context_window)
+    try:
+        from .. import models
+
+        options, url, target = route.options, route.base_url, route.upstream_model
+        timeout = float(options.get("timeout", 600))
+        key = route.api_key or _key_from_env(route)
+        provider: Any
+        if route.provider == "azure":
+            version = {"api_version": options["api_version"]} if "api_version" in options else {}
+            deployment = options.get("deployment", target)
+            provider = models.AzureProvider(
+                options.get("resource"), deployment=deployment, api_key=key, endpoint=url, timeout=timeout, **version
+            )
+        elif route.provider in ("openai-chat", "openai-responses"):
+            provider = models.OpenAIProvider(api_key=key, base_url=url, timeout=timeout)
+        elif route.provider == "anthropic":
+            provider = models.AnthropicProvider(api_key=key, base_url=url, timeout=timeout)
+        elif route.provider == "gemini":
+            provider = models.GeminiProvider(api_key=key, base_url=url, timeout=timeout)
+        elif route.provider == "cohere":
+            provider = models.CohereProvider(api_key=key, base_url=url, timeout=timeout)
+        else:
+            provider = models.BedrockProvider(options.get("region"), endpoint_url=url, read_timeout=timeout)
+    except ImportError as exc:
+        raise ConfigurationError(f"model {route.name!r} ({route.provider}) cannot be served: {exc}") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"model {route.name!r} ({route.provider}) is not configured right: {exc}") from exc
+    opened(provider)
+    if route.provider == "openai-responses":
+        return models.OpenAIResponsesModel(target, provider)
+    if route.provider in ("openai-chat", "azure"):
+        return models.OpenAIChatModel(target, provider)
+    wire: dict[str, Callable[[str, Any], Model]] = {
+        "anthropic": models.AnthropicModel,
+        "gemini": models.GeminiModel,
+        "cohere": models.CohereModel,
+        "bedrock": models.BedrockModel,
+    }
+    return wire[route.provider](target, provider)
+
+
+def _key_from_env(route: ModelRoute) -> str | None:
+    if route.api_key_env is None:
+        return None
+    key = os.environ.get(route.api_key_env)
+    if not key:
+        raise ConfigurationError(
+            f"model {route.name!r} takes its API key from ${route.api_key_env}, which is not set; set it or give "
+            "the route an api_key"
+        )
+    return key
