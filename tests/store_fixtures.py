@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from contextfold.store import PostgresStore, SQLiteStore, Store
+from contextfold.store import PostgresStore, ServerStore, SQLiteStore, Store
 from contextfold.store._postgres import migrate as migrate_postgres
 from contextfold.store._sqlite import migrate as migrate_sqlite
 
@@ -33,7 +33,7 @@ class Backend:
         self.location = location
         """A SQLite file path or a PostgreSQL URL; `open_store` accepts either."""
 
-    async def open(self) -> Store:
+    async def open(self) -> ServerStore:
         if self.name == "sqlite":
             return await SQLiteStore.open(self.location)
         return await PostgresStore.open(self.location, max_size=4)
@@ -97,7 +97,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 @pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
+async def store(backend: Backend) -> AsyncIterator[ServerStore]:
     """An opened (migrated) store on each backend, closed after the test."""
     opened = await backend.open()
     yield opened

@@ -5,7 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import Checkpoint, ConversationInfo, Conversations, SearchHit, Store
+from ._protocol import (
+    ApiKey,
+    Checkpoint,
+    ConversationInfo,
+    Conversations,
+    Keys,
+    Leases,
+    ResponseRecord,
+    Responses,
+    SearchHit,
+    ServerStore,
+    Store,
+)
 from ._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -14,6 +26,11 @@ if TYPE_CHECKING:
 
 async def open_store(location: str | Path) -> Store:
     """Open (and migrate) the store at a file path, ':memory:', or a `postgresql://` URL."""
+    return await open_server_store(location)
+
+
+async def open_server_store(location: str | Path) -> ServerStore:
+    """`open_store`, typed with what the server keeps beside the logs: responses, API keys, turn leases."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
@@ -32,12 +49,19 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ApiKey",
     "Checkpoint",
     "ConversationInfo",
     "Conversations",
+    "Keys",
+    "Leases",
     "PostgresStore",
+    "ResponseRecord",
+    "Responses",
     "SQLiteStore",
     "SearchHit",
+    "ServerStore",
     "Store",
+    "open_server_store",
     "open_store",
 ]

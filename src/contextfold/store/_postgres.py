@@ -13,7 +13,7 @@ Why it is shaped this way:
 - A checkpointed load reads in one REPEATABLE READ snapshot, so the compaction, what it kept and what followed
   are consistent with each other even while appends land.
 - What an append, a deletion or a search accepts is decided in `_common`, shared with the SQLite store; only
-  the SQL is here.
+  the SQL is here. The server's records (responses, API keys, turn leases) live in `_postgres_serving`.
 
 Erasure rewrites the row's body and drops its search text in the deleting transaction, so no query can see the
 content again. On disk it is not gone at once: the old row version stays until VACUUM prunes it, the GIN index
@@ -27,7 +27,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, errors
@@ -49,7 +49,9 @@ from ._common import (
     redacted_body,
 )
 from ._migrations import POSTGRES, Migration, plan
+from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
 
 Conn = AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x636F6E7466_6F6C64  # "contextfold": one advisory lock key for every contextfold database
@@ -97,10 +99,25 @@ class PostgresStore:
         self._pool = pool
         self._where = where
         self._conversations = _PostgresConversations(self)
+        self._responses = PostgresResponses(self._connection)
+        self._keys = PostgresKeys(self._connection)
+        self._leases = PostgresLeases(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
         return self._conversations
+
+    @property
+    def responses(self) -> PostgresResponses:
+        return self._responses
+
+    @property
+    def keys(self) -> PostgresKeys:
+        return self._keys
+
+    @property
+    def leases(self) -> PostgresLeases:
+        return self._leases
 
     @classmethod
     async def open(
@@ -233,13 +250,15 @@ class _PostgresConversations:
         self._store = store
 
     async def create(
-        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None
+        self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
-        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}))
+        check_tenant(tenant, allow_empty=True)
+        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}), tenant)
         async with self._store._connection() as conn:
             cur = await conn.execute(
-                "INSERT INTO conversations (id, created_at, metadata) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                (info.id, info.created_at, json.dumps(info.metadata)),
+                "INSERT INTO conversations (id, created_at, metadata, tenant) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (info.id, info.created_at, json.dumps(info.metadata), info.tenant),
             )
             if cur.rowcount == 0:
                 raise InvalidRequestError(f"conversation {info.id!r} already exists; pick another id")
@@ -247,29 +266,45 @@ class _PostgresConversations:
 
     async def get(self, conversation_id: str) -> ConversationInfo:
         async with self._store._connection() as conn:
-            cur = await conn.execute(f"SELECT {_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,))
+            cur = await conn.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,)
+            )
             row = await cur.fetchone()
         if row is None:
             raise NotFoundError(f"conversation {conversation_id!r} does not exist")
         return _info(row)
 
-    async def list(self, *, limit: int = 100, after: str | None = None) -> list[ConversationInfo]:
+    async def list(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        tenant: str | None = None,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> list[ConversationInfo]:
         check_limit(limit, "listing conversations")
-        if after is not None:
-            await self.get(after)
+        check_order(order)
+        if tenant is not None:
+            check_tenant(tenant, allow_empty=True)
         async with self._store._connection() as conn:
-            if after is None:
-                cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM conversations ORDER BY created_at, id LIMIT %s", (limit,)
-                )
-            else:
-                cur = await conn.execute(
-                    f"""SELECT {_COLUMNS} FROM conversations
-                        WHERE (created_at, id) > (SELECT created_at, id FROM conversations WHERE id = %s)
-                        ORDER BY created_at, id LIMIT %s""",
-                    (after, limit),
-                )
+            cursor = None
+            if after is not None:
+                cur = await conn.execute("SELECT created_at, id, tenant FROM conversations WHERE id = %s", (after,))
+                cursor = cursor_of(await cur.fetchone(), after, tenant)
+            sql, params = page_query("%s", tenant, cursor, order)
+            cur = await conn.execute(sql, [*params, limit])
             return [_info(row) for row in await cur.fetchall()]
+
+    async def update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
+        async with self._store._connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE conversations SET metadata = %s WHERE id = %s RETURNING {CONVERSATION_COLUMNS}",
+                (json.dumps(metadata), conversation_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"conversation {conversation_id!r} does not exist")
+        return _info(row)
 
     async def delete(self, conversation_id: str) -> None:
         async with self._store._connection() as conn:
@@ -280,11 +315,9 @@ class _PostgresConversations:
 
 # --- helpers that run inside a transaction ------------------------------------------------------------------
 
-_COLUMNS = "id, created_at, metadata, head, checkpoint"
-
 
 def _info(row: TupleRow) -> ConversationInfo:
-    return ConversationInfo(row[0], row[1], int(row[3]), int(row[4]), json.loads(row[2]))
+    return ConversationInfo(row[0], row[1], int(row[3]), int(row[4]), json.loads(row[2]), row[5])
 
 
 def _detail(exc: psycopg.Error) -> str:

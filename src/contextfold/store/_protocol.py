@@ -111,6 +111,7 @@ class Store(Protocol):
 
 # --- what the server keeps beside the logs ------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class ResponseRecord:
     """A stored response. Its input and output are a range of its conversation's log, never a copy."""

@@ -3,7 +3,7 @@
 Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs
 as one function on its thread, so a whole transaction costs one hop from the event loop. Several processes
 may share the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering
-holds across them.
+holds across them. The server's records (responses, API keys, turn leases) live in `_sqlite_serving`.
 """
 
 from __future__ import annotations
@@ -216,6 +216,8 @@ class _SQLiteConversations:
     ) -> list[ConversationInfo]:
         check_limit(limit, "listing conversations")
         check_order(order)
+        if tenant is not None:
+            check_tenant(tenant, allow_empty=True)
         return await self._store._reader.run(_list, limit, after, tenant, order)
 
     async def update(self, conversation_id: str, metadata: dict[str, str]) -> ConversationInfo:
@@ -354,26 +356,22 @@ def _get(conn: sqlite3.Connection, conversation_id: str) -> ConversationInfo:
 def _list(
     conn: sqlite3.Connection, limit: int, after: str | None, tenant: str | None, order: str
 ) -> list[ConversationInfo]:
-    conn.execute("BEGIN")  # the cursor and the page from one snapshot
-    try:
-        cursor = None
-        if after is not None:
-            row = conn.execute("SELECT created_at, id, tenant FROM conversations WHERE id = ?", (after,)).fetchone()
-            cursor = cursor_of(row, after, tenant)
-        sql, params = page_query("?", tenant, cursor, order)
-        return [_info(row) for row in conn.execute(sql, [*params, limit])]
-    finally:
-        conn.execute("COMMIT")
+    cursor = None
+    if after is not None:
+        found = conn.execute("SELECT created_at, id, tenant FROM conversations WHERE id = ?", (after,)).fetchone()
+        cursor = cursor_of(found, after, tenant)
+    sql, params = page_query("?", tenant, cursor, order)
+    return [_info(row) for row in conn.execute(sql, [*params, limit])]
 
 
 def _update(conn: sqlite3.Connection, conversation_id: str, metadata: str) -> ConversationInfo:
-    row = conn.execute(
+    rows = conn.execute(
         f"UPDATE conversations SET metadata = ? WHERE id = ? RETURNING {CONVERSATION_COLUMNS}",
         (metadata, conversation_id),
-    ).fetchone()
-    if row is None:
+    ).fetchall()  # fetch to the end: a RETURNING statement finishes (and commits) only then
+    if not rows:
         raise NotFoundError(f"conversation {conversation_id!r} does not exist")
-    return _info(row)
+    return _info(rows[0])
 
 
 def _delete(conn: sqlite3.Connection, conversation_id: str) -> None:
