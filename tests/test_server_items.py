@@ -1,0 +1,654 @@
+"""OpenAI items <-> events: output items the SDK's own models accept, input parsing, round trips, exact errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai.types.conversations import ConversationItem
+from openai.types.responses import ResponseOutputItem
+from pydantic import TypeAdapter, ValidationError
+
+from contextfold import InvalidRequestError, PayloadTooLargeError
+from contextfold.events import (
+    AnyEvent,
+    Compaction,
+    ConfigChange,
+    Deletion,
+    FilePart,
+    ImagePart,
+    Message,
+    Pin,
+    Reasoning,
+    Role,
+    TextPart,
+    ToolCall,
+    ToolResult,
+    TurnMarker,
+    Usage,
+    assistant,
+    user,
+)
+from contextfold.server._items import (
+    CompactionInput,
+    InputEntry,
+    ItemReference,
+    conversation_item,
+    output_items,
+    parse_input,
+)
+
+RESPONSE_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+CONVERSATION_ITEM: TypeAdapter[Any] = TypeAdapter(ConversationItem)
+
+
+def _call(call_id: str, name: str = "lookup", batch: str = "batch_1", arguments: str = '{"q": 1}') -> ToolCall:
+    return ToolCall(call_id=call_id, name=name, arguments=arguments, batch_id=batch)
+
+
+def _every_kind() -> list[AnyEvent]:
+    return [
+        TurnMarker(status="started"),
+        ConfigChange(system_prompt="be brief"),
+        Message(role="system", content=[TextPart("rules")]),
+        Message(role="developer", content=[TextPart("dev")]),
+        Message(
+            role="user",
+            content=[
+                TextPart("look"),
+                ImagePart("https://example.com/a.png", detail="low"),
+                FilePart(media_type="image/png", file_id="file-img"),
+                FilePart(media_type="application/pdf", data="JVBERi0=", filename="a.pdf"),
+                FilePart(media_type="text/plain", file_id="file-txt"),
+            ],
+        ),
+        Reasoning(provider="openai", data={"id": "rs_1", "encrypted_content": "gAAA"}, text="thinking"),
+        Reasoning(provider="anthropic", data={"signature": "sig"}, text=None),
+        assistant("hello"),
+        _call("c1"),
+        _call("c2", name="recall", arguments='{"query": "x"}'),
+        _call("c3", name="expand", arguments='{"id": "ev_1"}'),
+        ToolResult(call_id="c2", output="found"),
+        ToolResult(call_id="c3", output="no such event", is_error=True),
+        Usage(model="m", input_tokens=1, output_tokens=1),
+        ToolResult(call_id="c1", output="42"),
+        Pin(target=3),
+        Deletion(targets=[2]),
+        Compaction(strategy="summary", trigger="auto", kept=[], summary="the story so far"),
+        Compaction(strategy="mask", trigger="auto", kept=[], masked=[4, 5]),
+        TurnMarker(status="completed"),
+    ]
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+
+def test_every_output_item_validates_with_the_sdk_models() -> None:
+    items = output_items(_every_kind())
+    assert [i["type"] for i in items] == [
+        "message",
+        "message",
+        "message",
+        "reasoning",
+        "reasoning",
+        "message",
+        "function_call",
+        "mcp_call",
+        "mcp_call",
+        "function_call_output",
+        "compaction",
+        "compaction",
+    ]
+    for item in items:
+        CONVERSATION_ITEM.validate_python(item)
+        if item["type"] == "message" and item["role"] != "assistant":
+            # Responses output holds only assistant messages; the other roles are conversation items only.
+            with pytest.raises(ValidationError):
+                RESPONSE_ITEM.validate_python(item)
+        else:
+            RESPONSE_ITEM.validate_python(item)
+
+
+def test_output_items_carry_event_ids_and_content() -> None:
+    events = _every_kind()
+    items = output_items(events)
+    user_message = items[2]
+    assert user_message["id"] == events[4].id
+    assert user_message["content"] == [
+        {"type": "input_text", "text": "look"},
+        {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"},
+        {"type": "input_image", "file_id": "file-img", "detail": "auto"},
+        {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+        {"type": "input_file", "file_id": "file-txt"},
+    ]
+    assert items[5]["content"] == [{"type": "output_text", "text": "hello", "annotations": []}]
+    assert items[3] == {
+        "type": "reasoning",
+        "id": events[5].id,
+        "summary": [{"type": "summary_text", "text": "thinking"}],
+        "encrypted_content": "gAAA",
+    }
+    assert items[4]["summary"] == []
+    assert "encrypted_content" not in items[4]
+
+
+def test_builtin_call_and_result_become_one_mcp_call() -> None:
+    events = _every_kind()
+    recall, expand = output_items(events)[7:9]
+    assert recall == {
+        "type": "mcp_call",
+        "id": events[9].id,
+        "server_label": "contextfold",
+        "name": "recall",
+        "arguments": '{"query": "x"}',
+        "output": "found",
+        "status": "completed",
+    }
+    assert expand["output"] == "no such event"
+    assert expand["error"] == {
+        "type": "mcp_tool_execution_error",
+        "content": [{"type": "text", "text": "no such event"}],
+    }
+
+
+def test_builtin_call_without_its_result_is_still_calling() -> None:
+    call = _call("c9", name="expand")
+    (item,) = output_items([call])
+    assert item["status"] == "calling"
+    assert item["output"] is None
+    RESPONSE_ITEM.validate_python(item)
+    assert conversation_item(call) == item
+
+
+def test_conversation_item_takes_the_builtin_result() -> None:
+    call, result = _call("c1", name="recall"), ToolResult(call_id="c1", output="hit")
+    item = conversation_item(call, result=result)
+    assert item is not None
+    assert (item["type"], item["output"], item["status"]) == ("mcp_call", "hit", "completed")
+    assert conversation_item(call, result=result, builtin_tools=())["type"] == "function_call"  # type: ignore[index]
+    assert conversation_item(Usage(model="m", input_tokens=1, output_tokens=1)) is None
+
+
+def test_reused_call_ids_pair_each_builtin_call_with_the_result_after_it() -> None:
+    events: list[AnyEvent] = [
+        _call("call_0", name="recall", batch="b1"),
+        ToolResult(call_id="call_0", output="first"),
+        _call("call_0", name="recall", batch="b2"),
+        ToolResult(call_id="call_0", output="second"),
+    ]
+    assert [(i["type"], i["output"]) for i in output_items(events)] == [("mcp_call", "first"), ("mcp_call", "second")]
+
+
+def test_redacted_and_non_item_events_give_nothing() -> None:
+    events: list[AnyEvent] = [
+        Message(role="user", content=[], redacted=True),
+        ToolCall(call_id="c", name="f", arguments="{}", batch_id="b", redacted=True),
+        ToolResult(call_id="c", output="", redacted=True),
+        Reasoning(provider="openai", redacted=True),
+        Compaction(strategy="summary", trigger="auto", kept=[], redacted=True),
+        TurnMarker(status="failed"),
+        Pin(target=1),
+    ]
+    assert output_items(events) == []
+
+
+def test_compaction_items_are_readable() -> None:
+    summary = Compaction(strategy="fallback", trigger="manual", kept=[], summary="digest")
+    mask = Compaction(strategy="mask", trigger="auto", kept=[], masked=[7])
+    clear = Compaction(strategy="clear", trigger="manual", kept=[])
+    texts = [conversation_item(c)["encrypted_content"] for c in (summary, mask, clear)]  # type: ignore[index]
+    assert texts[0] == "digest"
+    assert texts[1] == f"[contextfold mask compaction: 1 tool output masked; recall or expand {mask.id} to read them]"
+    assert "cleared" in texts[2]
+    assert clear.id in texts[2]
+    assert conversation_item(mask)["created_by"] == "contextfold"  # type: ignore[index]
+
+
+# --- round trip -----------------------------------------------------------------------------------------------
+
+texts = st.text(max_size=20)
+ROLES: list[Role] = ["system", "developer", "user", "assistant"]
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[AnyEvent]:
+    """Messages of every role, reasoning, and tool batches (client and built-in calls mixed) with their results
+    appended as the runtime does: the built-in results first, then the client's, each in call order."""
+    out: list[AnyEvent] = []
+    for index in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["message", "reasoning", "batch"]))
+        if kind == "message":
+            role = draw(st.sampled_from(ROLES))
+            content: list[TextPart | ImagePart | FilePart] = draw(st.lists(st.builds(TextPart, texts), min_size=1))
+            out.append(Message(role=role, content=content))
+        elif kind == "reasoning":
+            out.append(Reasoning(provider="openai", text=draw(st.none() | st.text(min_size=1, max_size=20))))
+        else:
+            builtin = draw(st.lists(st.booleans(), min_size=1, max_size=4))
+            calls = [
+                ToolCall(
+                    call_id=f"call_{index}_{n}",
+                    name=draw(st.sampled_from(["recall", "expand"])) if is_builtin else draw(st.sampled_from("fg")),
+                    arguments=draw(texts),
+                    batch_id=f"batch_{index}",
+                )
+                for n, is_builtin in enumerate(builtin)
+            ]
+            out += calls
+            server = [c for c, b in zip(calls, builtin, strict=True) if b]
+            client = [c for c, b in zip(calls, builtin, strict=True) if not b]
+            # The wire has no error flag for a client's function output: only built-in errors survive.
+            out += [ToolResult(call_id=c.call_id, output=draw(texts), is_error=draw(st.booleans())) for c in server]
+            out += [ToolResult(call_id=c.call_id, output=draw(texts)) for c in client]
+    return out
+
+
+def _content(entries: list[InputEntry] | list[AnyEvent], renamed: dict[str, str]) -> list[object]:
+    """What must survive a round trip; each run of tool events as (calls in order, results in order), since
+    consecutive built-in calls come back as one batch."""
+    out: list[object] = []
+    run: tuple[list[object], list[object]] | None = None
+    for entry in entries:
+        if isinstance(entry, (ToolCall, ToolResult)):
+            if run is None:
+                run = ([], [])
+                out.append(run)
+            call_id = renamed.get(entry.call_id, entry.call_id)
+            if isinstance(entry, ToolCall):
+                run[0].append((call_id, entry.name, entry.arguments))
+            else:
+                run[1].append((call_id, entry.output, entry.is_error))
+            continue
+        run = None
+        if isinstance(entry, Message):
+            out.append((entry.role, [p.text for p in entry.content if isinstance(p, TextPart)]))
+        elif isinstance(entry, Reasoning):
+            out.append(("reasoning", entry.text))
+        else:
+            out.append(entry)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(logs())
+def test_events_round_trip_through_items(events: list[AnyEvent]) -> None:
+    items = output_items(events)
+    parsed = parse_input(items)
+    # A built-in call goes out as an mcp_call whose id is its event id, which comes back as its call id.
+    renamed = {e.call_id: e.id for e in events if isinstance(e, ToolCall) and e.name in ("recall", "expand")}
+    assert _content(parsed, {}) == _content(events, renamed)
+    given = {e.batch_id for e in events if isinstance(e, ToolCall)}
+    assert not any(isinstance(e, ToolCall) and e.batch_id in given for e in parsed)  # batch ids are new
+
+
+# --- input forms ----------------------------------------------------------------------------------------------
+
+
+def test_a_string_is_one_user_message() -> None:
+    (message,) = parse_input("hi")
+    assert isinstance(message, Message)
+    assert (message.role, message.content) == ("user", [TextPart("hi")])
+    assert message.turn_id is None
+    assert message.seq == 0
+
+
+def test_easy_and_typed_messages() -> None:
+    entries = parse_input(
+        [
+            {"role": "developer", "content": "be brief"},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "a"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAA", "detail": "original"},
+                    {"type": "input_image", "file_id": "file-1", "detail": "auto"},
+                    {"type": "input_file", "file_data": "data:application/pdf;base64,JVB", "filename": "x.pdf"},
+                    {"type": "input_file", "file_id": "file-2", "filename": "notes.txt"},
+                    {"type": "input_file", "file_data": "UEsDBA=="},
+                ],
+            },
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": "b", "annotations": []},
+                    {"type": "refusal", "refusal": "no"},
+                ],
+            },
+        ]
+    )
+    messages = [e for e in entries if isinstance(e, Message)]
+    assert len(messages) == len(entries)
+    assert [(m.role, m.content) for m in messages] == [
+        ("developer", [TextPart("be brief")]),
+        (
+            "user",
+            [
+                TextPart("a"),
+                ImagePart("data:image/png;base64,AAA", detail="high"),
+                FilePart(media_type="image/*", file_id="file-1"),
+                FilePart(media_type="application/pdf", data="JVB", filename="x.pdf"),
+                FilePart(media_type="text/plain", file_id="file-2", filename="notes.txt"),
+                FilePart(media_type="application/octet-stream", data="UEsDBA=="),
+            ],
+        ),
+        ("assistant", [TextPart("b"), TextPart("no")]),
+    ]
+
+
+def test_consecutive_calls_share_a_batch_and_separate_runs_do_not() -> None:
+    entries = parse_input(
+        [
+            {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}", "id": "fc_1"},
+            {"type": "function_call", "call_id": "b", "name": "g", "arguments": ""},
+            {"type": "function_call_output", "call_id": "a", "output": "1"},
+            {
+                "type": "function_call_output",
+                "call_id": "b",
+                "output": [{"type": "input_text", "text": "x"}, {"type": "input_text", "text": "y"}],
+            },
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        ]
+    )
+    a, b, ra, rb, c = entries
+    assert isinstance(a, ToolCall)
+    assert isinstance(b, ToolCall)
+    assert isinstance(c, ToolCall)
+    assert a.batch_id == b.batch_id != c.batch_id
+    assert a.batch_id.startswith("batch_")
+    assert isinstance(ra, ToolResult)
+    assert (ra.call_id, ra.output, ra.is_error) == ("a", "1", False)
+    assert isinstance(rb, ToolResult)
+    assert rb.output == "x\ny"
+
+
+def test_mcp_calls_join_the_run_and_their_results_follow_its_calls() -> None:
+    entries = parse_input(
+        [
+            {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
+            {
+                "type": "mcp_call",
+                "id": "ev_1",
+                "server_label": "contextfold",
+                "name": "recall",
+                "arguments": "{}",
+                "output": "hit",
+            },
+            {
+                "type": "mcp_call",
+                "id": "ev_2",
+                "server_label": "contextfold",
+                "name": "expand",
+                "arguments": "{}",
+                "error": {"type": "mcp_protocol_error", "code": 1, "message": "bad id"},
+            },
+            {"type": "function_call_output", "call_id": "a", "output": "done"},
+        ]
+    )
+    assert [type(e).__name__ for e in entries] == [
+        "ToolCall",
+        "ToolCall",
+        "ToolCall",
+        "ToolResult",
+        "ToolResult",
+        "ToolResult",
+    ]
+    calls = [e for e in entries if isinstance(e, ToolCall)]
+    assert len({c.batch_id for c in calls}) == 1
+    assert [(c.call_id, c.name) for c in calls] == [("a", "f"), ("ev_1", "recall"), ("ev_2", "expand")]
+    results = [(e.call_id, e.output, e.is_error) for e in entries if isinstance(e, ToolResult)]
+    assert results == [("ev_1", "hit", False), ("ev_2", "bad id", True), ("a", "done", False)]
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        ({"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "boom"}]}, "boom"),
+        ({"type": "mcp_tool_execution_error", "content": "plain"}, "plain"),
+        ({"type": "mcp_tool_execution_error", "content": {"code": 3}}, '{"code": 3}'),
+        ({"type": "http_error", "code": 500, "message": "down"}, "down"),
+        ({"type": "other"}, "the tool call failed"),
+    ],
+)
+def test_mcp_call_errors_become_error_results(error: dict[str, object], text: str) -> None:
+    item = {"type": "mcp_call", "id": "ev_1", "server_label": "contextfold", "name": "recall", "arguments": "{}"}
+    _, result = parse_input([{**item, "error": error}])
+    assert isinstance(result, ToolResult)
+    assert (result.output, result.is_error) == (text, True)
+
+
+def test_reasoning_compaction_and_references() -> None:
+    entries = parse_input(
+        [
+            {
+                "type": "reasoning",
+                "id": "rs_1",
+                "summary": [{"type": "summary_text", "text": "a"}, {"type": "summary_text", "text": "b"}],
+                "encrypted_content": "gAAA",
+            },
+            {"type": "reasoning", "summary": []},
+            {"type": "compaction", "id": "ev_c", "encrypted_content": "the story"},
+            {"type": "compaction", "encrypted_content": "opaque"},
+            {"type": "item_reference", "id": "ev_1"},
+            {"id": "ev_2"},
+            {"type": None, "id": "ev_3"},
+        ]
+    )
+    first, second, *rest = entries
+    assert isinstance(first, Reasoning)
+    assert (first.provider, first.text) == ("openai", "a\n\nb")
+    assert first.data["id"] == "rs_1"
+    assert first.data["encrypted_content"] == "gAAA"
+    assert isinstance(second, Reasoning)
+    assert (second.text, "id" in second.data) == (None, False)
+    assert rest == [
+        CompactionInput("ev_c", "the story"),
+        CompactionInput(None, "opaque"),
+        ItemReference("ev_1"),
+        ItemReference("ev_2"),
+        ItemReference("ev_3"),
+    ]
+
+
+def test_reasoning_given_back_keeps_its_summary_parts() -> None:
+    (reasoning,) = parse_input(
+        [{"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "x"}] * 2}]
+    )
+    assert isinstance(reasoning, Reasoning)
+    (item,) = output_items([reasoning])
+    assert item["summary"] == [{"type": "summary_text", "text": "x"}] * 2
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+USER = {"role": "user", "content": "ok"}
+CALL = {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"}
+MCP = {"type": "mcp_call", "id": "ev_1", "server_label": "contextfold", "name": "recall", "arguments": "{}"}
+
+
+def _with(base: Mapping[str, object], **fields: object) -> list[object]:
+    return [{**base, **fields}]
+
+
+def _part(part: object) -> list[object]:
+    return [{"role": "user", "content": [part]}]
+
+
+BAD: list[tuple[object, str, str]] = [
+    (42, "input", "must be a string or a list of items, not a number"),
+    ({"role": "user"}, "input", "not an object"),
+    ("", "input", "empty string"),
+    ([1], "input[0]", "must be an object, not a number"),
+    ([{}], "input[0].type", "missing"),
+    ([{"type": 3}], "input[0].type", "must be a string"),
+    ([{"type": "web_search_call"}], "input[0].type", "'web_search_call' is not supported; expected one of message"),
+    (
+        [USER, USER, USER, {"role": "user", "content": [{"type": "input_audio"}]}],
+        "input[3].content[0].type",
+        "'input_audio'",
+    ),
+    (_with(USER, role="tool"), "input[0].role", "'tool'; expected one of user, assistant, system or developer"),
+    (_with(USER, role=None, type="message"), "input[0].role", "missing"),
+    (_with(USER, content=None), "input[0].content", "is missing; it must be a string or an array"),
+    (_with(USER, content=7), "input[0].content", "not a number"),
+    (_with(USER, content=[]), "input[0].content", "empty array"),
+    (_with(USER, content=""), "input[0].content", "is empty"),
+    (_part("text"), "input[0].content[0]", "must be an object, not a string"),
+    (_part({"text": "x"}), "input[0].content[0].type", "missing"),
+    (_part({"type": "input_text"}), "input[0].content[0].text", "missing"),
+    (_part({"type": "input_text", "text": 5}), "input[0].content[0].text", "must be a string, not a number"),
+    (_part({"type": "refusal"}), "input[0].content[0].refusal", "missing"),
+    (
+        _part({"type": "input_image", "detail": "auto"}),
+        "input[0].content[0].image_url",
+        "needs an image_url or a file_id",
+    ),
+    (_part({"type": "input_image", "image_url": "ftp://x"}), "input[0].content[0].image_url", "http(s) URL"),
+    (_part({"type": "input_image", "image_url": 3}), "input[0].content[0].image_url", "string or null"),
+    (_part({"type": "input_image", "image_url": "https://x", "detail": "max"}), "input[0].content[0].detail", "'max'"),
+    (_part({"type": "input_file", "file_url": "https://x"}), "input[0].content[0].file_url", "not supported"),
+    (_part({"type": "input_file"}), "input[0].content[0].file_data", "needs a file_id or file_data"),
+    (_with(CALL, call_id=None), "input[0].call_id", "missing"),
+    (_with(CALL, name=""), "input[0].name", "empty"),
+    (_with(CALL, arguments={}), "input[0].arguments", "must be a string, not an object"),
+    ([{"type": "function_call_output", "output": "x"}], "input[0].call_id", "missing"),
+    ([{"type": "function_call_output", "call_id": "a"}], "input[0].output", "is missing"),
+    (
+        [
+            {
+                "type": "function_call_output",
+                "call_id": "a",
+                "output": [{"type": "input_image", "image_url": "https://x"}],
+            }
+        ],
+        "input[0].output[0].type",
+        "may only hold text",
+    ),
+    ([{"type": "reasoning", "summary": "x"}], "input[0].summary", "must be an array"),
+    ([{"type": "reasoning", "summary": [{"type": "text", "text": "x"}]}], "input[0].summary[0].type", "summary_text"),
+    ([{"type": "reasoning", "summary": [], "encrypted_content": 1}], "input[0].encrypted_content", "string or null"),
+    (
+        [{"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text"}]}],
+        "input[0].content[0].text",
+        "missing",
+    ),
+    ([{"type": "compaction"}], "input[0].encrypted_content", "missing"),
+    ([{"type": "item_reference", "id": ""}], "input[0].id", "empty"),
+    ([{"type": "item_reference"}], "input[0].id", "missing"),
+    (
+        _with(MCP, server_label="github"),
+        "input[0].server_label",
+        "'github'; only mcp_call items of the built-in server",
+    ),
+    (_with(MCP), "input[0].output", "is missing and so is its error"),
+    (_with(MCP, error="boom"), "input[0].error", "must be an object"),
+    (_with(MCP, output=1), "input[0].output", "string or null"),
+]
+
+
+@pytest.mark.parametrize(("value", "param", "words"), BAD)
+def test_bad_input_names_the_exact_field(value: object, param: str, words: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_input(value)
+    assert caught.value.param == param
+    assert words in str(caught.value)
+    assert str(caught.value).startswith(param)
+
+
+def test_the_param_prefix_is_the_caller_s() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_input([{"type": "nope"}], param="items")
+    assert caught.value.param == "items[0].type"
+
+
+def test_too_many_items() -> None:
+    with pytest.raises(PayloadTooLargeError) as caught:
+        parse_input([USER] * 3, max_items=2, param="items")
+    assert caught.value.param == "items"
+    assert "at most 2" in str(caught.value)
+    assert len(parse_input([USER] * 2, max_items=2)) == 2
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+# fmt: off
+ITEM_TYPES = ["message", "function_call", "function_call_output", "reasoning", "compaction", "item_reference",
+              "mcp_call", "web_search_call"]
+ITEM_KEYS = ["role", "content", "id", "call_id", "name", "arguments", "output", "summary", "error", "server_label",
+             "encrypted_content"]
+PART_TYPES = ["input_text", "output_text", "text", "refusal", "input_image", "input_file", "summary_text",
+              "reasoning_text", "mcp_tool_execution_error", "http_error", "input_audio"]
+PART_KEYS = ["text", "refusal", "image_url", "file_id", "file_data", "file_url", "detail", "filename", "message",
+             "content"]
+WORDS = ["user", "assistant", "developer", "tool", "contextfold", "github", "auto", "original", "https://x",
+         "ftp://x", "data:image/png;base64,AA", "a.pdf", ""]
+# fmt: on
+
+
+def _shaped(types: list[str], keys: list[str], values: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Objects that look like items or parts: a known (or no) type, and some of the fields such things have."""
+    kinds = st.sampled_from(types) | st.sampled_from([*types, None, 3])
+    return st.fixed_dictionaries({"type": kinds}, optional=dict.fromkeys(keys, values))
+
+
+leaf = st.sampled_from(WORDS) | st.text(max_size=5) | json_values
+parts_like = _shaped(PART_TYPES, PART_KEYS, leaf)
+items_like = _shaped(ITEM_TYPES, ITEM_KEYS, leaf | st.lists(parts_like, max_size=3) | parts_like)
+part_lists = st.lists(parts_like, max_size=3)
+# Valid envelopes around generated parts, so that the parsers of parts are reached too.
+enveloped = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": part_lists}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": st.just("c"), "output": part_lists}),
+    st.fixed_dictionaries({"type": st.just("reasoning"), "summary": part_lists, "content": part_lists | st.none()}),
+    st.fixed_dictionaries({**{k: st.just(v) for k, v in MCP.items()}, "error": parts_like, "output": leaf}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values | st.lists(items_like | enveloped, max_size=3))
+def test_any_json_either_parses_or_is_refused_with_our_errors(value: object) -> None:
+    refused: InvalidRequestError | PayloadTooLargeError | None = None
+    entries: list[InputEntry] = []
+    try:
+        entries = parse_input(value, max_items=3)
+    except (InvalidRequestError, PayloadTooLargeError) as error:
+        refused = error
+    if refused is not None:
+        assert refused.param is not None
+        assert refused.param.startswith("input")
+    kinds = (Message, ToolCall, ToolResult, Reasoning, CompactionInput, ItemReference)
+    assert all(isinstance(e, kinds) for e in entries)
+
+
+def test_user_helper_round_trips() -> None:
+    (item,) = output_items([user("hi")])
+    (back,) = parse_input([item])
+    assert isinstance(back, Message)
+    assert (back.role, back.content) == ("user", [TextPart("hi")])
+
+
+def test_parts_round_trip_as_far_as_the_wire_carries_them() -> None:
+    parts: list[TextPart | ImagePart | FilePart] = [
+        ImagePart("https://example.com/a.png", detail="low"),
+        FilePart(media_type="application/pdf", data="JVBERi0=", filename="a.pdf"),
+        FilePart(media_type="image/png", file_id="file-img"),
+        FilePart(media_type="text/plain", file_id="file-txt"),
+    ]
+    (item,) = output_items([Message(role="user", content=parts)])
+    (back,) = parse_input([item])
+    assert isinstance(back, Message)
+    # An image or file sent by id loses its exact media type: the wire names only the id.
+    assert back.content == [
+        *parts[:2],
+        FilePart(media_type="image/*", file_id="file-img"),
+        FilePart(media_type="application/octet-stream", file_id="file-txt"),
+    ]
