@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from .fakes._server import FakeServer
+from .server_fixtures import *  # noqa: F403
 from .store_fixtures import *  # noqa: F403
 
 

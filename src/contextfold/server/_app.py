@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,7 +26,7 @@ from ._locks import ConversationLocks, ViewCache
 from ._metrics import Metrics
 from ._registry import ModelRegistry
 from ._replay import StreamBuffers
-from ._state import ServerState, state_of
+from ._state import ServerState, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
 
@@ -98,9 +98,9 @@ def _add_operations(app: FastAPI) -> None:
         """Prometheus metrics."""
         return PlainTextResponse(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", tags=["models"])
+    @app.get("/v1/models", tags=["models"], dependencies=[Depends(tenant_of)])
     async def models(request: Request) -> dict[str, Any]:
-        """The model names this server answers to."""
+        """The model names this server answers to (behind the API keys, like every /v1 route)."""
         names = state_of(request).registry.names()
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "contextfold"} for name in names]
         return {"object": "list", "data": data}

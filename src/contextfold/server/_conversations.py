@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query
 from .._conversation import Conversation
 from .._errors import InvalidRequestError, NotFoundError
 from ..compaction import CompactionResult
-from ..events import AnyEvent, Event, ToolCall, ToolResult, TurnMarker
+from ..events import AnyEvent, Event, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
 from ..view import TokenEstimator, View
 from ._fork import fork
@@ -194,7 +194,8 @@ async def _pin(state: ServerState, tenant: str, conversation_id: str, item_id: s
     async with state.locks.hold(conversation_id):
         conversation = await state.views.current(conversation_id, None)
         events = await conversation.pin(item_id, pinned=pinned)
-    return {"object": "conversation.pin", "item_id": item_id, "pinned": pinned, "targets": [e.seq for e in events]}
+    targets = [e.target for e in events if isinstance(e, Pin)]  # the pinned items' seqs, not the Pin events' own
+    return {"object": "conversation.pin", "item_id": item_id, "pinned": pinned, "targets": targets}
 
 
 @extensions.get("/{conversation_id}/search")

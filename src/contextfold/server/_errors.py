@@ -108,11 +108,24 @@ def _validation_param(loc: Sequence[int | str]) -> str:
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    param = _validation_param(first.get("loc", ()))
-    message = str(first.get("msg", "invalid value"))
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return ApiError(400, "invalid_request_error", "the request body is not valid JSON", "invalid_json")
+    loc = tuple(first.get("loc", ()))
+    # A field that accepts several types (`input`: a string or a list) fails once per type, each error's loc ending
+    # in the type's tag (`input.str`, `input.list[any]`): the field is what they have in common, and the message
+    # names every type it accepts.
+    same = [e for e in errors if tuple(e.get("loc", ()))[:2] == loc[:2]] if len(loc) >= 2 else [first]
+    for other in same[1:]:
+        shared = 0
+        for mine, theirs in zip(loc, tuple(other.get("loc", ())), strict=False):
+            if mine != theirs:
+                break
+            shared += 1
+        loc = loc[:shared]
+    param = _validation_param(loc)
+    message = " or ".join(dict.fromkeys(str(e.get("msg", "invalid value")) for e in same))
     where = f"{param}: " if param else ""
     return ApiError(400, "invalid_request_error", f"{where}{message}", None, param or None)
 
@@ -129,6 +142,10 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if isinstance(exc.__cause__, ContextfoldError):
+            # FastAPI turns any error while it reads the body into a 400 "error parsing the body", the body limit's
+            # 413 among them: answer with the cause.
+            return api_error(exc.__cause__).response()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return ApiError(exc.status_code, "invalid_request_error", message, code).response()

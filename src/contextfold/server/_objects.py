@@ -47,10 +47,11 @@ def usage_of(events: Sequence[AnyEvent]) -> dict[str, Any]:
 def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[str, Any]:
     """The response as the API returns it. `events` are the log events from `record.first_seq` on."""
     data = record.data
-    output_seq = int(data.get("output_seq") or record.first_seq)
+    output_seq = int(data.get("output_seq") or 0)  # 0: the turn's input is not stored yet, so no output either
     last = record.last_seq or (events[-1].seq if events else 0)
     turn = [e for e in events if record.first_seq <= e.seq <= last]
-    output = [] if record.status == "failed" else output_items([e for e in turn if e.seq >= output_seq])
+    shown = record.status != "failed" and output_seq > 0
+    output = output_items([e for e in turn if e.seq >= output_seq]) if shown else []
     return {
         "id": record.id,
         "object": "response",

@@ -31,6 +31,11 @@ class _Buffer:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def close(self) -> None:
+        """The run ended (its final event is in, or it never will be): followers stop waiting."""
+        self.done = True
+        self.changed.set()
+
 
 class StreamBuffers:
     def __init__(self, capacity: int = 256) -> None:

@@ -38,12 +38,21 @@ async def create_response(body: ResponseCreate, tenant: Tenant, state: State) ->
             if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
                 final = event["response"]
         assert final is not None
+        if run.failure is not None:
+            # Not a 200 with status "failed": the caller gets the status of what went wrong (429 with its
+            # Retry-After, 502/504 from the upstream, 400 context_length_exceeded), as OpenAI answers a failure.
+            # The failed response stays retrievable when stored.
+            raise run.failure
         return JSONResponse(final)
-    buffer = state.streams.open(run.record.id)
+    run.sink = state.streams.open(run.record.id)  # the run keeps its events there, even after the client left
+    events = run.events()
+    # Started here, not when the body is first read: a client gone before the first byte must not keep the
+    # conversation held. The turn runs on its own task from this first event on.
+    first = await anext(events)
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in run.events():
-            buffer.add(event)
+        yield encode(first)
+        async for event in events:
             yield encode(event)
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -94,10 +103,10 @@ async def input_items(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     record = await owned_response(state, tenant, response_id)
-    output_seq = int(record.data.get("output_seq") or record.last_seq + 1)
-    events = await state.store.read(
-        record.conversation_id, after=record.first_seq - 1, limit=output_seq - record.first_seq
-    )
+    output_seq = int(record.data.get("output_seq") or 0)
+    # Without output_seq the response has not started answering: everything stored since its first seq is input.
+    inputs = output_seq - record.first_seq if output_seq else None
+    events = await state.store.read(record.conversation_id, after=record.first_seq - 1, limit=inputs)
     items = output_items(events)
     return page(items, after=after, limit=limit, order=order)
 
@@ -122,11 +131,10 @@ def page(items: list[dict[str, Any]], *, after: str | None, limit: int, order: s
 
 @router.post("/compact")
 async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -> dict[str, Any]:
-    """Compact a conversation (or the given input) now and return its user messages and one compaction item."""
+    """Compact a conversation (or the given input) now and return its view: its items, the summary of what was
+    folded as one compaction item."""
     resolved = await state.registry.resolve(body.model)
-    conversation_id = body.conversation_id
-    if body.previous_response_id:
-        conversation_id = (await owned_response(state, tenant, body.previous_response_id)).conversation_id
+    conversation_id = await _conversation_of(state, tenant, body)
     ephemeral = conversation_id is None
     if conversation_id is None:
         if body.input is None:
@@ -147,7 +155,7 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
             )
             if result.compaction_id:
                 state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
-            output = _compacted_output(conversation, result.compaction_id)
+            output = _compacted_output(conversation)
     finally:
         if ephemeral:
             state.views.forget(conversation_id)
@@ -164,16 +172,32 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
     }
 
 
-def _compacted_output(conversation: Conversation, compaction_id: str | None) -> list[dict[str, Any]]:
-    """The user messages still in view, then the compaction item (as OpenAI's compact endpoint answers)."""
-    window = conversation.view.window()
-    users = [i for i in output_items(window.items) if i["type"] == "message" and i["role"] == "user"]
+async def _conversation_of(state: ServerState, tenant: str, body: CompactRequest | InputTokensRequest) -> str | None:
+    """The conversation a compact or count request names, by `conversation` or by `previous_response_id`."""
+    if body.conversation_id and body.previous_response_id:
+        raise InvalidRequestError(
+            "send either conversation or previous_response_id, not both: each names the history to use",
+            param="previous_response_id",
+        )
+    if body.previous_response_id:
+        record = await owned_response(state, tenant, body.previous_response_id, param="previous_response_id")
+        return record.conversation_id
+    return body.conversation_id
+
+
+def _compacted_output(conversation: Conversation) -> list[dict[str, Any]]:
+    """The view's items in order, its summary as the compaction item, in the summary's place.
+
+    OpenAI answers with the user messages and one compaction item that stands for everything else. Ours stands only
+    for what was folded, so the verbatim rest (the head and the tail, assistant messages and tool calls among them)
+    is given too: the output, sent back as the next input (as OpenAI's clients do), is the whole view, losing nothing.
+    """
     summary = conversation.view.active_summary()
-    if summary is not None and (compaction_id is None or summary.id == compaction_id):
-        users = [u for u in users if u["id"] != summary.id]
-        item = conversation_item(summary)
-        return [*users, item] if item else users
-    return users
+    compaction = conversation_item(summary) if summary is not None else None
+    items = output_items(conversation.view.window().items)
+    if summary is None or compaction is None:
+        return items
+    return [compaction if item["id"] == summary.id else item for item in items]
 
 
 @router.post("/input_tokens")
@@ -182,9 +206,7 @@ async def count_input_tokens(body: InputTokensRequest, tenant: Tenant, state: St
     resolved = await state.registry.resolve(body.model)
     estimator = TokenEstimator()
     total = 0
-    conversation_id = body.conversation_id
-    if body.previous_response_id:
-        conversation_id = (await owned_response(state, tenant, body.previous_response_id)).conversation_id
+    conversation_id = await _conversation_of(state, tenant, body)
     if conversation_id:
         await owned_conversation(state, tenant, conversation_id, param="conversation")
         total += (await state.views.peek(conversation_id)).view.tokens

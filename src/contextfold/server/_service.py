@@ -16,10 +16,10 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .._conversation import Conversation
-from .._errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from ..compaction import CompactionPolicy
 from ..events import (
     Compaction,
@@ -34,6 +34,7 @@ from ..runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, Turn
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
+from ._fork import fork
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
@@ -45,6 +46,11 @@ _INTERRUPTED = "the client went away before the response was complete"
 _DEFAULT_MAX_STEPS = 20
 
 
+class EventSink(Protocol):
+    def add(self, event: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
 class ResponseRun:
     def __init__(self, state: ServerState, record: ResponseRecord, setup: TurnSetup, given: list[Event]) -> None:
         self.state = state
@@ -54,7 +60,13 @@ class ResponseRun:
         self.exit = contextlib.AsyncExitStack()
         self.mapper = StreamMapper(frozenset(BUILTIN_TOOLS))
         self.response: dict[str, Any] | None = None
+        self.failure: BaseException | None = None
+        """Why the turn failed, once it has: a non-streamed response answers with its HTTP error."""
         self.ephemeral = False
+        self.streaming = False
+        self.sink: EventSink | None = None
+        """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
+        self._ending: asyncio.Future[None] | None = None
 
     @property
     def conversation(self) -> Conversation:
@@ -91,11 +103,10 @@ class ResponseRun:
             conversation_id = info.id
         exit = contextlib.AsyncExitStack()
         try:
-            await exit.enter_async_context(state.locks.hold(conversation_id))
-            conversation = await state.views.current(conversation_id, resolved.name)
-            given = await _prepare_input(conversation, entries)
-            _check_answered(conversation, given)
-            changes = _config_changes(conversation, body.instructions, specs)
+            conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
+            conversation_id = conversation.id
+            # every check before anything is appended: a refused request leaves the conversation as it was
+            _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
             reserved = body.max_output_tokens or min(
                 resolved.model.profile.max_output_tokens or 4_096, resolved.context_window // 4
             )
@@ -106,6 +117,8 @@ class ResponseRun:
                     f"{resolved.context_window}-token window",
                     param="max_output_tokens",
                 )
+            given = await _prepare_input(conversation, entries)
+            changes = _config_changes(conversation, body.instructions, specs)
             setup = TurnSetup(
                 session_id=conversation_id,
                 conversation=conversation,
@@ -151,7 +164,7 @@ class ResponseRun:
                 status="in_progress",
                 first_seq=conversation.head + 1,
                 last_seq=0,
-                previous_response_id=previous,
+                previous_response_id=previous.id if previous else None,
                 data=data,
             )
         except BaseException:
@@ -162,6 +175,7 @@ class ResponseRun:
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
         run.ephemeral = ephemeral and not body.store
+        run.streaming = body.stream
         return run
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -185,11 +199,12 @@ class ResponseRun:
     async def _drive(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         turn_id = new_id("turn")
         state, conversation = self.state, self.conversation
+        cancelled = False
         try:
-            if self.record.data["store"]:
+            if self.record.data["store"] and self.streaming:  # a stream's response is readable while it runs
                 await state.store.responses.put(self.record)
             for event in self.mapper.start(response_object(self.record, [])):
-                queue.put_nowait(event)
+                self._emit(queue, event)
             self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": 0})
             outcome: TurnEvent | None = None
             async for turn_event in run_turn(self.setup, turn_id, self.given):
@@ -197,17 +212,27 @@ class ResponseRun:
                     # the turn's input is stored: everything after it is output
                     output_seq = conversation.view.head + 1
                     self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
+                    if self.record.data["store"] and self.streaming:
+                        # readable while it runs: a retrieve (or input_items) must know where its output starts
+                        await state.store.responses.put(self.record)
                 for event in await self._map(turn_event):
-                    queue.put_nowait(event)
+                    self._emit(queue, event)
                 if isinstance(turn_event, (TurnCompleted, TurnFailed)):
                     outcome = turn_event
             await self._finish(outcome, queue)
         except asyncio.CancelledError:
-            await asyncio.shield(self._interrupted(turn_id))
+            cancelled = True
             raise
         finally:
-            await asyncio.shield(self._release())
-            queue.put_nowait(None)
+            # One shielded wind-up, whole and in order, however often this task is cancelled while it runs (the
+            # server's task group cancels again as it unwinds): a kept reference keeps it alive meanwhile.
+            self._ending = asyncio.ensure_future(self._wind_up(turn_id, queue, cancelled=cancelled))
+            await asyncio.shield(self._ending)
+
+    def _emit(self, queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any]) -> None:
+        queue.put_nowait(event)
+        if self.sink is not None:
+            self.sink.add(event)
 
     async def _map(self, event: TurnEvent) -> list[dict[str, Any]]:
         if isinstance(event, StepStarted) and event.step_type == "compaction":
@@ -232,12 +257,13 @@ class ResponseRun:
         else:
             status = "failed"
             error = outcome.exception if isinstance(outcome, TurnFailed) else None
+            self.failure = error
             data["error"] = _response_error(error, outcome)
         await self._record(status, data)
         assert self.response is not None
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
-            queue.put_nowait(event)
+            self._emit(queue, event)
 
     async def _record(self, status: str, data: dict[str, Any]) -> None:
         conversation = self.conversation
@@ -249,10 +275,24 @@ class ResponseRun:
         if self.record.data["store"]:
             await self.state.store.responses.put(self.record)
 
-    async def _interrupted(self, turn_id: str) -> None:
-        await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
-        with contextlib.suppress(Exception):
-            await self._record("cancelled", {"completed_at": time.time()})
+    async def _wind_up(self, turn_id: str, queue: asyncio.Queue[dict[str, Any] | None], *, cancelled: bool) -> None:
+        """A cancelled turn is marked interrupted and its response cancelled, whose final event ends the kept
+        stream for whoever resumes it; then the conversation is given back, and the stream closed."""
+        try:
+            if cancelled:
+                await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+                with contextlib.suppress(Exception):
+                    await self._record("cancelled", {"completed_at": time.time()})
+                    assert self.response is not None
+                    for event in self.mapper.finish(self.response):
+                        self._emit(queue, event)
+        finally:
+            try:
+                await self._release()
+            finally:
+                queue.put_nowait(None)
+                if self.sink is not None:
+                    self.sink.close()
 
     async def _release(self) -> None:
         await self.exit.aclose()
@@ -264,8 +304,8 @@ class ResponseRun:
 # --- helpers ------------------------------------------------------------------------------------------------------
 
 
-async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tuple[str | None, str | None]:
-    """The conversation the response continues (None: a new one) and the previous response's id."""
+async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tuple[str | None, ResponseRecord | None]:
+    """The conversation the response continues (None: a new one) and the previous response."""
     if body.conversation_id:
         await owned_conversation(state, tenant, body.conversation_id, param="conversation")
         return body.conversation_id, None
@@ -278,13 +318,39 @@ async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tup
             )
         info = await state.store.conversations.get(previous.conversation_id)
         if info.head == previous.last_seq:
-            return previous.conversation_id, previous.id
+            return previous.conversation_id, previous
         # the conversation moved on since that response (a branch): continue a copy of it as it was then
-        from ._fork import fork
-
         forked = await fork(state.store, previous.conversation_id, previous.last_seq, tenant=tenant)
-        return forked, previous.id
+        return forked, previous
     return None, None
+
+
+async def _hold(
+    state: ServerState,
+    exit: contextlib.AsyncExitStack,
+    conversation_id: str,
+    previous: ResponseRecord | None,
+    tenant: str,
+    model: str,
+) -> Conversation:
+    """Hold the conversation (released by `exit`) and bring its view to the store's head.
+
+    A continuation of a previous response whose conversation another turn took meanwhile (it ran, or is running,
+    since `_history` looked) is a branch: it continues a copy of the conversation as it was after that response,
+    rather than waiting for the other turn (and then seeing it) or being refused as busy.
+    """
+    if previous is None or conversation_id != previous.conversation_id:  # nobody else knows a fresh fork
+        await exit.enter_async_context(state.locks.hold(conversation_id))
+        return await state.views.current(conversation_id, model)
+    with contextlib.suppress(BusyError):
+        await exit.enter_async_context(state.locks.hold(conversation_id, queue=False))
+        conversation = await state.views.current(conversation_id, model)
+        if conversation.view.head == previous.last_seq:
+            return conversation
+        await exit.aclose()
+    forked = await fork(state.store, previous.conversation_id, previous.last_seq, tenant=tenant)
+    await exit.enter_async_context(state.locks.hold(forked))
+    return await state.views.current(forked, model)
 
 
 async def owned_conversation(state: ServerState, tenant: str, conversation_id: str, *, param: str | None = None) -> Any:
@@ -325,25 +391,35 @@ def _check_outputs(entries: Sequence[object], limit: int) -> None:
 
 async def _prepare_input(conversation: Conversation, entries: Sequence[object]) -> list[Event]:
     """The input as events for the turn. A compaction item from another context becomes a summary of what came
-    before it (appended now, ahead of the turn); references to items already in this conversation are dropped."""
-    given: list[Event] = []
+    before it (appended now, ahead of the turn); references to items already in this conversation are dropped.
+    The input is checked whole before anything is appended, so a refused one changes nothing."""
+    known: set[int] = set()  # compaction items already in this conversation
     for n, entry in enumerate(entries):
         if isinstance(entry, ItemReference):
             if not await conversation.store.read(conversation.id, ids=[entry.id]):
                 raise InvalidRequestError(
                     f"item_reference {entry.id!r} is not an item of this conversation", param=f"input[{n}].id"
                 )
-        elif isinstance(entry, CompactionInput):
-            known = entry.id and await conversation.store.read(conversation.id, ids=[entry.id])
-            if not known:
-                if given:
-                    await conversation.append(*given)
-                    given = []
-                await conversation.append(_seeded_summary(conversation, entry.summary))
+        elif (
+            isinstance(entry, CompactionInput)
+            and entry.id
+            and await conversation.store.read(conversation.id, ids=[entry.id])
+        ):
+            known.add(n)
+    seeds = [n for n, entry in enumerate(entries) if isinstance(entry, CompactionInput) and n not in known]
+    if not any(isinstance(entry, Event) for entry in entries[seeds[-1] + 1 if seeds else 0 :]):
+        raise InvalidRequestError(
+            "input has no new items for the model after its last compaction item (only references)", param="input"
+        )
+    given: list[Event] = []
+    for n, entry in enumerate(entries):
+        if isinstance(entry, CompactionInput) and n in seeds:
+            if given:
+                await conversation.append(*given)
+                given = []
+            await conversation.append(_seeded_summary(conversation, entry.summary))
         elif isinstance(entry, Event):
             given.append(entry)
-    if not given:
-        raise InvalidRequestError("input has no new items for the model (only references)", param="input")
     return given
 
 

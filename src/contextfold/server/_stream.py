@@ -194,7 +194,9 @@ class StreamMapper:
             return []
         item = {**opened.item, "status": "completed", "output": delta.result}
         if delta.is_error:
-            item = {**item, "status": "failed", "error": delta.result, "output": None}
+            # The item as the log shows it afterwards (`_items`): the tool ran and reported a failure, an MCP
+            # execution error (the SDK's `McpToolCallError`, not a bare string).
+            item["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": delta.result}]}
         kind = "response.mcp_call.failed" if delta.is_error else "response.mcp_call.completed"
         return [
             self.event(kind, item_id=item_id, output_index=opened.index),
