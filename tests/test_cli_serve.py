@@ -118,7 +118,7 @@ class Served:
             served.uvicorn = server.config
             raise KeyboardInterrupt  # what uvicorn re-raises after a graceful shutdown on Ctrl-C
 
-        monkeypatch.setattr(contextfold.server, "create_app", create_app, raising=False)
+        monkeypatch.setattr(contextfold.server, "create_app", create_app)
         monkeypatch.setattr(uvicorn.Server, "run", run)
 
 
@@ -209,7 +209,6 @@ def healthz(port: int) -> int | None:
         return None
 
 
-@pytest.mark.skipif(not hasattr(contextfold.server, "create_app"), reason="needs create_app")
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_as_a_process_answers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals) -> None:
     port = free_port()

@@ -279,9 +279,16 @@ async def test_five_hundred_turns_with_tools_never_go_over_budget(tmp_path: Path
             previous = await served.respond(model="recording", input=text, conversation=conversation, tools=tools)
             assert previous["status"] in ("completed", "incomplete"), previous
         context = await served.get(f"/v1/conversations/{conversation}/context", model="recording")
+        metrics = (await served.http.get("/metrics")).text
     budget = context["budget"]
     assert len(model.windows) >= 500
     assert model.summaries > 5
     assert max(model.windows) <= budget, (max(model.windows), budget)  # no request was ever sent over budget
     assert 5 < context["totals"]["compactions"] < 100  # compacted, and rarely: the policy's hysteresis
     assert context["utilisation"] < 100 * config.compact_threshold
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("contextfold_compactions_total")
+    )
+    assert counted == context["totals"]["compactions"]  # the turns' own compactions reach /metrics

@@ -47,6 +47,13 @@ def _call(call_id: str, name: str = "lookup", batch: str = "batch_1", arguments:
     return ToolCall(call_id=call_id, name=name, arguments=arguments, batch_id=batch)
 
 
+def _item(event: AnyEvent, **options: Any) -> dict[str, Any]:
+    """The event's item, which must exist."""
+    item = conversation_item(event, **options)
+    assert item is not None
+    return item
+
+
 def _every_kind() -> list[AnyEvent]:
     return [
         TurnMarker(status="started"),
@@ -166,7 +173,7 @@ def test_conversation_item_takes_the_builtin_result() -> None:
     item = conversation_item(call, result=result)
     assert item is not None
     assert (item["type"], item["output"], item["status"]) == ("mcp_call", "hit", "completed")
-    assert conversation_item(call, result=result, builtin_tools=())["type"] == "function_call"  # type: ignore[index]
+    assert _item(call, result=result, builtin_tools=())["type"] == "function_call"
     assert conversation_item(Usage(model="m", input_tokens=1, output_tokens=1)) is None
 
 
@@ -197,12 +204,12 @@ def test_compaction_items_are_readable() -> None:
     summary = Compaction(strategy="fallback", trigger="manual", kept=[], summary="digest")
     mask = Compaction(strategy="mask", trigger="auto", kept=[], masked=[7])
     clear = Compaction(strategy="clear", trigger="manual", kept=[])
-    texts = [conversation_item(c)["encrypted_content"] for c in (summary, mask, clear)]  # type: ignore[index]
+    texts = [_item(c)["encrypted_content"] for c in (summary, mask, clear)]
     assert texts[0] == "digest"
     assert texts[1] == f"[contextfold mask compaction: 1 tool output masked; recall or expand {mask.id} to read them]"
     assert "cleared" in texts[2]
     assert clear.id in texts[2]
-    assert conversation_item(mask)["created_by"] == "contextfold"  # type: ignore[index]
+    assert _item(mask)["created_by"] == "contextfold"
 
 
 # --- round trip -----------------------------------------------------------------------------------------------

@@ -7,11 +7,10 @@ events. The shapes are the OpenAI Responses API's; the tests validate them with 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import AnyEvent, ToolSpec, TurnMarker, Usage
+from ..events import AnyEvent, ToolSpec, Usage
 from ..store import ResponseRecord
 from ._items import output_items
 
@@ -80,25 +79,3 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
         "incomplete_details": data.get("incomplete_details"),
         "user": data.get("user"),
     }
-
-
-def finished(record: ResponseRecord, events: Sequence[AnyEvent], **data: Any) -> ResponseRecord:
-    """The record of a response whose turn ended: its status from the turn's end marker, its last seq."""
-    marker = next((e for e in reversed(events) if isinstance(e, TurnMarker) and e.status != "started"), None)
-    status = record.status
-    if marker is not None and marker.status == "failed":
-        status = "failed"
-    elif marker is not None and marker.status == "interrupted":
-        status = "cancelled"
-    merged = {**record.data, **data, "completed_at": time.time()}
-    return ResponseRecord(
-        id=record.id,
-        tenant=record.tenant,
-        conversation_id=record.conversation_id,
-        created_at=record.created_at,
-        status=status,
-        first_seq=record.first_seq,
-        last_seq=events[-1].seq if events else record.last_seq,
-        previous_response_id=record.previous_response_id,
-        data=merged,
-    )

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from .._conversation import Conversation
 from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from ..compaction import CompactionPolicy
+from ..compaction import CompactionPolicy, CompactionResult
 from ..events import (
     Compaction,
     ConfigChange,
@@ -192,10 +192,6 @@ class ResponseRun:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def close(self) -> None:
-        """Give the conversation back when the run is dropped before `events` was iterated."""
-        await self.exit.aclose()
-
     async def _drive(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         turn_id = new_id("turn")
         state, conversation = self.state, self.conversation
@@ -237,10 +233,12 @@ class ResponseRun:
     async def _map(self, event: TurnEvent) -> list[dict[str, Any]]:
         if isinstance(event, StepStarted) and event.step_type == "compaction":
             return self.mapper.compaction_started(event)
-        if isinstance(event, StepCompleted) and event.step_type == "compaction":
-            compaction_id = getattr(event.result, "compaction_id", None)
-            if not compaction_id:
+        if isinstance(event, StepCompleted) and isinstance(event.result, CompactionResult):
+            result = event.result
+            if not result.compacted or not result.compaction_id:
                 return []
+            self.state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
+            compaction_id = result.compaction_id
             found = await self.state.store.read(self.conversation.id, ids=[compaction_id])
             item = conversation_item(found[0]) if found else None
             return self.mapper.compaction_item(item) if item else []
