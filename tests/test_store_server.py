@@ -333,7 +333,7 @@ async def test_migrating_from_version_2_keeps_the_data(backend: Backend) -> None
         "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
         ("conv_old", 1, old.id, "message", encode(old), "before tenants"),
     )
-    assert await backend.migrate() == 3
+    assert await backend.migrate(target=3) == 3
 
     store = await backend.open()
     try:

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import (
+    Anchor,
+    Anchors,
     ApiKey,
     Checkpoint,
     ConversationInfo,
@@ -30,7 +32,7 @@ async def open_store(location: str | Path) -> Store:
 
 
 async def open_server_store(location: str | Path) -> ServerStore:
-    """`open_store`, typed with what the server keeps beside the logs: responses, API keys, turn leases."""
+    """`open_store`, typed with what the server keeps beside the logs: responses, API keys, leases, anchors."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
@@ -49,6 +51,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Anchor",
+    "Anchors",
     "ApiKey",
     "Checkpoint",
     "ConversationInfo",

@@ -116,6 +116,23 @@ SQLITE: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "the proxy's anchors",
+        (
+            # WITHOUT ROWID: the table is its primary key, whose (tenant, key) prefix is the index `find` reads.
+            """CREATE TABLE proxy_anchors (
+                tenant TEXT NOT NULL,
+                key TEXT NOT NULL,
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (tenant, key, conversation_id)
+            ) WITHOUT ROWID""",
+            # Deleting a conversation cascades here; without this index every deletion would scan every anchor.
+            "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -185,6 +202,23 @@ POSTGRES: tuple[Migration, ...] = (
                 owner TEXT NOT NULL,
                 expires_at TIMESTAMPTZ NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        4,
+        "the proxy's anchors",
+        (
+            # The primary key's (tenant, key) prefix is the index `find` reads.
+            """CREATE TABLE proxy_anchors (
+                tenant TEXT NOT NULL,
+                key TEXT NOT NULL,
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant, key, conversation_id)
+            )""",
+            # Deleting a conversation cascades here; without this index every deletion would scan every anchor.
+            "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
         ),
     ),
 )

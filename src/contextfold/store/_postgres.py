@@ -13,7 +13,8 @@ Why it is shaped this way:
 - A checkpointed load reads in one REPEATABLE READ snapshot, so the compaction, what it kept and what followed
   are consistent with each other even while appends land.
 - What an append, a deletion or a search accepts is decided in `_common`, shared with the SQLite store; only
-  the SQL is here. The server's records (responses, API keys, turn leases) live in `_postgres_serving`.
+  the SQL is here. The server's records (responses, API keys, turn leases) live in `_postgres_serving`, the
+  proxy's anchors in `_postgres_anchors`.
 
 Erasure rewrites the row's body and drops its search text in the deleting transaction, so no query can see the
 content again. On disk it is not gone at once: the old row version stays until VACUUM prunes it, the GIN index
@@ -49,6 +50,7 @@ from ._common import (
     redacted_body,
 )
 from ._migrations import POSTGRES, Migration, plan
+from ._postgres_anchors import PostgresAnchors
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
 from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
@@ -102,6 +104,7 @@ class PostgresStore:
         self._responses = PostgresResponses(self._connection)
         self._keys = PostgresKeys(self._connection)
         self._leases = PostgresLeases(self._connection)
+        self._anchors = PostgresAnchors(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
@@ -118,6 +121,10 @@ class PostgresStore:
     @property
     def leases(self) -> PostgresLeases:
         return self._leases
+
+    @property
+    def anchors(self) -> PostgresAnchors:
+        return self._anchors
 
     @classmethod
     async def open(

@@ -73,7 +73,7 @@ class Conversations(Protocol):
         ...
 
     async def delete(self, conversation_id: str) -> None:
-        """Delete the conversation and everything recorded about it: events, responses, its turn lease."""
+        """Delete the conversation and everything recorded about it: events, responses, its turn lease, anchors."""
         ...
 
 
@@ -199,8 +199,42 @@ class Leases(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The proxy's note: when a client's history hashes to `key`, conversation `conversation_id` stood at `seq`."""
+
+    key: str
+    conversation_id: str
+    seq: int
+    created_at: float
+    """When the anchor was last put (seconds since the epoch, on the database's clock)."""
+
+
+class Anchors(Protocol):
+    """How the proxy finds the stored conversation a client's resent history continues.
+
+    Anchors belong to a tenant (their conversation's), go with their conversation when it is deleted, and are
+    never copied to a fork.
+    """
+
+    async def put(self, conversation_id: str, seq: int, keys: Sequence[str]) -> None:
+        """Record that `conversation_id` (its tenant is the conversation's) stood at `seq` for each key.
+
+        A key already recorded for the same conversation is moved to the new seq (and time). Keys are 1 to 64
+        printable characters, at most 10,000 per call; no keys is a no-op.
+        """
+        ...
+
+    async def find(self, keys: Sequence[str], *, tenant: str) -> list[Anchor]:
+        """Every anchor of `tenant`'s conversations whose key is one of `keys`, newest first.
+
+        Ordered by created_at, then seq (both descending), then conversation id and key.
+        """
+        ...
+
+
 class ServerStore(Store, Protocol):
-    """A store with what the server keeps beside the logs: responses, API keys and turn leases."""
+    """A store with what the server keeps beside the logs: responses, API keys, turn leases and proxy anchors."""
 
     @property
     def responses(self) -> Responses: ...
@@ -210,3 +244,6 @@ class ServerStore(Store, Protocol):
 
     @property
     def leases(self) -> Leases: ...
+
+    @property
+    def anchors(self) -> Anchors: ...

@@ -3,7 +3,8 @@
 Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs
 as one function on its thread, so a whole transaction costs one hop from the event loop. Several processes
 may share the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering
-holds across them. The server's records (responses, API keys, turn leases) live in `_sqlite_serving`.
+holds across them. The server's records (responses, API keys, turn leases) live in `_sqlite_serving`, the
+proxy's anchors in `_sqlite_anchors`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._common import (
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
 from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
+from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
 
 T = TypeVar("T")
@@ -119,6 +121,7 @@ class SQLiteStore:
         self._keys = SQLiteKeys(self._writer, self._reader)
         # Leases are written on every turn, so they queue on the writer thread like an append.
         self._leases = SQLiteLeases(self._writer)
+        self._anchors = SQLiteAnchors(self._writer, self._reader)
 
     @property
     def conversations(self) -> _SQLiteConversations:
@@ -135,6 +138,10 @@ class SQLiteStore:
     @property
     def leases(self) -> SQLiteLeases:
         return self._leases
+
+    @property
+    def anchors(self) -> SQLiteAnchors:
+        return self._anchors
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
