@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _upstream() -> Iterator[str]:
+def upstream_process() -> Iterator[str]:
     """The zero-latency fake upstream, in its own process."""
     port = _free_port()
     root = str(Path(__file__).resolve().parents[1])
@@ -53,11 +53,12 @@ def _upstream() -> Iterator[str]:
 
 
 @contextmanager
-def _serve(db: str, upstream: str) -> Iterator[str]:
+def serve_process(db: str, upstream: str, *flags: str) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     command = [sys.executable, "-m", "contextfold", "serve", "--port", str(port), "--db", db]
     command += ["--upstream", upstream, "--model", "bench", "--context-window", str(WINDOW), "--log-level", "warning"]
+    command += flags
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -134,7 +135,7 @@ async def run(ctx: Context) -> list[Table]:
         f"Server: {CONCURRENT} concurrent conversations, {turns_each} turns each",
         ["store", "turns", "wall s", "turns/s"],
     )
-    with _upstream() as upstream:
+    with upstream_process() as upstream:
         direct = median(await _direct(upstream, 200))
         for name in ("SQLite", "PostgreSQL"):
             progress(f"server: {name}")
@@ -145,7 +146,7 @@ async def run(ctx: Context) -> list[Table]:
             else:
                 db = ctx.pg.database()
             try:
-                with _serve(db, upstream) as url:
+                with serve_process(db, upstream) as url:
                     times = await _one_conversation(url, turns)
                     spans = [(0, "1-100")]
                     spans += [(turns // 2, f"{turns // 2 + 1:,}-{turns // 2 + 100:,}")]

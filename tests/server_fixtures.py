@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import httpx2
 import openai
 import pytest
 from fastapi import FastAPI
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.conversations import (
     Conversation,
     ConversationDeletedResource,
@@ -52,6 +54,7 @@ __all__ = ["served"]
 
 STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CONVERSATION_ITEM: TypeAdapter[Any] = TypeAdapter(ConversationItem)
+ANTHROPIC_EVENT: TypeAdapter[Any] = TypeAdapter(anthropic.types.RawMessageStreamEvent)
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -232,6 +235,9 @@ async def check_reply(reply: httpx.Response | httpx2.Response) -> None:
     await reply.aread()
     if not reply.url.path.startswith("/v1/"):
         return
+    if reply.url.path in ("/v1/chat/completions", "/v1/messages"):
+        check_proxy_reply(reply)
+        return
     if reply.status_code >= 400:
         check_error(reply, reply.status_code)
         return
@@ -259,6 +265,69 @@ async def check_reply(reply: httpx.Response | httpx2.Response) -> None:
             check_conversation(conversation)
     elif kind is None and "/items/" in path:
         check_item(body)
+
+
+def check_proxy_reply(reply: httpx.Response | httpx2.Response) -> None:
+    """A proxy route's reply, checked with the models of the SDK its clients use (OpenAI's or Anthropic's)."""
+    anthropic_route = reply.url.path == "/v1/messages"
+    if reply.status_code >= 400:
+        if anthropic_route:
+            check_anthropic_error(reply, reply.status_code)
+        else:
+            check_error(reply, reply.status_code)
+        return
+    assert reply.headers.get("x-contextfold-conversation", "").startswith("conv_"), reply.headers
+    streamed = reply.headers.get("content-type", "").startswith("text/event-stream")
+    if anthropic_route:
+        if streamed:
+            for event in parse_anthropic_sse(reply.text):
+                ANTHROPIC_EVENT.validate_python(event)
+        else:
+            anthropic.types.Message.model_validate(reply.json())
+    elif streamed:
+        for chunk in parse_chat_sse(reply.text):
+            if "error" not in chunk:
+                ChatCompletionChunk.model_validate(chunk)
+    else:
+        ChatCompletion.model_validate(reply.json())
+
+
+def check_anthropic_error(reply: httpx.Response | httpx2.Response, status: int, *, kind: str | None = None) -> str:
+    """An Anthropic-shaped error with this status (and error type, when given); returns its message."""
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    assert body["type"] == "error", body
+    assert set(body["error"]) == {"type", "message"}, body
+    if kind is not None:
+        assert body["error"]["type"] == kind, body
+    message: str = body["error"]["message"]
+    assert message
+    assert "Traceback" not in message
+    return message
+
+
+def parse_chat_sse(text: str) -> list[dict[str, Any]]:
+    """The chunks of a Chat Completions stream (`data:` lines, ending with `data: [DONE]` when it completed)."""
+    chunks: list[dict[str, Any]] = []
+    for frame in text.split("\n\n"):
+        if not frame.strip() or frame.strip() == "data: [DONE]":
+            continue
+        assert frame.startswith("data: "), frame
+        chunks.append(json.loads(frame[6:]))
+    return chunks
+
+
+def parse_anthropic_sse(text: str) -> list[dict[str, Any]]:
+    """The events of an Anthropic stream: `event:` then `data:` lines."""
+    events: list[dict[str, Any]] = []
+    for frame in text.split("\n\n"):
+        if not frame.strip():
+            continue
+        lines = dict(line.split(": ", 1) for line in frame.split("\n"))
+        event = json.loads(lines["data"])
+        assert event["type"] == lines["event"], frame
+        events.append(event)
+    return events
 
 
 def check_response(body: Mapping[str, Any]) -> Response:

@@ -219,3 +219,18 @@ async def test_a_refusal_that_compaction_cannot_fix_reaches_the_caller_as_the_pr
     with pytest.raises(ContextLengthError, match="8192") as caught:
         await conv.request(model, budget=BUDGET, summariser=ScriptedModel())
     assert "budget" in str(caught.value.__cause__)
+
+
+def test_a_deferred_calls_result_stays_in_the_group_of_its_call() -> None:
+    """A call the caller runs ends its turn and its result opens the next one: a compaction must never split them."""
+    from contextfold.compaction._plan import turn_groups
+    from contextfold.events import Message, ToolCall
+
+    items = {
+        1: Message(role="user", content=[TextPart("read it")], turn_id="a"),
+        2: ToolCall(call_id="c1", name="read", arguments="{}", batch_id="b", turn_id="a"),
+        3: ToolResult(call_id="c1", output="contents", turn_id="b"),
+        4: Message(role="assistant", content=[TextPart("done")], turn_id="b"),
+        5: Message(role="user", content=[TextPart("next")], turn_id="c"),
+    }
+    assert turn_groups(items) == [[1, 2, 3], [4], [5]]

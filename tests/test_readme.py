@@ -35,7 +35,8 @@ def test_readme_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_readme_first_screen_has_exactly_two_setup_commands() -> None:
-    (block,) = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    first_screen = README.read_text().split("---", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", first_screen, re.S)
     assert len(block.strip().splitlines()) == 2
 
 

@@ -10,6 +10,7 @@ _FLAGS = (
     ("--db", "SQLite file or postgresql:// URL (default contextfold.db)"),
     ("--upstream", "OpenAI-compatible base URL (Chat Completions) for model names without a route"),
     ("--upstream-api-key", "API key for --upstream"),
+    ("--upstream-auth", "server (send --upstream-api-key) or forward (send each proxy client's own key)"),
     ("--model", "the model of requests that name none (default test, the built-in scripted model)"),
     ("--context-window", "context window in tokens of the test model and of the upstream's models"),
     ("--log-format", "text or json (default text)"),
@@ -20,7 +21,7 @@ _FLAGS = (
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
-        help="run the OpenAI-compatible server (Responses + Conversations API)",
+        help="run the OpenAI-compatible server (Responses + Conversations API, compaction proxy)",
         description=(
             "Runs the OpenAI-compatible server. Each option can also be set as CONTEXTFOLD_<OPTION> in the "
             "environment (CONTEXTFOLD_PORT=8400) or as a key of the --config file; flags win over the environment, "
@@ -44,7 +45,10 @@ def serve_command(args: argparse.Namespace) -> int:
     from ..server._config import load_config
     from ..server._main import run
 
-    names = ("host", "port", "db", "upstream", "upstream_api_key", "model", "context_window", "queue_turns")
+    names = (
+        *("host", "port", "db", "upstream", "upstream_api_key", "upstream_auth"),
+        *("model", "context_window", "queue_turns"),
+    )
     given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
     run(load_config(given))
     return 0

@@ -25,12 +25,20 @@ def cost(view: View, seq: int, masked: set[int]) -> int:
 
 
 def turn_groups(items: dict[int, Item]) -> list[list[int]]:
-    """Items grouped by turn; items outside any turn start a new group at each user message."""
+    """Items grouped by turn; items outside any turn start a new group at each user message.
+
+    A tool result never starts a group: it stays with the group of its call. A call the caller runs itself (a
+    server's function tool) ends its turn, and its result arrives as the next turn's input; were the two in
+    different groups, a compaction could fold the call and keep its result.
+    """
     groups: list[list[int]] = []
     previous: object = object()
     for seq, item in items.items():
         key = item.turn_id
         starts = key != previous or (key is None and isinstance(item, Message) and item.role == "user")
+        if starts and groups and isinstance(item, ToolResult):
+            groups[-1].append(seq)  # with its call; what follows it in its own turn starts that turn's group
+            continue
         if starts or not groups:
             groups.append([])
         groups[-1].append(seq)

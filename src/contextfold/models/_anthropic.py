@@ -159,6 +159,8 @@ class AnthropicModel(StreamingModel):
                 tool_choice=choice or omit,
                 stream=True,
                 timeout=settings.timeout if settings.timeout is not None else not_given,
+                extra_body=dict(settings.extra) if settings.extra else None,
+                extra_headers={"x-api-key": settings.api_key} if settings.api_key else None,
             )
         except APIStatusError as error:
             raise _status_error(error) from error

@@ -136,6 +136,11 @@ class AzureProvider:
         await self.aclose()
 
 
+def bearer(api_key: str | None) -> dict[str, str] | None:
+    """Headers sending `api_key` with one request in place of the client's own key (None: the client's)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else None
+
+
 def _is_openai(url: str) -> bool:
     return (urlsplit(url).hostname or "").lower() == "api.openai.com"
 

@@ -19,7 +19,7 @@ from .._errors import ModelError
 from ..view import Window
 from ..view._render import render_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
-from ._openai import AzureProvider, OpenAIProvider, model_error, positive_int
+from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, positive_int
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -89,7 +89,12 @@ class OpenAIChatModel(StreamingModel):
                 # the SDK merges over its own fields) they skip the SDK's recursive TypedDict transform, which
                 # costs ~3 ms per 100 messages; the typed fields are sent empty and overridden.
                 messages=[],
-                extra_body={"messages": self._messages(window), **({"tools": tools} if tools else {})},
+                extra_body={
+                    **(settings.extra or {}),
+                    "messages": self._messages(window),
+                    **({"tools": tools} if tools else {}),
+                },
+                extra_headers=bearer(settings.api_key),
                 stream=True,
                 stream_options={"include_usage": True},
                 # `tools`, `tool_choice` and `parallel_tool_calls` are refused without tools, so all go together.

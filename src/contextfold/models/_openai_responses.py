@@ -43,7 +43,7 @@ from .._errors import ModelError
 from ..view import Window
 from ..view._render import render_openai_responses
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
-from ._openai import AzureProvider, OpenAIProvider, model_error, stream_error
+from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, stream_error
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -102,7 +102,8 @@ class OpenAIResponsesModel(StreamingModel):
                 # fields) the items and tools skip the SDK's recursive TypedDict transform, whose cost grows with
                 # every item; the typed fields are sent empty and overridden.
                 input=[],
-                extra_body={"input": items, **({"tools": tools} if tools else {})},
+                extra_body={**(settings.extra or {}), "input": items, **({"tools": tools} if tools else {})},
+                extra_headers=bearer(settings.api_key),
                 instructions=instructions if instructions is not None else omit,
                 stream=True,
                 store=False,

@@ -14,7 +14,7 @@ A stream that ends without it raises `ModelResponseError`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeGuard
 
@@ -63,6 +63,12 @@ class ModelSettings:
     timeout: float | None = None
     tool_choice: Literal["auto", "none", "required"] | None = None
     parallel_tool_calls: bool | None = None
+    extra: Mapping[str, Any] | None = None
+    """Parameters of the provider's wire format sent as they are, beside the ones the adapter sets (the proxy
+    passes its client's own: `stop`, `seed`, `response_format`...). The adapter's messages and tools win."""
+    api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
+    """A key sent with this request in place of the provider's (the proxy forwarding its client's key); the shared
+    client is not changed. The OpenAI and Anthropic adapters send it (the server forwards keys only to those)."""
 
 
 @dataclass(frozen=True, slots=True)

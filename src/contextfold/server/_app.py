@@ -19,9 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._errors import PayloadTooLargeError
 from ..store import ServerStore, open_server_store
-from . import _conversations, _responses
+from . import _conversations, _proxy, _responses
 from ._config import ServerConfig
-from ._errors import api_error, install
+from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
 from ._metrics import Metrics
 from ._registry import ModelRegistry
@@ -71,6 +71,7 @@ def create_app(
     app.include_router(_responses.router)
     app.include_router(_conversations.router)
     app.include_router(_conversations.extensions)
+    app.include_router(_proxy.router)
     _add_operations(app)
     app.add_middleware(_Observe, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)
@@ -141,7 +142,7 @@ class _BodyLimit:
         return f"the request body is over the {self.limit}-byte limit (max_body_bytes); send less per request"
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = api_error(PayloadTooLargeError(self._message())).response()
+        response = error_response(scope["path"], api_error(PayloadTooLargeError(self._message())))
         await response(scope, receive, send)
 
 

@@ -35,6 +35,10 @@ from .._errors import ConfigurationError
 
 Provider = Literal["openai-chat", "openai-responses", "azure", "anthropic", "gemini", "cohere", "bedrock", "test"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
+Auth = Literal["server", "forward"]
+AUTH_MODES: tuple[str, ...] = get_args(Auth)
+FORWARDABLE = ("openai-chat", "openai-responses", "anthropic")
+"""Providers whose adapters can send a per-request key (a bearer token or `x-api-key`)."""
 TEST_MODEL = "test"
 """The built-in scripted model's name: always served, so no route may take it."""
 
@@ -54,6 +58,9 @@ class ModelRoute:
     context_window: int | None = None
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Provider-specific: azure `deployment`, `api_version`, `resource`; bedrock `region`; any: `timeout` (s)."""
+    auth: Auth = "server"
+    """`server`: the route's own key goes upstream. `forward`: the proxy routes forward their client's key (its
+    `Authorization` or `x-api-key`) to this upstream, and to no other."""
 
     @property
     def upstream_model(self) -> str:
@@ -81,6 +88,8 @@ class ServerConfig:
     upstream: str | None = None
     """An OpenAI-compatible base URL (Chat Completions): any model name without a route goes there."""
     upstream_api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
+    upstream_auth: Auth = "server"
+    """As a route's `auth`, for the upstream."""
     model: str = TEST_MODEL
     """The model of a request that names none."""
     context_window: int | None = None
@@ -293,6 +302,7 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "db": _text,
     "upstream": _url,
     "upstream_api_key": _text,
+    "upstream_auth": _choice(*AUTH_MODES),
     "model": _name,
     "context_window": _positive_int,
     "queue_turns": _bool,
@@ -337,6 +347,7 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
         "api_key": _text,
         "api_key_env": _text,
         "context_window": _positive_int,
+        "auth": _choice(*AUTH_MODES),
     }
     values = {key: parsers[key](key, table[key], f"{where}.{key}") for key in parsers if key in table}
     options = _route_options(table.get("options", {}), provider, where)
@@ -347,6 +358,10 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
     if provider in _KEYLESS and (route.api_key or route.api_key_env):
         why = "bedrock signs with the AWS credentials of the environment" if provider == "bedrock" else "it needs none"
         raise ConfigurationError(f"{label} takes no api_key: {why}")
+    if route.auth == "forward" and provider not in FORWARDABLE:
+        raise ConfigurationError(
+            f'{label} cannot forward its clients\' keys (auth = "forward"): only {", ".join(FORWARDABLE)} routes can'
+        )
     if provider == "test" and route.base_url:
         raise ConfigurationError(f"{label} takes no base_url: the test model runs in the server")
     if provider == "azure" and not (route.base_url or "resource" in options):

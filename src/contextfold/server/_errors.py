@@ -130,25 +130,39 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, "invalid_request_error", f"{where}{message}", None, param or None)
 
 
+ANTHROPIC_ROUTES = ("/v1/messages",)
+"""Routes that answer errors in Anthropic's shape, since their clients parse that one."""
+
+
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    """The error in the shape the route's clients read: OpenAI's, or Anthropic's on the Anthropic routes."""
+    if path in ANTHROPIC_ROUTES:
+        from ._messages_wire import anthropic_error
+
+        status, body = anthropic_error(error)
+        return JSONResponse(body, status_code=status, headers=error.headers)
+    return error.response()
+
+
 def install(app: FastAPI) -> None:
     """Route every error through `api_error`."""
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        return api_error(exc).response()
+        return error_response(request.url.path, api_error(exc))
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return _validation_error(exc).response()
+        return error_response(request.url.path, _validation_error(exc))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if isinstance(exc.__cause__, ContextfoldError):
             # FastAPI turns any error while it reads the body into a 400 "error parsing the body", the body limit's
             # 413 among them: answer with the cause.
-            return api_error(exc.__cause__).response()
+            return error_response(request.url.path, api_error(exc.__cause__))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return ApiError(exc.status_code, "invalid_request_error", message, code).response()
+        return error_response(request.url.path, ApiError(exc.status_code, "invalid_request_error", message, code))
 
     app.add_exception_handler(ContextfoldError, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)

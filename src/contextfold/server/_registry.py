@@ -39,6 +39,11 @@ class ResolvedModel:
     """Shared: one instance (and one client) per model, used by every turn."""
     summariser: Model
     context_window: int
+    wire: str = "test"
+    """The upstream's wire format (a route's provider; `openai-chat` for the upstream): the proxy passes its
+    client's own parameters through only to an upstream of the client's wire."""
+    auth: str = "server"
+    """`forward`: the proxy sends its client's key with each request (see `ModelRoute.auth`)."""
 
 
 class _Provider(Protocol):
@@ -73,10 +78,10 @@ class ModelRegistry:
         route = self._routes.get(name)
         if route is not None:
             model = self._built.get(name) or self._build_route(route)
-            configured = route.context_window
+            configured, wire, auth = route.context_window, route.provider, route.auth
         elif self.config.upstream is not None:
             model = self._upstream_model(name)
-            configured = self.config.context_window
+            configured, wire, auth = self.config.context_window, "openai-chat", self.config.upstream_auth
         else:
             raise InvalidRequestError(
                 f"model {name!r} is not served here; available: {', '.join(self.names())}", param="model"
@@ -92,7 +97,7 @@ class ModelRegistry:
                 f"the context window of model {name!r} is unknown: the upstream does not report it and its profile "
                 f"does not say; set {how}"
             )
-        return ResolvedModel(name, model, model, window)
+        return ResolvedModel(name, model, model, window, wire, auth)
 
     async def close(self) -> None:
         """Close every client the registry built."""

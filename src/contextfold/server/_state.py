@@ -38,11 +38,21 @@ def state_of(request: Request) -> ServerState:
     return state
 
 
-async def tenant_of(request: Request) -> str:
-    """The caller's tenant: from its API key, or `default` when the server has no keys (loopback only)."""
-    state = state_of(request)
+TENANT_KEY_HEADER = "x-contextfold-key"
+"""Carries the contextfold key when `Authorization` carries a key for the upstream (a proxy route that forwards)."""
+
+
+def client_key(request: Request) -> str:
+    """The key the client sent in `Authorization: Bearer` or `x-api-key` ('' when none)."""
     header = request.headers.get("authorization", "")
-    secret = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "").strip()
+
+
+async def tenant_of(request: Request) -> str:
+    """The caller's tenant: from its API key (`X-Contextfold-Key`, else `Authorization`/`x-api-key`), or `default`
+    when the server has no keys (loopback only)."""
+    state = state_of(request)
+    secret = request.headers.get(TENANT_KEY_HEADER, "").strip() or client_key(request)
     if not state.keys_required and not await _keys_exist(state):
         return DEFAULT_TENANT
     if not secret:
