@@ -224,9 +224,9 @@ async def test_a_refusal_that_compaction_cannot_fix_reaches_the_caller_as_the_pr
 def test_a_deferred_calls_result_stays_in_the_group_of_its_call() -> None:
     """A call the caller runs ends its turn and its result opens the next one: a compaction must never split them."""
     from contextfold.compaction._plan import turn_groups
-    from contextfold.events import Message, ToolCall
+    from contextfold.events import Item, Message, ToolCall
 
-    items = {
+    items: dict[int, Item] = {
         1: Message(role="user", content=[TextPart("read it")], turn_id="a"),
         2: ToolCall(call_id="c1", name="read", arguments="{}", batch_id="b", turn_id="a"),
         3: ToolResult(call_id="c1", output="contents", turn_id="b"),
