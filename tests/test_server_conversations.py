@@ -207,6 +207,36 @@ async def test_pins_survive_compaction_and_unpin(served: Served) -> None:
     check_error(await served.http.post(f"/v1/conversations/{conversation}/pins", json={"item_id": "nope"}), 404)
 
 
+async def test_the_first_compaction_leaves_room_for_the_recall_tools_it_makes_available(tmp_path: Path) -> None:
+    """Pins keep the first compaction above its target. The compacted view offers `recall` and `expand`, so it must
+    fit the budget minus their schemas, not the whole budget (this turn used to be refused by ~24 tokens)."""
+    read_file = function_tool("read_file", path={"type": "string"})
+
+    async def read(conversation: str, n: int, lines: int) -> None:
+        ask = f'/tool read_file {{"path": "src/mod{n}.py"}}'
+        called = await served.respond(input=ask, conversation=conversation, tools=[read_file])
+        call_id = next(item["call_id"] for item in called["output"] if item["type"] == "function_call")
+        output = "\n".join(f"line {i}: value = compute({i}, {n})" for i in range(lines))
+        result = {"type": "function_call_output", "call_id": call_id, "output": f"# src/mod{n}.py\n{output}"}
+        await served.respond(input=[result], conversation=conversation, tools=[read_file])
+
+    async def pin_recent(conversation: str, index: int) -> None:
+        items = (await served.get(f"/v1/conversations/{conversation}/items", limit=6))["data"]
+        await served.post(f"/v1/conversations/{conversation}/pins", json={"item_id": items[index]["id"]})
+
+    async with serving(ServerConfig(db=str(tmp_path / "s.db"), context_window=2_048)) as served:
+        conversation = (await served.post("/v1/conversations", json={}))["id"]
+        await read(conversation, 0, 34)
+        await served.respond(input="/long 136", conversation=conversation)
+        await pin_recent(conversation, 0)
+        await read(conversation, 3, 44)
+        await pin_recent(conversation, 1)
+        await read(conversation, 5, 25)  # compacts, then is answered with the built-in tools offered
+        context = await served.get(f"/v1/conversations/{conversation}/context")
+    assert context["totals"]["compactions"] == 1
+    assert context["tokens"]["total"] <= context["budget"]
+
+
 async def test_fork_copies_the_log_up_to_an_item(served: Served) -> None:
     conversation = await new_conversation(served, "one", "two", "three", topic="original")
     items = (await served.get(f"/v1/conversations/{conversation}/items", order="asc"))["data"]

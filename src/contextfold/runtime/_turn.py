@@ -131,7 +131,9 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
             due = setup.compact and compaction_due(conv.view, budget=budget, policy=setup.policy)
             if due and conv.view.head != compacted_at:
                 steps += 1
-                async for event in _compaction_step(setup, turn_id, budget, "auto"):
+                # Compacted, the view offers the built-in tools: it must fit the budget that leaves for them.
+                after = setup.budget - tools_tokens([t.spec for t in setup.builtins])
+                async for event in _compaction_step(setup, turn_id, after, "auto"):
                     yield event
                 compacted_at = conv.view.head  # once per step: a view still over the threshold goes as it is
                 continue  # the compaction may have made the built-in tools available
