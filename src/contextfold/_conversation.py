@@ -141,7 +141,7 @@ class Conversation:
 
     async def append(self, *events: Event) -> list[AnyEvent]:
         """Check, estimate, store and fold in `events`, all or none."""
-        self._check(events)
+        self.check(events)
         estimated = [
             msgspec.structs.replace(e, tokens=self.estimator.estimate(e, self.model)) if e.tokens == 0 else e
             for e in events
@@ -153,7 +153,9 @@ class Conversation:
                 self.estimator.calibrate(event.model, event.estimated_input_tokens, event.input_tokens)
         return stored
 
-    def _check(self, events: Sequence[Event]) -> None:
+    def check(self, events: Sequence[Event]) -> None:
+        """Refuse events that would break the log: a tool result with no unanswered call before it, a pin of an
+        item not in the view, a compaction that drops what must stay."""
         answered: set[str] = set()
         issued: set[str] = set()
         for event in events:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from .._errors import ContextfoldError, UserError
-from . import _keys, _serve
+from . import _admin, _chat, _conversations, _demo, _keys, _serve
 from ._simulate import SimulationOptions, simulate
 
 
@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=7, help="seed for the scripted tool outputs (default: %(default)s)")
     sim.set_defaults(handler=_simulate)
     _serve.add_parser(commands)
+    _demo.add_parser(commands)
+    _chat.add_parser(commands)
+    _conversations.add_parser(commands)
     _keys.add_parser(commands)
+    _admin.add_parser(commands)  # migrate, doctor
     return parser
 
 
@@ -57,3 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ContextfoldError as exc:
         print(f"contextfold: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("contextfold: interrupted", file=sys.stderr)
+        return 130

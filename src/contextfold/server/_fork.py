@@ -24,7 +24,7 @@ async def fork(
     """Copy `source_id`'s events 1..upto_seq into a new conversation of `tenant`; returns its id."""
     events = await store.read(source_id, limit=upto_seq) if upto_seq else []
     ids = {event.id: new_id() for event in events}
-    copied: list[Event] = [_copy(event, ids) for event in events]
+    copied: list[Event] = [copy_event(event, ids) for event in events]
     opened: dict[str, None] = {}
     for event in events:
         if isinstance(event, TurnMarker) and event.turn_id:
@@ -41,7 +41,8 @@ async def fork(
     return info.id
 
 
-def _copy(event: AnyEvent, ids: dict[str, str]) -> Event:
+def copy_event(event: AnyEvent, ids: dict[str, str]) -> Event:
+    """The event under its new id (`ids` maps old to new), unnumbered, ready to append to another conversation."""
     fields: dict[str, object] = {"id": ids[event.id], "conversation_id": "", "seq": 0}
     if isinstance(event, Compaction) and event.previous:
         fields["previous"] = ids.get(event.previous, event.previous)
