@@ -76,7 +76,7 @@ def test_the_default_session_matches_the_store_and_reopens(tmp_path: Path, capsy
     assert report["turns"] == 300
     assert report["problems"] == []
     assert report["recall_hits"] == len(FACTS)
-    assert report["peak_tokens"] <= report["budget"] < report["context_window"] == 16_384
+    assert report["peak_tokens"] <= report["budget"] < report["context_window"] == 32_768
     log = _stored(db, conversation)
     usage = [e for e in log if isinstance(e, Usage)]
     assert report["requests"] == len(usage)

@@ -62,7 +62,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument(
         "--context-window",
         type=int,
-        default=16_384,
+        default=32_768,
         help=f"the test model's context window in tokens, at least {MIN_WINDOW} (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the scripted tool outputs (default: %(default)s)")
@@ -82,7 +82,7 @@ class DemoOptions:
     turns: int = 300
     db: str = "contextfold-demo.db"
     port: int = 0
-    context_window: int = 16_384
+    context_window: int = 32_768
     seed: int = 7
     wait: bool = False
     json: bool = False
