@@ -137,7 +137,7 @@ async def compact(
         kept=[seq for seq in view.kept_seqs if seq not in folded],
         masked=sorted(masked - folded),
         folded=ranges(view, folded),
-        covers=merge(prior_covers, ranges(view, folded)),
+        covers=merge(prior_covers, ranges(view, folded), staying=[seq for seq in view.items if seq not in folded]),
         summary=text,
         previous=active.id if active else None,
         model=summariser.name if summariser else None,

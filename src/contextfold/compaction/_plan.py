@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -98,14 +99,26 @@ def ranges(view: View, folded: Iterable[int]) -> list[SeqRange]:
     return runs
 
 
-def merge(*range_lists: Iterable[SeqRange]) -> list[SeqRange]:
+def merge(*range_lists: Iterable[SeqRange], staying: Iterable[int] = ()) -> list[SeqRange]:
+    """The ranges joined where they touch, or where no item `staying` in the view sits between them.
+
+    What else lies between (turn markers, usage, the previous compaction, items of failed turns) is not in the
+    view either way; joining across it keeps `covers` a few ranges long, where it would otherwise gain one per
+    compaction and make each compaction event, and the replay of a long log, grow with the log.
+    """
+    held = sorted(staying)
     merged: list[SeqRange] = []
     for start, end in sorted(r for ranges_ in range_lists for r in ranges_):
-        if merged and start <= merged[-1][1] + 1:
+        if merged and (start <= merged[-1][1] + 1 or _none_between(held, merged[-1][1], start)):
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))
     return merged
+
+
+def _none_between(held: list[int], after: int, before: int) -> bool:
+    i = bisect.bisect_right(held, after)
+    return i == len(held) or held[i] >= before
 
 
 def simulate(view: View, compaction: Compaction) -> int:
