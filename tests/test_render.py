@@ -21,6 +21,7 @@ from contextfold.events import (
 from contextfold.view._fold import Window, summary_message
 from contextfold.view._render import (
     USER_PLACEHOLDER,
+    arguments_object,
     render_anthropic,
     render_gemini,
     render_openai_chat,
@@ -352,3 +353,8 @@ def test_assistant_images_are_dropped_where_the_api_takes_none() -> None:
     assert len(render_openai_responses(w)[1]) == 1
     assert len(render_anthropic(w)[1]) == 1
     assert len(render_gemini(w)[1]) == 1
+
+
+def test_arguments_nested_deeper_than_the_parser_goes_are_kept_as_text() -> None:
+    deep = "[" * 5_000 + "]" * 5_000
+    assert arguments_object(deep) == {"arguments": deep}

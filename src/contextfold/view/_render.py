@@ -92,7 +92,7 @@ def arguments_object(arguments: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser goes: kept as text, like invalid JSON
         return {"arguments": arguments}
     return value if isinstance(value, dict) else {"arguments": value}
 
