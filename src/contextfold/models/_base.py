@@ -187,9 +187,10 @@ _CONTEXT_LENGTH_MARKERS = (
 def connection_lost(provider: str, cause: object, *, streamed: bool) -> ModelError:
     """A connection that broke or timed out: worth retrying while nothing of the answer was read (the base class
     retries it), an unusable, cut-off answer once part of it was."""
+    detail = str(cause) or type(cause).__name__  # some transport errors have no message of their own
     if streamed:
-        return ModelResponseError(f"{provider} stream was cut off mid-answer: {cause}", provider=provider)
-    return ModelUnavailableError(f"{provider} failed before any output: {cause}", provider=provider)
+        return ModelResponseError(f"{provider} stream was cut off mid-answer: {detail}", provider=provider)
+    return ModelUnavailableError(f"{provider} failed before any output: {detail}", provider=provider)
 
 
 def is_context_length_message(message: str) -> bool:

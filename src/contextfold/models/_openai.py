@@ -199,7 +199,9 @@ def model_error(provider: str, error: BaseException, *, streamed: bool = False) 
             message = f"{message} ({code})"
         return error_for_status(provider, error.status_code, message, error.response.headers)
     if isinstance(error, openai.APIConnectionError):  # timeouts among them
-        return connection_lost(provider, error.__cause__ or error, streamed=streamed)
+        # The SDK's own words ("Request timed out.") when the transport's error says nothing (ReadTimeout('')).
+        cause = error.__cause__ if error.__cause__ is not None and str(error.__cause__) else error
+        return connection_lost(provider, cause, streamed=streamed)
     if isinstance(error, openai.APIResponseValidationError):
         return ModelResponseError(f"{provider} answered in an unexpected shape: {error}", provider=provider)
     if isinstance(error, openai.APIError):  # an error object inside the stream (no status)

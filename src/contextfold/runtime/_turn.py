@@ -197,7 +197,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
                 yield TurnCompleted(turn_id, response.text, steps, used, "max_steps")
                 return
     except Exception as exc:
-        await mark_turn(conv, turn_id, "failed", f"{type(exc).__name__}: {exc}")
+        try:
+            await mark_turn(conv, turn_id, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception as marking:  # the store failed too: the turn stays open, to be marked interrupted when
+            # its conversation is next held (invariant 3 holds either way); the caller still learns why it failed
+            log.warning("could not mark turn %s failed: %s", turn_id, marking)
         yield TurnFailed(turn_id, TurnError(type(exc).__name__, str(exc)), exception=exc)
 
 

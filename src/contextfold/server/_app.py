@@ -111,7 +111,8 @@ def _add_operations(app: FastAPI) -> None:
 
 class _BodyLimit:
     """Refuses a body over the limit with 413 before reading it whole: by Content-Length when it is sent, else
-    while it streams in."""
+    while it streams in. The 413 closes the connection (`connection: close`): the server then stops reading, so
+    the client cannot go on sending the rest."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -135,8 +136,14 @@ class _BodyLimit:
                 raise PayloadTooLargeError(self._message())
             return message
 
+        async def closing(message: Message) -> None:
+            # Over the limit, whoever answers (the route's error handler, usually), the rest is never read.
+            if message["type"] == "http.response.start" and seen > self.limit:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, closing)
         except PayloadTooLargeError:
             await self._refuse(scope, receive, send)
 
@@ -145,6 +152,7 @@ class _BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(scope["path"], api_error(PayloadTooLargeError(self._message())))
+        response.headers["connection"] = "close"
         await response(scope, receive, send)
 
 
@@ -181,8 +189,13 @@ class _Observe:
             log.info(
                 "%s %s %d %.1fms",
                 scope["method"],
-                scope["path"],
+                _loggable(scope["path"]),
                 status,
                 elapsed * 1000,
                 extra={"method": scope["method"], "route": path, "status": status, "ms": round(elapsed * 1000, 2)},
             )
+
+
+def _loggable(path: str) -> str:
+    """The path with its control characters escaped: a client sending `%0A` cannot start a log line of its own."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")

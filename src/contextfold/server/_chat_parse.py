@@ -323,7 +323,7 @@ def _arguments_key(arguments: str) -> str:
     """JSON arguments re-encoded compactly with sorted keys; anything else verbatim."""
     try:
         return msgspec.json.encode(msgspec.json.decode(arguments), order="sorted").decode()
-    except (msgspec.DecodeError, msgspec.EncodeError):
+    except (msgspec.DecodeError, msgspec.EncodeError, RecursionError):  # not JSON, or nested thousands deep
         return arguments
 
 

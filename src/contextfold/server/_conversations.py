@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from .._conversation import Conversation
-from .._errors import InvalidRequestError, NotFoundError
+from .._errors import InvalidEventError, InvalidRequestError, NotFoundError
 from ..compaction import CompactionResult
 from ..events import AnyEvent, Event, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
@@ -102,8 +102,10 @@ async def list_items(
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
     await owned_conversation(state, tenant, conversation_id)
-    events = _live(await state.store.read(conversation_id))
-    return page(output_items(events), after=after, limit=limit, order=order)
+    events = await state.store.read(conversation_id)
+    if _open(events) and await state.views.settle(conversation_id):  # a crash left a turn open: marked now
+        events = await state.store.read(conversation_id)
+    return page(output_items(_live(events)), after=after, limit=limit, order=order)
 
 
 @router.get("/{conversation_id}/items/{item_id}")
@@ -193,7 +195,10 @@ async def _pin(state: ServerState, tenant: str, conversation_id: str, item_id: s
     await owned_conversation(state, tenant, conversation_id)
     async with state.locks.hold(conversation_id):
         conversation = await state.views.current(conversation_id, None)
-        events = await conversation.pin(item_id, pinned=pinned)
+        try:
+            events = await conversation.pin(item_id, pinned=pinned)
+        except InvalidEventError as exc:  # the item cannot be pinned (folded away, deleted): the client's item_id
+            raise InvalidRequestError(str(exc), param="item_id") from None
     targets = [e.target for e in events if isinstance(e, Pin)]  # the pinned items' seqs, not the Pin events' own
     return {"object": "conversation.pin", "item_id": item_id, "pinned": pinned, "targets": targets}
 
@@ -209,7 +214,10 @@ async def search(
     """Full-text search over what is folded out of the view (older items, masked tool outputs)."""
     await owned_conversation(state, tenant, conversation_id)
     conversation = await state.views.peek(conversation_id)
-    hits = await conversation.recall(q, limit=limit)
+    try:
+        hits = await conversation.recall(q, limit=limit)
+    except InvalidRequestError as exc:  # the store's word for a query with nothing to look for: the client's `q`
+        raise InvalidRequestError(str(exc), param="q") from None
     data = [{"item_id": h.event_id, "seq": h.seq, "type": h.type, "snippet": h.snippet, "score": h.score} for h in hits]
     return {"object": "list", "data": data}
 
@@ -247,6 +255,12 @@ def _live(events: list[AnyEvent]) -> list[AnyEvent]:
     """The log without the items of failed or interrupted turns (they never reached the view)."""
     failed = {e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
     return [e for e in events if e.turn_id is None or e.turn_id not in failed]
+
+
+def _open(events: list[AnyEvent]) -> bool:
+    """Whether a turn is open in the log: running, or left open by a crash."""
+    markers = [e for e in events if isinstance(e, TurnMarker)]
+    return bool(markers) and markers[-1].status == "started"
 
 
 def _fields(result: CompactionResult) -> dict[str, Any]:

@@ -111,7 +111,10 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
-        return ApiError(400, "invalid_request_error", "the request body is not valid JSON", "invalid_json")
+        context = first.get("ctx")
+        detail = context.get("error") if isinstance(context, dict) else None
+        message = "the request body is not valid JSON" + (f": {detail}" if detail else "")
+        return ApiError(400, "invalid_request_error", message, "invalid_json")
     loc = tuple(first.get("loc", ()))
     # A field that accepts several types (`input`: a string or a list) fails once per type, each error's loc ending
     # in the type's tag (`input.str`, `input.list[any]`): the field is what they have in common, and the message
@@ -126,7 +129,7 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
         loc = loc[:shared]
     param = _validation_param(loc)
     message = " or ".join(dict.fromkeys(str(e.get("msg", "invalid value")) for e in same))
-    where = f"{param}: " if param else ""
+    where = f"{param}: " if param else "the request body: "  # no field: the body as a whole is wrong
     return ApiError(400, "invalid_request_error", f"{where}{message}", None, param or None)
 
 
@@ -160,6 +163,13 @@ def install(app: FastAPI) -> None:
             # FastAPI turns any error while it reads the body into a 400 "error parsing the body", the body limit's
             # 413 among them: answer with the cause.
             return error_response(request.url.path, api_error(exc.__cause__))
+        if isinstance(exc.__cause__, RecursionError):  # the JSON parser gave up on a body nested thousands deep
+            from ._schemas import too_deep
+
+            return error_response(request.url.path, api_error(too_deep()))
+        if exc.__cause__ is not None and exc.status_code == 400:  # the body could not be read as JSON (not UTF-8)
+            message = f"the request body is not valid JSON: {exc.__cause__}"
+            return error_response(request.url.path, ApiError(400, "invalid_request_error", message, "invalid_json"))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return error_response(request.url.path, ApiError(exc.status_code, "invalid_request_error", message, code))

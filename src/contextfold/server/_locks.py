@@ -9,27 +9,31 @@ a writer that lost its lease gets a conflict, never an interleaved log.
 
 Views are cached per conversation, keyed by the head they were built at: under the lease a cached view is
 brought up to the store's head by reading only the events after it (usually none), so a turn costs O(new events),
-not a reload. Turns a crash left open are marked interrupted the first time the conversation is held again.
+not a reload. Turns a crash left open are marked interrupted (and their stored responses failed) the first time the
+conversation is held again, or read while nobody holds it: no read shows half a turn once its lease has lapsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .._conversation import Conversation
-from .._errors import BusyError
+from .._errors import BusyError, StoreError
 from ..events import new_id
-from ..store import Leases, Store
+from ..store import Leases, ServerStore
 
 log = logging.getLogger("contextfold.server")
 
 _MAX_WAIT = 300.0
 """How long a queued turn waits for its conversation before giving up with 409."""
+CRASHED = "the server stopped before the response was complete"
 
 
 @dataclass(slots=True)
@@ -44,6 +48,7 @@ class ConversationLocks:
         self.ttl = ttl
         self.queue = queue
         self._local: dict[str, _Local] = {}
+        self._unreleased: dict[str, str] = {}  # conversation -> the owner of a lease whose release failed
 
     def busy(self, conversation_id: str) -> bool:
         """Whether this process is running a turn on the conversation."""
@@ -59,17 +64,22 @@ class ConversationLocks:
         local.users += 1
         try:
             async with local.lock:
-                owner = new_id("lease")
+                # a lease this process could not give back (the store was down) is still ours: take it up again
+                owner = self._unreleased.pop(conversation_id, None) or new_id("lease")
                 await self._acquire(conversation_id, owner, wait)
-                renewer = asyncio.create_task(self._renew(conversation_id, owner), name=f"lease {conversation_id}")
+                done = asyncio.Event()
+                renewer = asyncio.create_task(
+                    self._renew(conversation_id, owner, done), name=f"lease {conversation_id}"
+                )
                 try:
                     yield
                 finally:
+                    done.set()
                     renewer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renewer
                     # Shielded: a cancelled turn must still give its conversation back at once.
-                    await asyncio.shield(self.leases.release(conversation_id, owner))
+                    await asyncio.shield(self._release(conversation_id, owner))
         finally:
             local.users -= 1
             if local.users == 0:
@@ -84,12 +94,32 @@ class ConversationLocks:
             waited += delay
             delay = min(delay * 2, 0.25)
 
-    async def _renew(self, conversation_id: str, owner: str) -> None:
-        while True:
+    async def _renew(self, conversation_id: str, owner: str, done: asyncio.Event) -> None:
+        """Renew the lease every third of its TTL until `done`, riding out store failures (the next renewal may
+        succeed before the lease lapses). It stops on `done` as well as on cancellation: a cancellation can be
+        lost (Python 3.11's `wait_for`, which the PostgreSQL pool waits for a connection with, drops one that
+        lands as the wait ends), and a renewer that missed it would hold the conversation for ever."""
+        while not done.is_set():
             await asyncio.sleep(self.ttl / 3)
-            if not await self.leases.renew(conversation_id, owner, self.ttl):
+            if done.is_set():
+                return
+            try:
+                renewed = await self.leases.renew(conversation_id, owner, self.ttl)
+            except StoreError as error:
+                log.warning("could not renew the turn lease of %s, retrying: %s", conversation_id, error)
+                continue
+            if not renewed:
                 log.error("lost the turn lease of %s; the store's head check guards its log", conversation_id)
                 return
+
+    async def _release(self, conversation_id: str, owner: str) -> None:
+        """Give the conversation back. If the store cannot be reached, the lease lapses on its own after its TTL
+        for other processes, and this one takes it up again at once (it is still its owner)."""
+        try:
+            await self.leases.release(conversation_id, owner)
+        except StoreError as error:
+            log.warning("could not release the turn lease of %s (it lapses on its own): %s", conversation_id, error)
+            self._unreleased[conversation_id] = owner
 
 
 def _busy(conversation_id: str) -> BusyError:
@@ -102,9 +132,11 @@ def _busy(conversation_id: str) -> BusyError:
 class ViewCache:
     """Conversations with their views, most recently used kept, at most `capacity`."""
 
-    def __init__(self, store: Store, capacity: int = 1_024) -> None:
+    def __init__(self, store: ServerStore, capacity: int = 1_024) -> None:
         self.store = store
         self.capacity = capacity
+        self.locks: ConversationLocks | None = None
+        """The same process's locks (set by `ServerState`): with them, reads recover what a crash left open."""
         self._cached: OrderedDict[str, Conversation] = OrderedDict()
 
     async def current(self, conversation_id: str, model: str | None) -> Conversation:
@@ -117,17 +149,53 @@ class ViewCache:
         conversation.model = model
         if conversation.view.open_turns:  # no turn can be running: we hold the conversation
             await conversation.recover()
+            # A stored response ends with the marker: continuing from it continues this log (a fork cut inside
+            # the open turn would keep its half as completed).
+            await self._fail_responses(conversation_id, conversation.head)
         self.put(conversation)
         return conversation
 
+    async def _fail_responses(self, conversation_id: str, head: int) -> None:
+        """Stored responses a crash left `in_progress` (none can be running: we hold the conversation) fail."""
+        for record in await self.store.responses.for_conversation(conversation_id, limit=10):
+            if record.status == "in_progress":
+                data = {
+                    **record.data,
+                    "completed_at": time.time(),
+                    "error": {"code": "server_error", "message": CRASHED},
+                }
+                await self.store.responses.put(dataclasses.replace(record, status="failed", last_seq=head, data=data))
+
     async def peek(self, conversation_id: str) -> Conversation:
         """The conversation for reading, without holding it: the cached one when it is at the store's head, else a
-        fresh load. It never changes a cached view, which a running turn may be appending to."""
+        fresh load. It never changes a cached view, which a running turn may be appending to. A turn open in the
+        log while nobody holds the conversation was left by a crash: it is marked interrupted first (`settle`)."""
+        conversation = await self._at_head(conversation_id)
+        if conversation.view.open_turns and await self.settle(conversation_id):
+            conversation = await self._at_head(conversation_id)
+        return conversation
+
+    async def _at_head(self, conversation_id: str) -> Conversation:
         info = await self.store.conversations.get(conversation_id)
         conversation = self._cached.get(conversation_id)
         if conversation is not None and conversation.view.head == info.head:
             return conversation
         return await Conversation.load(self.store, conversation_id)
+
+    async def settle(self, conversation_id: str) -> bool:
+        """Mark the turns a crash left open as interrupted, if no process holds the conversation (its lease lapsed);
+        returns whether it could look. A turn running here or on another replica holds it, and is left alone."""
+        if self.locks is None or self.locks.busy(conversation_id):
+            return False
+        try:
+            async with self.locks.hold(conversation_id, queue=False):
+                cached = self._cached.get(conversation_id)
+                conversation = await self.current(conversation_id, cached.model if cached else None)
+                # a crash between storing a streamed response and starting its turn leaves only the response
+                await self._fail_responses(conversation_id, conversation.head)
+        except BusyError:
+            return False
+        return True
 
     def put(self, conversation: Conversation) -> None:
         self._cached[conversation.id] = conversation

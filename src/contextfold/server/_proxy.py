@@ -39,13 +39,14 @@ from .._errors import (
 )
 from ..compaction import CompactionPolicy, CompactionResult
 from ..events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
-from ..runtime import StepCompleted, TurnCompleted, TurnEvent, TurnFailed
+from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ._fork import fork
 from ._proxy_match import History, find, moved_on
-from ._proxy_types import AnswerMapper, ProxyRequest
+from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
+from ._schemas import check_depth, too_deep
 from ._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
@@ -61,7 +62,7 @@ _MAX_STEPS = 20
 _decoder = msgspec.json.Decoder()
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=request_body(CHAT_BODY))
 async def chat_completions(request: Request, tenant: Tenant, state: State) -> Response:
     from ._chat_wire import SSE_DONE, ChatAnswer, parse_chat, sse
 
@@ -74,7 +75,7 @@ async def chat_completions(request: Request, tenant: Tenant, state: State) -> Re
     return await _serve(request, state, tenant, parsed, mapper, sse, SSE_DONE)
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", openapi_extra=request_body(MESSAGES_BODY))
 async def messages(request: Request, tenant: Tenant, state: State) -> Response:
     from ._messages_wire import MessagesAnswer, parse_messages, sse
 
@@ -88,9 +89,13 @@ async def messages(request: Request, tenant: Tenant, state: State) -> Response:
 
 async def _json(request: Request) -> object:
     try:
-        return _decoder.decode(await request.body())
+        body = _decoder.decode(await request.body())
     except msgspec.DecodeError as error:
         raise InvalidRequestError(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:  # nested thousands deep: the decoder gave up
+        raise too_deep() from None
+    check_depth(body)
+    return body
 
 
 async def _serve(
@@ -257,6 +262,11 @@ class ProxyTurn:
         except asyncio.CancelledError:
             cancelled = True
             raise
+        except Exception as error:  # the store failed under the turn: an error for the client, never a cut answer
+            self.failure = error
+            failed = TurnFailed(turn_id, TurnError(type(error).__name__, str(error)), exception=error)
+            for event in mapper.finish(failed):
+                queue.put_nowait(event)
         finally:
             # One shielded wind-up, whole and in order, however often this task is cancelled meanwhile.
             self._ending = asyncio.ensure_future(self._wind_up(turn_id, queue, cancelled=cancelled))
@@ -283,7 +293,10 @@ class ProxyTurn:
     async def _wind_up(self, turn_id: str, queue: asyncio.Queue[dict[str, Any] | None], *, cancelled: bool) -> None:
         try:
             if cancelled:
-                await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+                try:
+                    await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+                except Exception as error:  # the store failed: the turn is marked when the conversation is next held
+                    log.warning("could not mark turn %s interrupted: %s", turn_id, error)
         finally:
             try:
                 await self.exit.aclose()

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..events import TurnMarker
 from ..store import Anchor, ServerStore
+from ..store._anchors import MAX_KEYS
 from ._proxy_types import ProxyRequest
 
 _DIGEST = 16
@@ -140,8 +141,14 @@ async def find(store: ServerStore, tenant: str, history: History, *, only: str |
 async def _found(
     store: ServerStore, tenant: str, keys: dict[str, tuple[int, int]], only: str | None
 ) -> dict[Anchor, tuple[int, int]]:
-    """The known anchors among `keys` (newest first), with their (position, kind)."""
-    anchors = await store.anchors.find(list(keys), tenant=tenant)
+    """The known anchors among `keys` (newest first), with their (position, kind). A long history has more
+    candidate keys than the store takes in one call: they are looked up a batch at a time."""
+    wanted = list(keys)
+    anchors: list[Anchor] = []
+    for start in range(0, len(wanted), MAX_KEYS):
+        anchors += await store.anchors.find(wanted[start : start + MAX_KEYS], tenant=tenant)
+    if len(wanted) > MAX_KEYS:  # batches merged in the store's order
+        anchors.sort(key=lambda a: (-a.created_at, -a.seq, a.conversation_id, a.key))
     return {a: keys[a.key] for a in anchors if only is None or a.conversation_id == only}
 
 

@@ -93,3 +93,76 @@ class AnswerMapper(Protocol):
         """The canonical key of the assistant message as the client will send it back next time: what it was
         shown (all visible text, its own tool calls), reduced as the wire's parser reduces a client message."""
         ...
+
+
+# --- the request bodies, as the OpenAPI document describes them --------------------------------------------------
+# The routes read their bodies themselves (the wire modules name every bad field); these schemas only describe
+# them, so the document (and the fuzzing built on it) knows what the routes take. Unknown fields are allowed: the
+# proxy forwards them to an upstream of the same wire.
+
+_PARTS: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+
+CHAT_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+                    "content": {"anyOf": [{"type": "string"}, _PARTS, {"type": "null"}]},
+                    "tool_calls": _PARTS,
+                    "tool_call_id": {"type": "string"},
+                },
+            },
+        },
+        "stream": {"type": "boolean"},
+        "stream_options": {"type": "object"},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "tools": _PARTS,
+        "parallel_tool_calls": {"type": "boolean"},
+        "n": {"enum": [1]},
+    },
+}
+"""`POST /v1/chat/completions`: OpenAI's Chat Completions request."""
+
+MESSAGES_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"enum": ["user", "assistant"]},
+                    "content": {"anyOf": [{"type": "string"}, _PARTS]},
+                },
+            },
+        },
+        "system": {"anyOf": [{"type": "string"}, _PARTS]},
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "tools": _PARTS,
+        "tool_choice": {"type": "object"},
+    },
+}
+"""`POST /v1/messages`: Anthropic's Messages request."""
+
+
+def request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's `openapi_extra` describing its JSON body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -67,6 +67,10 @@ async def retrieve_response(
     starting_after: Annotated[int, Query(ge=-1)] = -1,
 ) -> Response:
     record = await owned_response(state, tenant, response_id)
+    running_elsewhere = record.status == "in_progress" and not state.streams.has(response_id)
+    # not running here: running on another replica, or left in progress by a crash (then it is failed now)
+    if running_elsewhere and await state.views.settle(record.conversation_id):
+        record = await owned_response(state, tenant, response_id)
     if stream:
         if state.streams.has(response_id):
             follow = state.streams.follow(response_id, starting_after)

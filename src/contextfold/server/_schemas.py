@@ -3,14 +3,16 @@
 Fields follow the OpenAI Responses and Conversations APIs. Items (`input`, `items`) stay plain JSON here and are
 checked by `_items.parse_input`, which names the exact path of a bad field. Unknown top-level fields are ignored,
 as the official SDK may send newer ones; fields that change behaviour and are not supported (`background`) are
-refused with a 400 that says so.
+refused with a 400 that says so. Arrays and objects nested deeper than `MAX_JSON_DEPTH` are refused whole, on every
+route: no real request comes near it, and a deeper one would reach Python's recursion limit later on (rendering the
+response, storing or reloading the log).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._errors import InvalidRequestError
 from ..events import ToolSpec
@@ -20,8 +22,43 @@ _RESERVED_TOOLS = ("recall", "expand")
 _CHOICES: dict[str, Literal["auto", "none", "required"]] = {"auto": "auto", "none": "none", "required": "required"}
 
 
+MAX_JSON_DEPTH = 64
+"""Levels of arrays and objects a request body may nest (a tool's JSON schema rarely passes 10)."""
+
+
+def too_deep(param: str | None = None) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep; flatten it", param=param
+    )
+
+
+def check_depth(body: object) -> None:
+    """Refuse a parsed JSON body nested over `MAX_JSON_DEPTH` levels, naming the top-level field that is. Walks
+    without recursion, so the check itself cannot reach the recursion limit."""
+    if not isinstance(body, dict):
+        fields: list[tuple[str | None, object]] = [(None, body)]
+    else:
+        fields = [(str(key), value) for key, value in body.items()]
+    for param, value in fields:
+        stack: list[tuple[object, int]] = [(value, 1 if param is None else 2)]
+        while stack:
+            node, depth = stack.pop()
+            children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+            if children is None:
+                continue
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep(param)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _depth(cls, data: Any) -> Any:
+        check_depth(data)  # raises our own error, which pydantic passes on as is: a 400 naming the field
+        return data
 
 
 class ConversationRef(_Body):
@@ -84,7 +121,7 @@ class ConversationUpdate(_Body):
 
 
 class ItemsCreate(_Body):
-    items: list[Any]
+    items: Annotated[list[Any], Field(min_length=1)]
 
 
 class CompactRequest(_Body):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
 from ._stream import StreamMapper
 
+log = logging.getLogger("contextfold.server")
 _INTERRUPTED = "the client went away before the response was complete"
 _DEFAULT_MAX_STEPS = 20
 
@@ -67,6 +69,8 @@ class ResponseRun:
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
         self._ending: asyncio.Future[None] | None = None
+        self._ended = False
+        """The final event is out."""
 
     @property
     def conversation(self) -> Conversation:
@@ -219,6 +223,8 @@ class ResponseRun:
         except asyncio.CancelledError:
             cancelled = True
             raise
+        except Exception as error:  # the store failed under the turn (a model's failure is a TurnFailed, not this)
+            self._abandon(error, queue)
         finally:
             # One shielded wind-up, whole and in order, however often this task is cancelled while it runs (the
             # server's task group cancels again as it unwinds): a kept reference keeps it alive meanwhile.
@@ -262,6 +268,24 @@ class ResponseRun:
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
             self._emit(queue, event)
+        self._ended = True
+
+    def _abandon(self, error: Exception, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        """The turn could not be run or recorded: the client is told why (a 503 when the database is unavailable)
+        from what is in memory, never a stream cut short. The log keeps whatever was stored: a turn left open is
+        marked interrupted, and a stored response failed, when the conversation is next held."""
+        if self._ended:
+            return  # told already
+        if self.mapper.sequence == 0:  # failed before the stream's first events: still a well-formed stream
+            for event in self.mapper.start(response_object(self.record, [])):
+                self._emit(queue, event)
+        self.failure = error
+        data = {**self.record.data, "completed_at": time.time(), "error": _response_error(error, None)}
+        self.record = dataclasses.replace(self.record, status="failed", data=data)
+        self.response = response_object(self.record, [])
+        for event in self.mapper.finish(self.response):
+            self._emit(queue, event)
+        self._ended = True
 
     async def _record(self, status: str, data: dict[str, Any]) -> None:
         conversation = self.conversation
@@ -278,7 +302,10 @@ class ResponseRun:
         stream for whoever resumes it; then the conversation is given back, and the stream closed."""
         try:
             if cancelled:
-                await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+                try:
+                    await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
+                except Exception as error:  # the store failed: the turn is marked when the conversation is next held
+                    log.warning("could not mark turn %s interrupted: %s", turn_id, error)
                 with contextlib.suppress(Exception):
                     await self._record("cancelled", {"completed_at": time.time()})
                     assert self.response is not None
@@ -309,6 +336,10 @@ async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tup
         return body.conversation_id, None
     if body.previous_response_id:
         previous = await owned_response(state, tenant, body.previous_response_id, param="previous_response_id")
+        running_elsewhere = previous.status == "in_progress" and not state.streams.has(previous.id)
+        # not running here: running on another replica, or left in progress by a crash (then it is failed now)
+        if running_elsewhere and await state.views.settle(previous.conversation_id):
+            previous = await owned_response(state, tenant, previous.id, param="previous_response_id")
         if previous.status == "in_progress":
             raise InvalidRequestError(
                 f"response {previous.id!r} is still in progress; continue from it once it has completed",

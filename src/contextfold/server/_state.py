@@ -32,6 +32,9 @@ class ServerState:
     streams: StreamBuffers
     keys_required: bool
 
+    def __post_init__(self) -> None:
+        self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it
+
 
 def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.server
