@@ -171,7 +171,7 @@ async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenan
     resolved = await state.registry.resolve(body.model)
     async with state.locks.hold(conversation_id):
         conversation = await state.views.current(conversation_id, resolved.name)
-        budget = resolved.context_window - min(4_096, resolved.context_window // 4)
+        budget = resolved.budget(conversation.view.max_output_tokens)
         result = await conversation.compact(
             budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
         )

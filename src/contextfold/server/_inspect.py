@@ -135,7 +135,7 @@ async def usage(conversation_id: str, tenant: Tenant, state: State, model: str |
 def budget_lines(resolved: ResolvedModel, max_output: int | None, threshold: float, target: float) -> dict[str, int]:
     """The window and the lines inside it, as the server's turns compute them (see `_service`, `_window`)."""
     window = resolved.context_window
-    reserved = max_output or min(resolved.model.profile.max_output_tokens or 4_096, window // 4)
+    reserved = resolved.reserved_output(max_output)
     budget = window - reserved
     return {
         "context_window": window,

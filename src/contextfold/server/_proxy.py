@@ -165,9 +165,7 @@ class ProxyTurn:
             extra=request.extra if request.extra and resolved.wire == request.wire else None,
             api_key=_forwarded_key(state, resolved, http),
         )
-        reserved = request.max_output_tokens or min(
-            resolved.model.profile.max_output_tokens or 4_096, resolved.context_window // 4
-        )
+        reserved = resolved.reserved_output(request.max_output_tokens)
         budget = resolved.context_window - reserved
         if budget <= 0:
             raise InvalidRequestError(

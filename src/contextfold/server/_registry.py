@@ -45,6 +45,16 @@ class ResolvedModel:
     auth: str = "server"
     """`forward`: the proxy sends its client's key with each request (see `ModelRoute.auth`)."""
 
+    def reserved_output(self, max_output_tokens: int | None) -> int:
+        """The window kept for the answer: what the request or conversation asks for, else the model's output
+        limit, at most a quarter of the window."""
+        return max_output_tokens or min(self.model.profile.max_output_tokens or 4_096, self.context_window // 4)
+
+    def budget(self, max_output_tokens: int | None) -> int:
+        """The tokens the view may take: the window less the output reserved. Turns, compactions, the context
+        report and the inspector's lines all use this one figure."""
+        return self.context_window - self.reserved_output(max_output_tokens)
+
 
 class _Provider(Protocol):
     async def aclose(self) -> None: ...

@@ -153,7 +153,7 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
                 events = [e for e in parse_input(body.input) if isinstance(e, Event)]
                 if events:
                     await conversation.append(*events)
-            budget = resolved.context_window - min(4_096, resolved.context_window // 4)
+            budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
                 budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
             )

@@ -111,9 +111,7 @@ class ResponseRun:
             conversation_id = conversation.id
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
-            reserved = body.max_output_tokens or min(
-                resolved.model.profile.max_output_tokens or 4_096, resolved.context_window // 4
-            )
+            reserved = resolved.reserved_output(body.max_output_tokens)
             budget = resolved.context_window - reserved
             if budget <= 0:
                 raise InvalidRequestError(

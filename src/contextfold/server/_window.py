@@ -15,7 +15,7 @@ from ._registry import ResolvedModel
 async def context_report(conversation: Conversation, resolved: ResolvedModel, config: ServerConfig) -> dict[str, Any]:
     view = conversation.view
     window = resolved.context_window
-    reserved = view.max_output_tokens or min(resolved.model.profile.max_output_tokens or 4_096, window // 4)
+    reserved = resolved.reserved_output(view.max_output_tokens)
     budget = window - reserved
     tokens = {
         "instructions": ITEM_OVERHEAD + text_tokens(view.system_prompt) if view.system_prompt else 0,
