@@ -7,6 +7,10 @@ while a request's head is incomplete are counted as they arrive, before and afte
 stays within the limit plus one read (asyncio reads at most 256 KiB at a time), and the parser runs unchanged, at
 its own speed. h11 keeps an exact limit of its own (`max_incomplete_event_size`), set to the same bound; its refusal
 (uvicorn's plain 400) is answered as the 431 it is.
+
+After the 431 the connection is closed gently: the answer, then the end of our side (FIN), and what the client
+still sends is read and dropped for a moment before the socket closes. Closing at once with its bytes unread would
+reset the connection (RST), and a client still sending would lose the answer that tells it why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import logging
 from typing import Any
 
 log = logging.getLogger("contextfold.server")
+_LINGER = 2.0
+"""Seconds a refused connection is kept, dropping what arrives, so that its client can read the 431."""
 
 
 def refusal(limit: int) -> bytes:
@@ -39,6 +45,14 @@ def refusal(limit: int) -> bytes:
     return head.encode("ascii") + body
 
 
+def refuse(transport: asyncio.Transport, limit: int) -> None:
+    log.warning("refused a request whose head is over %d bytes (max_header_bytes)", limit)
+    transport.write(refusal(limit))
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(_LINGER, transport.close)
+
+
 def protocol(max_header_bytes: int) -> type[asyncio.Protocol]:
     """uvicorn's protocol class (`uvicorn.Config(http=...)`) with the header bound."""
     try:
@@ -56,16 +70,18 @@ def _httptools(base: Any, limit: int) -> type[asyncio.Protocol]:
             super().__init__(*args, **kwargs)
             self._in_head = True
             self._head_bytes = 0
+            self._refused = False
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # read and dropped until the connection closes
             if self._in_head:
                 self._head_bytes += len(data)
             super().data_received(data)
             # Still in the head after this read, and over the limit: every byte counted was the head's.
             if self._in_head and self._head_bytes > limit and not self.transport.is_closing():
-                log.warning("refused a request whose head is over %d bytes (max_header_bytes)", limit)
-                self.transport.write(refusal(limit))
-                self.transport.close()
+                self._refused = True
+                refuse(self.transport, limit)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
@@ -98,12 +114,14 @@ def _h11(limit: int) -> type[asyncio.Protocol]:
 
             self.conn.next_event = next_event  # type: ignore[method-assign]
 
+        def data_received(self, data: bytes) -> None:
+            if not self._too_large:  # after the 431: read and dropped until the connection closes
+                super().data_received(data)
+
         def send_400_response(self, msg: str) -> None:
             if not self._too_large:
                 super().send_400_response(msg)
-                return
-            log.warning("refused a request whose head is over %d bytes (max_header_bytes)", limit)
-            self.transport.write(refusal(limit))
-            self.transport.close()
+            elif not self.transport.is_closing():
+                refuse(self.transport, limit)
 
     return Bounded
