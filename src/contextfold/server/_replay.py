@@ -33,6 +33,8 @@ class _Buffer:
         self._owner = owner
         self._frames = bytearray()
         self._packed: bytes | None = None
+        self._index = b""
+        """A finished stream's `ends` and `seqs`, compressed with its frames."""
         self.ends = array("Q")
         self.seqs = array("q")
         self.changed = asyncio.Event()
@@ -42,7 +44,8 @@ class _Buffer:
         self.size = self._measure()
 
     def _measure(self) -> int:
-        return sys.getsizeof(self._packed or self._frames) + sys.getsizeof(self.ends) + sys.getsizeof(self.seqs)
+        frames = self._frames if self._packed is None else self._packed
+        return sys.getsizeof(frames) + sys.getsizeof(self._index) + sys.getsizeof(self.ends) + sys.getsizeof(self.seqs)
 
     def add(self, event: dict[str, Any]) -> None:
         if self.dropped or self._packed is not None:
@@ -59,18 +62,26 @@ class _Buffer:
         self.done = True
         if not self.dropped and self._packed is None:
             self._packed = zlib.compress(self._frames, 1)
-            self._frames = bytearray()
+            self._index = zlib.compress(self.ends.tobytes() + self.seqs.tobytes(), 1)
+            self._frames, self.ends, self.seqs = bytearray(), array("Q"), array("q")
             self._owner._resized(self)
         self._wake()
 
     def drop(self) -> None:
         self.dropped = self.done = True
-        self._frames, self._packed = bytearray(), None
+        self._frames, self._packed, self._index = bytearray(), None, b""
         self.ends, self.seqs = array("Q"), array("q")
         self._wake()
 
-    def frames(self) -> bytes | bytearray:
-        return self._frames if self._packed is None else zlib.decompress(self._packed)
+    def contents(self) -> tuple[bytes | bytearray, array[int], array[int]]:
+        """The frames end to end, where each ends, and their sequence numbers (a finished stream's, unpacked)."""
+        if self._packed is None:
+            return self._frames, self.ends, self.seqs
+        index = zlib.decompress(self._index)
+        ends, seqs = array("Q"), array("q")
+        ends.frombytes(index[: len(index) // 2])
+        seqs.frombytes(index[len(index) // 2 :])
+        return zlib.decompress(self._packed), ends, seqs
 
     def _wake(self) -> None:
         self.changed.set()
@@ -117,13 +128,16 @@ class StreamBuffers:
             self._forget(response_id)
             if self.bytes <= self.max_bytes:
                 return
-        if self.bytes > self.max_bytes and not buffer.done:
-            response_id = next(r for r, b in self._buffers.items() if b is buffer)
-            self._forget(response_id)
-            buffer.drop()
+        # still over: the stream that grew goes (a finished one is then rebuilt from its stored response)
+        response_id = next((r for r, b in self._buffers.items() if b is buffer), None)
+        if response_id is None:
+            return
+        self._forget(response_id)
+        if not buffer.done:
             self._dropped[response_id] = None
             while len(self._dropped) > _FORGOTTEN:
                 self._dropped.popitem(last=False)
+        buffer.drop()
 
     def _forget(self, response_id: str) -> None:
         buffer = self._buffers.pop(response_id)
@@ -135,7 +149,7 @@ class StreamBuffers:
         position = 0
         while True:
             # what is there now: an event added meanwhile extends these, a drop or a close replaces them
-            frames, ends, seqs = buffer.frames(), buffer.ends, buffer.seqs
+            frames, ends, seqs = buffer.contents()
             count = len(ends)
             while position < count:
                 start = ends[position - 1] if position else 0
