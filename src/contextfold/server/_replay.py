@@ -29,8 +29,9 @@ class _Buffer:
     with where each ends and its sequence number. A finished stream is compressed (its frames repeat the same ids
     and field names), so a long answer costs a few times its text, not hundreds."""
 
-    def __init__(self, owner: StreamBuffers) -> None:
+    def __init__(self, owner: StreamBuffers, response_id: str) -> None:
         self._owner = owner
+        self.id = response_id
         self._frames = bytearray()
         self._packed: bytes | None = None
         self._index = b""
@@ -104,7 +105,7 @@ class StreamBuffers:
         self._dropped: OrderedDict[str, None] = OrderedDict()
 
     def open(self, response_id: str) -> _Buffer:
-        buffer = self._buffers[response_id] = _Buffer(self)
+        buffer = self._buffers[response_id] = _Buffer(self, response_id)
         self.bytes += buffer.size
         while len(self._buffers) > self.capacity:
             oldest = next(iter(self._buffers.values()))
@@ -121,7 +122,10 @@ class StreamBuffers:
         return response_id in self._dropped
 
     def _resized(self, buffer: _Buffer) -> None:
-        self.bytes += buffer._remeasure()
+        grown = buffer._remeasure()
+        if self._buffers.get(buffer.id) is not buffer:
+            return  # let go already (by the count): it is no longer counted
+        self.bytes += grown
         if self.bytes <= self.max_bytes:
             return
         for response_id in [r for r, b in self._buffers.items() if b.done and b is not buffer]:
@@ -129,9 +133,7 @@ class StreamBuffers:
             if self.bytes <= self.max_bytes:
                 return
         # still over: the stream that grew goes (a finished one is then rebuilt from its stored response)
-        response_id = next((r for r, b in self._buffers.items() if b is buffer), None)
-        if response_id is None:
-            return
+        response_id = buffer.id
         self._forget(response_id)
         if not buffer.done:
             self._dropped[response_id] = None
