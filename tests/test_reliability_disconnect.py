@@ -100,22 +100,31 @@ async def test_a_client_leaving_mid_stream_interrupts_its_turn_and_leaks_nothing
         await eventually(lambda: _settled(store, baseline), "nothing left behind after the next turn")
 
 
-async def test_a_client_leaving_a_non_streamed_turn_lets_it_complete(tmp_path: Path) -> None:
-    """A non-streamed request has nothing to send until the end: the turn completes and is stored whole."""
+@pytest.mark.parametrize("way", ["responses", "chat", "messages"])
+async def test_a_client_leaving_a_non_streamed_turn_ends_it(tmp_path: Path, way: str) -> None:
+    """A non-streamed request has nothing to send until the end, so the server listens for the client leaving: the
+    turn is cancelled (marked interrupted), its upstream connection closed, and its conversation free at once for
+    the next turn (issue 14, item 7; it used to run on, holding the conversation, for an answer nobody reads)."""
     async with running(str(tmp_path / "s.db")) as (url, store, upstream):
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            client = RouteClient(http, "responses")
+            client = RouteClient(http, way)
             conversation = await client.start()
             baseline = _snapshot(store)
         async with httpx.AsyncClient(base_url=url, timeout=0.3) as impatient:
-            body = {"model": MODEL, "input": "a slow answer", "conversation": conversation}
+            left = RouteClient(impatient, way)
+            left.conversation, left.history = client.conversation, list(client.history)
             with pytest.raises(httpx.ReadTimeout):
-                await impatient.post("/v1/responses", json=body)
-        await eventually(lambda: upstream.active == 0, "the answer streamed to its end")
+                await left.turn("a slow answer")
+        await eventually(lambda: upstream.hung_up == 1, "the upstream's answer abandoned mid-way")
+        await eventually(lambda: upstream.active == 0, "no connection to the upstream left open")
         await eventually(lambda: _settled(store, baseline), "nothing left behind")
         events = await store.read(conversation)
-        assert list(check_log(events).values()) == ["completed", "completed"]
+        assert list(check_log(events).values()) == ["completed", "interrupted"]
         await check_views(store, conversation)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            client.http = http
+            assert (await client.turn("and now?")).text is not None  # no 409: the conversation was given back
+        assert list(check_log(await store.read(conversation)).values())[-1] == "completed"
 
 
 async def test_many_clients_leaving_at_once_leave_nothing_behind(tmp_path: Path) -> None:

@@ -13,6 +13,11 @@ _FLAGS = (
     ("--upstream-auth", "server (send --upstream-api-key) or forward (send each proxy client's own key)"),
     ("--model", "the model of requests that name none (default test, the built-in scripted model)"),
     ("--context-window", "context window in tokens of the test model and of the upstream's models"),
+    ("--first-byte-timeout", "seconds an upstream may take to start each answer, per attempt (default 120)"),
+    ("--turn-timeout", "seconds a turn may wait on its upstream in all, retries included (default 600)"),
+    ("--shutdown-grace", "seconds SIGTERM/SIGINT waits for running requests before cancelling them (default 10)"),
+    ("--max-header-bytes", "request line and headers limit in bytes; over it: 431 (default 65536)"),
+    ("--max-replay-bytes", "memory in bytes kept for resuming streams (default 67108864)"),
     ("--log-format", "text or json (default text)"),
     ("--log-level", "debug, info, warning, error or critical (default info)"),
 )
@@ -48,6 +53,7 @@ def serve_command(args: argparse.Namespace) -> int:
     names = (
         *("host", "port", "db", "upstream", "upstream_api_key", "upstream_auth"),
         *("model", "context_window", "queue_turns"),
+        *("first_byte_timeout", "turn_timeout", "shutdown_grace", "max_header_bytes", "max_replay_bytes"),
     )
     given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
     run(load_config(given))

@@ -3,13 +3,16 @@
 An adapter subclasses `StreamingModel` and writes `_stream_once`: render the window, call its SDK once, yield the
 provider's chunks as `StreamEvent`s, end with `ResponseDone`, and raise `ModelError` subclasses (never SDK
 exceptions). Retries happen here, and only while nothing has been yielded: once a chunk reached the caller, a retry
-would show it twice, so a failure after that point is raised as it is.
+would show it twice, so a failure after that point is raised as it is. The time limits are kept here too, for every
+adapter alike: `ModelSettings.first_byte_timeout` for each attempt's first chunk and `ModelSettings.deadline` for
+the whole answer, retries and backoff included; nothing is retried that could not finish before the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -82,7 +85,11 @@ class StreamingModel:
             yielded = False
             events = self._stream_once(window, settings)
             try:
-                async for event in events:
+                while True:
+                    try:
+                        event = await self._next(events, settings, first=not yielded)
+                    except StopAsyncIteration:
+                        break
                     yielded = True
                     yield event
                     if isinstance(event, ResponseDone):
@@ -95,9 +102,44 @@ class StreamingModel:
                 attempt += 1
                 if yielded or not error.retryable or attempt >= self.retry.attempts:
                     raise
-                await asyncio.sleep(self.retry.delay(attempt - 1, error))
+                delay = self.retry.delay(attempt - 1, error)
+                if settings.deadline is not None and time.monotonic() + delay >= settings.deadline:
+                    raise  # another try could not finish before the deadline: what failed is the answer
+                await asyncio.sleep(delay)
             finally:
                 await close(events)  # now, not when it is collected: it may hold a connection
+
+    async def _next(self, events: AsyncIterator[StreamEvent], settings: ModelSettings, *, first: bool) -> StreamEvent:
+        """The attempt's next chunk, within the first-byte limit (for its first) and the deadline. The limits are
+        kept here, not left to each SDK: an SDK's timeout is per read, so an upstream that trickles or never
+        answers would otherwise hold the turn for as long as it likes."""
+        remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
+        first_byte = settings.first_byte_timeout if first else None
+        if remaining is None and first_byte is None:
+            return await anext(events)
+        by_deadline = first_byte is None or (remaining is not None and remaining <= first_byte)
+        limit = remaining if by_deadline else first_byte
+        assert limit is not None
+        bound = asyncio.timeout(max(limit, 0.0))
+        try:
+            async with bound:
+                return await anext(events)
+        except TimeoutError:
+            if not bound.expired():
+                raise  # not ours: something inside the SDK
+            raise self._timed_out(by_deadline, limit, streamed=not first) from None
+
+    def _timed_out(self, by_deadline: bool, limit: float, *, streamed: bool) -> ModelError:
+        provider = self.provider_name
+        if by_deadline:
+            what = "the turn's deadline passed (turn_timeout)"
+            if streamed:
+                return ModelResponseError(f"{provider} timed out mid-answer: {what}", provider=provider)
+            return ModelUnavailableError(f"{provider} timed out before any output: {what}", provider=provider)
+        return ModelUnavailableError(
+            f"{provider} timed out: {self.name!r} sent nothing within {limit:g} s (first_byte_timeout)",
+            provider=provider,
+        )
 
     async def request(self, window: Window, settings: ModelSettings) -> ModelResponse:
         return await collect(self.stream(window, settings))
@@ -162,8 +204,6 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
             try:
                 return float(value)
             except ValueError:
-                import time
-
                 return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None

@@ -66,6 +66,12 @@ class ModelSettings:
     extra: Mapping[str, Any] | None = None
     """Parameters of the provider's wire format sent as they are, beside the ones the adapter sets (the proxy
     passes its client's own: `stop`, `seed`, `response_format`...). The adapter's messages and tools win."""
+    first_byte_timeout: float | None = None
+    """Seconds each attempt may take to produce its first chunk; one that sends nothing by then is abandoned as
+    timed out (and retried while the deadline allows). None: only the SDK's own timeout applies."""
+    deadline: float | None = None
+    """A `time.monotonic()` instant by which the whole answer must be in, across every retry: past it the call
+    fails as timed out and nothing is retried (the server sets it from the upstream's `turn_timeout`)."""
     api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
     """A key sent with this request in place of the provider's (the proxy forwarding its client's key); the shared
     client is not changed. The OpenAI and Anthropic adapters send it (the server forwards keys only to those)."""

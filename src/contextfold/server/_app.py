@@ -29,6 +29,8 @@ from ._replay import StreamBuffers
 from ._state import ServerState, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
+_WIND_UP = 5.0
+"""Seconds the app waits, as it stops, for the turns cancelled by the shutdown to be marked and released."""
 
 
 def create_app(
@@ -42,19 +44,22 @@ def create_app(
         own_store = store is None
         opened = store or await open_server_store(config.db)
         models = registry or ModelRegistry(config)
+        locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
         try:
             app.state.server = ServerState(
                 config=config,
                 store=opened,
                 registry=models,
-                locks=ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns),
+                locks=locks,
                 views=ViewCache(opened),
                 metrics=metrics,
-                streams=StreamBuffers(),
+                streams=StreamBuffers(max_bytes=config.max_replay_bytes),
                 keys_required=await opened.keys.active() > 0,
             )
             yield
         finally:
+            if not await locks.drained(_WIND_UP):
+                log.warning("stopping with turns still running; they are marked interrupted when next held")
             if registry is None:
                 await models.close()
             if own_store:
@@ -180,10 +185,11 @@ class _Observe:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
+            path = getattr(route, "path", "unmatched")  # the route's template: its parameters are not labels
+            method = scope["method"] if scope["method"] in _METHODS else "other"  # any token is a method in HTTP
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], path).observe(elapsed)
+            self.metrics.requests.labels(method, path, str(status)).inc()
+            self.metrics.latency.labels(method, path).observe(elapsed)
             if status >= 400:
                 self.metrics.errors.labels(str(status)).inc()
             log.info(
@@ -194,6 +200,10 @@ class _Observe:
                 elapsed * 1000,
                 extra={"method": scope["method"], "route": path, "status": status, "ms": round(elapsed * 1000, 2)},
             )
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods counted by name in /metrics; any other is counted as `other`, so the series stay bounded."""
 
 
 def _loggable(path: str) -> str:

@@ -57,7 +57,8 @@ class ModelRoute:
     """The environment variable holding the key, read when the route is first used (keeps secrets out of files)."""
     context_window: int | None = None
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    """Provider-specific: azure `deployment`, `api_version`, `resource`; bedrock `region`; any: `timeout` (s)."""
+    """Provider-specific: azure `deployment`, `api_version`, `resource`; bedrock `region`; any: `timeout` (s, the
+    SDK's per-read timeout), `first_byte_timeout` and `turn_timeout` (s, this route's own deadlines)."""
     auth: Auth = "server"
     """`server`: the route's own key goes upstream. `forward`: the proxy routes forward their client's key (its
     `Authorization` or `x-api-key`) to this upstream, and to no other."""
@@ -69,12 +70,14 @@ class ModelRoute:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-request size limits; a request over one is refused with 413 naming the limit."""
+    """Per-request size limits; a request over one is refused with 413 naming the limit (431 for the headers)."""
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_items_per_request: int = 1_000
     max_tool_output_bytes: int = 1 * 1024 * 1024
     max_instructions_bytes: int = 256 * 1024
+    max_header_bytes: int = 64 * 1024
+    """The request line and headers together, counted as they arrive (before the parser holds them whole)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,15 @@ class ServerConfig:
     log_level: str = "info"
     lease_ttl: float = 30.0
     """Seconds a turn lease lasts without renewal (a crashed replica's turn is free again after this)."""
+    first_byte_timeout: float = 120.0
+    """Seconds an upstream may take to send the first chunk of an answer, per attempt (a route may set its own)."""
+    turn_timeout: float = 600.0
+    """Seconds a turn may wait on its upstream in all, retries included; then it fails and the conversation is
+    free (a route may set its own)."""
+    shutdown_grace: float = 10.0
+    """Seconds SIGTERM or SIGINT waits for running requests before cancelling them (their turns are marked)."""
+    max_replay_bytes: int = 64 * 1024 * 1024
+    """Memory kept for resuming streams (encoded events); the oldest finished streams are let go first."""
 
 
 ENV_PREFIX = "CONTEXTFOLD_"
@@ -113,6 +125,7 @@ _TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "r
 _LIMITS = tuple(f.name for f in fields(Limits))
 _ROUTE_KEYS = tuple(f.name for f in fields(ModelRoute))
 _OPTIONS: dict[str, tuple[str, ...]] = {"azure": ("deployment", "api_version", "resource"), "bedrock": ("region",)}
+_TIMEOUTS = ("timeout", "first_byte_timeout", "turn_timeout")  # route options any provider takes, in seconds
 _KEYLESS = ("bedrock", "test")  # bedrock signs with AWS credentials from the environment; test needs nothing
 
 
@@ -311,7 +324,10 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "log_format": _choice("text", "json"),
     "log_level": _choice(*LOG_LEVELS),
     "lease_ttl": _seconds,
-}  # the Limits fields are all positive integers
+    "first_byte_timeout": _seconds,
+    "turn_timeout": _seconds,
+    "shutdown_grace": _seconds,
+}  # the Limits fields (and max_replay_bytes) are positive integers
 
 
 # --- routes --------------------------------------------------------------------------------------------------------
@@ -374,14 +390,14 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
 def _route_options(value: object, provider: str, where: str) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{where}.options must be a table of strings, got {value!r}")
-    accepted = ("timeout", *_OPTIONS.get(provider, ()))
+    accepted = (*_TIMEOUTS, *_OPTIONS.get(provider, ()))
     options: dict[str, str] = {}
     for key, item in value.items():
         if key not in accepted:
             raise ConfigurationError(
                 f"unknown option {where}.options.{key} for provider {provider}; accepted: {', '.join(accepted)}"
             )
-        if key == "timeout":
-            item = str(_seconds(key, item, f"{where}.options.timeout"))
+        if key in _TIMEOUTS:
+            item = str(_seconds(key, item, f"{where}.options.{key}"))
         options[key] = _text(key, item if not isinstance(item, (int, float)) else str(item), f"{where}.options.{key}")
     return MappingProxyType(options)

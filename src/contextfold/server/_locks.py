@@ -50,6 +50,15 @@ class ConversationLocks:
         self._local: dict[str, _Local] = {}
         self._unreleased: dict[str, str] = {}  # conversation -> the owner of a lease whose release failed
 
+    async def drained(self, limit: float) -> bool:
+        """Wait, at most `limit` seconds, until this process holds no conversation: on shutdown, the turns just
+        cancelled wind up (marked interrupted, leases given back) before the store closes under them."""
+        waited = 0.0
+        while self._local and waited < limit:
+            await asyncio.sleep(0.02)
+            waited += 0.02
+        return not self._local
+
     def busy(self, conversation_id: str) -> bool:
         """Whether this process is running a turn on the conversation."""
         local = self._local.get(conversation_id)

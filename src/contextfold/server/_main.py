@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -37,8 +38,20 @@ def run(config: ServerConfig, *, out: TextIO | None = None) -> None:
 
     import uvicorn
 
+    from ._http import protocol
+
     app = _create_app(config)
-    settings = uvicorn.Config(app, host=config.host, port=config.port, log_config=None, access_log=False, lifespan="on")
+    settings = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        http=protocol(config.limits.max_header_bytes),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # past the grace period, uvicorn cancels the requests still running: their turns are marked interrupted
+        timeout_graceful_shutdown=math.ceil(config.shutdown_grace),
+    )
     with _sigterm_ends_cleanly():
         try:
             uvicorn.Server(settings).run()

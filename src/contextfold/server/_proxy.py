@@ -43,6 +43,7 @@ from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFa
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ._fork import fork
+from ._gone import gone, unless_gone
 from ._proxy_match import History, find, moved_on
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
@@ -112,8 +113,8 @@ async def _serve(
     headers = {CONVERSATION_HEADER: turn.conversation.id}
     events = turn.run(mapper)
     if not parsed.stream:
-        async for _ in events:
-            pass
+        if await unless_gone(request, _drain(events)) is None:
+            return gone()  # the client left: the turn was cancelled and marked interrupted
         if turn.failure is not None:
             raise turn.failure
         return JSONResponse(mapper.answer(), headers=headers)
@@ -135,6 +136,12 @@ async def _serve(
             yield done
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+
+
+async def _drain(events: AsyncIterator[dict[str, Any]]) -> bool:
+    async for _ in events:
+        pass
+    return True
 
 
 class ProxyTurn:
@@ -206,7 +213,7 @@ class ProxyTurn:
                 max_output_tokens=reserved,
                 max_steps=_MAX_STEPS,
                 tool_timeout=60.0,
-                settings=settings,
+                settings=resolved.bounded(settings),
                 deferred=frozenset(client_tools),
             )
             changes = _config_changes(conversation, request)

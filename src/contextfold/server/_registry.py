@@ -14,6 +14,7 @@ is its own summariser.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import ConfigurationError, InvalidRequestError
-from ..models import Model, reports_context_window
+from ..models import Model, ModelSettings, reports_context_window
 from ._config import TEST_MODEL, ModelRoute, ServerConfig
 from ._testmodel import TEST_WINDOW, TestModel
 
@@ -44,6 +45,15 @@ class ResolvedModel:
     client's own parameters through only to an upstream of the client's wire."""
     auth: str = "server"
     """`forward`: the proxy sends its client's key with each request (see `ModelRoute.auth`)."""
+    first_byte_timeout: float | None = None
+    turn_timeout: float | None = None
+    """The upstream's deadlines, in seconds (the route's own, else the server's)."""
+
+    def bounded(self, settings: ModelSettings) -> ModelSettings:
+        """`settings` with this upstream's deadlines, the turn's counted from now: one turn gets one deadline,
+        however many model calls (and retries) it makes."""
+        deadline = None if self.turn_timeout is None else time.monotonic() + self.turn_timeout
+        return dataclasses.replace(settings, first_byte_timeout=self.first_byte_timeout, deadline=deadline)
 
     def reserved_output(self, max_output_tokens: int | None) -> int:
         """The window kept for the answer: what the request or conversation asks for, else the model's output
@@ -107,7 +117,10 @@ class ModelRegistry:
                 f"the context window of model {name!r} is unknown: the upstream does not report it and its profile "
                 f"does not say; set {how}"
             )
-        return ResolvedModel(name, model, model, window, wire, auth)
+        options = route.options if route is not None else {}
+        first_byte = float(options.get("first_byte_timeout", self.config.first_byte_timeout))
+        turn = float(options.get("turn_timeout", self.config.turn_timeout))
+        return ResolvedModel(name, model, model, window, wire, auth, first_byte, turn)
 
     async def close(self) -> None:
         """Close every client the registry built."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._conversation import Conversation
@@ -15,6 +15,7 @@ from .._errors import InvalidRequestError
 from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
+from ._gone import gone, unless_gone
 from ._items import CompactionInput, conversation_item, output_items, parse_input
 from ._objects import response_object
 from ._replay import rebuilt
@@ -30,14 +31,12 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @router.post("")
-async def create_response(body: ResponseCreate, tenant: Tenant, state: State) -> Response:
+async def create_response(body: ResponseCreate, tenant: Tenant, state: State, request: Request) -> Response:
     run = await ResponseRun.start(state, tenant, body)
     if not body.stream:
-        final: dict[str, Any] | None = None
-        async for event in run.events():
-            if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
-                final = event["response"]
-        assert final is not None
+        final = await unless_gone(request, _final(run))
+        if final is None:  # the client left: the turn was cancelled (marked interrupted, the response cancelled)
+            return gone()
         if run.failure is not None:
             # Not a 200 with status "failed": the caller gets the status of what went wrong (429 with its
             # Retry-After, 502/504 from the upstream, 400 context_length_exceeded), as OpenAI answers a failure.
@@ -58,6 +57,15 @@ async def create_response(body: ResponseCreate, tenant: Tenant, state: State) ->
     return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
+async def _final(run: ResponseRun) -> dict[str, Any]:
+    final: dict[str, Any] | None = None
+    async for event in run.events():
+        if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
+            final = event["response"]
+    assert final is not None
+    return final
+
+
 @router.get("/{response_id}")
 async def retrieve_response(
     response_id: str,
@@ -74,8 +82,12 @@ async def retrieve_response(
     if stream:
         if state.streams.has(response_id):
             follow = state.streams.follow(response_id, starting_after)
-            return StreamingResponse(
-                (encode(e) async for e in follow), media_type="text/event-stream", headers=_SSE_HEADERS
+            return StreamingResponse(follow, media_type="text/event-stream", headers=_SSE_HEADERS)
+        if record.status == "in_progress" and state.streams.dropped(response_id):
+            raise InvalidRequestError(
+                f"response {response_id!r} streamed more than this server keeps for resuming (max_replay_bytes); "
+                "retrieve it when it is done",
+                param="stream",
             )
         if record.status == "in_progress":
             raise InvalidRequestError(

@@ -133,11 +133,13 @@ class ResponseRun:
                 max_output_tokens=reserved,
                 max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
                 tool_timeout=60.0,
-                settings=ModelSettings(
-                    temperature=body.temperature,
-                    top_p=body.top_p,
-                    tool_choice=choice,
-                    parallel_tool_calls=body.parallel_tool_calls,
+                settings=resolved.bounded(
+                    ModelSettings(
+                        temperature=body.temperature,
+                        top_p=body.top_p,
+                        tool_choice=choice,
+                        parallel_tool_calls=body.parallel_tool_calls,
+                    )
                 ),
                 compact=body.truncation != "disabled",
                 deferred=frozenset(s.name for s in specs or ()),
