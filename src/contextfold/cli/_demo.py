@@ -32,7 +32,7 @@ from ..events import ITEM_TYPES, AnyEvent, Compaction, Message, Reasoning, ToolC
 from ._demo_agent import FACTS, Agent, Played, Script
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
     import uvicorn
 
 MIN_TURNS = 20
@@ -263,7 +263,7 @@ class Report:
 
 def drive(url: str, options: DemoOptions) -> Report:
     """Play the whole script against the server at `url`, with a progress bar, and report on the session."""
-    import httpx
+    import httpx2
     import openai
 
     from ._output import progress
@@ -273,7 +273,7 @@ def drive(url: str, options: DemoOptions) -> Report:
     sdk = openai.DefaultHttpxClient(trust_env=False)
     with (
         openai.OpenAI(base_url=f"{url}/v1", api_key="demo", http_client=sdk, max_retries=0, timeout=300) as client,
-        httpx.Client(base_url=url, trust_env=False, timeout=300) as http,
+        httpx2.Client(base_url=url, trust_env=False, timeout=300) as http,
     ):
         try:
             conversation = client.conversations.create(metadata={"demo": f"{options.turns} turns, seed {options.seed}"})
@@ -289,11 +289,11 @@ def drive(url: str, options: DemoOptions) -> Report:
                     status = f"{now['utilisation']:.0f}% of the budget, {now['totals']['compactions']} compactions"
                     bar.update(task, advance=1, status=status)
             return measure(http, conversation.id, played, time.perf_counter() - started)
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise ContextfoldError(f"the demo's server stopped answering: {exc}") from None
 
 
-def measure(http: httpx.Client, conversation: str, played: Sequence[Played], seconds: float) -> Report:
+def measure(http: httpx2.Client, conversation: str, played: Sequence[Played], seconds: float) -> Report:
     usage = _get(http, f"/v1/conversations/{conversation}/usage")
     tokens = [request["input_tokens"] for request in usage["requests"]]
     events = _events(http, conversation)
@@ -369,7 +369,7 @@ class _Page(msgspec.Struct):
     last_seq: int
 
 
-def _events(http: httpx.Client, conversation: str) -> list[AnyEvent]:
+def _events(http: httpx2.Client, conversation: str) -> list[AnyEvent]:
     """The whole log, as the server's /events pages give it (each event decoded by the one codec's types)."""
     events: list[AnyEvent] = []
     after = 0
@@ -382,11 +382,11 @@ def _events(http: httpx.Client, conversation: str) -> list[AnyEvent]:
         after = page.last_seq
 
 
-def _get(http: httpx.Client, path: str) -> Any:
+def _get(http: httpx2.Client, path: str) -> Any:
     return _checked(http.get(path)).json()
 
 
-def _checked(reply: httpx.Response) -> httpx.Response:
+def _checked(reply: httpx2.Response) -> httpx2.Response:
     if reply.is_error:
         raise ContextfoldError(f"the demo's server answered {reply.status_code} to {reply.url.path}: {reply.text}")
     return reply
