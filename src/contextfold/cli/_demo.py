@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 MIN_TURNS = 20
 MIN_WINDOW = 4_096
-REOPEN_PORT = 8400
-"""The port `contextfold serve` listens on by default: the one the URL names once the demo's server has stopped."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,14 +116,20 @@ def run_demo(options: DemoOptions) -> int:
     with _serving(options, listener) as url:
         stderr().print(f"Serving the demo at {url}/v1 (database {options.db}, model test).", markup=False)
         report = drive(url, options)
-        port = listener.getsockname()[1] if options.wait else REOPEN_PORT
-        print_report(report, f"http://127.0.0.1:{port}/ui/#/c/{report.conversation_id}", as_json=options.json)
+        page = f"/ui/#/c/{report.conversation_id}"
+        # A URL only while something answers at it: without --wait the server stops before anyone could open it.
+        print_report(report, f"{url}{page}" if options.wait else None, page, as_json=options.json)
         if options.wait:
             stderr().print("The server is still up so the inspector works: press Ctrl-C to stop it.", markup=False)
             _wait_for_interrupt()
     if not options.wait:
         reopen = f"contextfold serve --db {shlex.quote(options.db)}"
-        stderr().print(f"The server has stopped. Reopen the session with: {reopen}", markup=False, soft_wrap=True)
+        stderr().print(
+            f"The server has stopped. Reopen the session with `{reopen}`; its inspector shows it at {page} "
+            "(with the window it ran with, whatever the new server's flags).",
+            markup=False,
+            soft_wrap=True,
+        )
     if report.problems:
         raise ContextfoldError("the demo failed: " + "; ".join(report.problems))
     return 0
@@ -350,17 +354,20 @@ def full_history_tokens(events: Sequence[AnyEvent]) -> int:
     return total
 
 
-def print_report(report: Report, inspector: str, *, as_json: bool) -> None:
+def print_report(report: Report, inspector: str | None, page: str, *, as_json: bool) -> None:
+    """The report on stdout; `inspector` is the URL of the session in a server still running, if one is."""
     from ._output import stdout, table
 
     out = stdout()
     if as_json:
         data = {**asdict(report), "seconds": round(report.seconds, 2), "saved": round(report.saved, 4)}
         data["inspector_url"] = inspector
+        data["inspector_path"] = page
         out.out(json.dumps(data, indent=2), highlight=False)
         return
     out.print(table(("", ""), report.rows(), title="contextfold demo"))
-    out.print(f"Explore the session in the inspector: {inspector}", markup=False, soft_wrap=True)
+    if inspector is not None:
+        out.print(f"Explore the session in the inspector: {inspector}", markup=False, soft_wrap=True)
 
 
 class _Page(msgspec.Struct):

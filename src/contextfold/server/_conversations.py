@@ -161,7 +161,7 @@ async def context(conversation_id: str, tenant: Tenant, state: State, model: str
     await owned_conversation(state, tenant, conversation_id)
     resolved = await state.registry.resolve(model)
     conversation = await state.views.peek(conversation_id)
-    return await context_report(conversation, resolved, state.config)
+    return await context_report(conversation, resolved, state.config, named=model is not None)
 
 
 @extensions.post("/{conversation_id}/compact")
