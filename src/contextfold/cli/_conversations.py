@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._local import conversation, run_action
 from ._output import Cell, stderr, stdout, table
+from ._words import counted
 
 if TYPE_CHECKING:
     from ..server._state import ServerState
@@ -229,10 +230,10 @@ async def _show(state: ServerState, args: argparse.Namespace) -> int:
         print_json({"conversation_id": info.id, "head": info.head, "pinned": pinned, "data": data})
         return 0
     if after and not args.all:
-        stderr().print(f"the newest {len(data)} of {info.head} events; --all shows every one")
+        stderr().print(f"the newest {len(data)} of {counted(info.head, 'event')}; --all shows every one")
     room = max(40, stdout().width - 32)  # what the seq, kind and state columns leave: one line per event
     rows = [[event["seq"], event["type"], event["state"], describe(event, room)] for event in data]
-    stdout().print(table(("seq", "kind", "state", "text"), rows, title=f"{info.id} ({info.head} events)"))
+    stdout().print(table(("seq", "kind", "state", "text"), rows, title=f"{info.id} ({counted(info.head, 'event')})"))
     return 0
 
 
@@ -276,7 +277,7 @@ def _config(event: Mapping[str, Any]) -> str:
     if "system_prompt" in event:
         said.append(f"instructions: {clip(event['system_prompt'] or '(cleared)', 60)}")
     if "tools" in event:
-        said.append(f"{len(event['tools'] or [])} tools")
+        said.append(counted(len(event["tools"] or []), "tool"))
     if "max_output_tokens" in event:
         said.append(f"max output {event['max_output_tokens']}")
     return "; ".join(said)
@@ -326,7 +327,7 @@ async def _compact(state: ServerState, args: argparse.Namespace) -> int:
         return 0
     stdout().print(
         f"{result['strategy']}: {result['tokens_before']:,} → {result['tokens_after']:,} tokens, "
-        f"{result['messages_before']} → {result['messages_after']} items ({result['compaction_id']})",
+        f"{result['messages_before']} → {counted(result['messages_after'], 'item')} ({result['compaction_id']})",
         highlight=False,
     )
     if result["error"]:

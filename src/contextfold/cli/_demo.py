@@ -30,6 +30,7 @@ import msgspec
 from .._errors import ConfigurationError, ContextfoldError, InvalidRequestError
 from ..events import ITEM_TYPES, AnyEvent, Compaction, Message, Reasoning, ToolCall, Usage
 from ._demo_agent import FACTS, Agent, Played, Script
+from ._words import counted
 
 if TYPE_CHECKING:
     import httpx2
@@ -249,7 +250,7 @@ class Report:
             ("conversation", self.conversation_id),
             ("turns", f"{self.turns:,}"),
             ("model requests", f"{self.requests:,}"),
-            ("log", f"{self.events:,} events, {self.logged_tokens:,} tokens of items"),
+            ("log", f"{counted(self.events, 'event')}, {counted(self.logged_tokens, 'token')} of items"),
             ("compactions", f"{sum(self.compactions.values()):,}" + (f" ({strategies})" if strategies else "")),
             ("context window", f"{self.context_window:,} tokens, of which {self.budget:,} the budget"),
             (
@@ -290,7 +291,8 @@ def drive(url: str, options: DemoOptions) -> Report:
                 for number in range(options.turns):
                     played.append(agent.play(script.turn(number)))
                     now = _get(http, f"/v1/conversations/{conversation.id}/context")
-                    status = f"{now['utilisation']:.0f}% of the budget, {now['totals']['compactions']} compactions"
+                    compactions = counted(now["totals"]["compactions"], "compaction")
+                    status = f"{now['utilisation']:.0f}% of the budget, {compactions}"
                     bar.update(task, advance=1, status=status)
             return measure(http, conversation.id, played, time.perf_counter() - started)
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
@@ -304,7 +306,7 @@ def measure(http: httpx2.Client, conversation: str, played: Sequence[Played], se
     peak, budget = max(tokens, default=0), usage["budget"]
     problems = [p.problem for p in played if p.problem]
     if len(problems) > 3:
-        problems[3:] = [f"{len(problems) - 3} more turns failed"]
+        problems[3:] = [f"{counted(len(problems) - 3, 'more turn')} failed"]
     if peak > budget:
         problems.append(f"a request took {peak:,} tokens, over the {budget:,}-token budget")
     problems += [
