@@ -21,6 +21,7 @@ from ._output import Cell, stderr, stdout, table
 from ._words import counted
 
 if TYPE_CHECKING:
+    from ..server._registry import ResolvedModel
     from ..server._state import ServerState
 
 SHOWN = 50
@@ -154,18 +155,27 @@ def clip(text: str, limit: int = _TEXT) -> str:
 async def _list(state: ServerState, args: argparse.Namespace) -> int:
     from .._conversation import Conversation
     from .._errors import ContextfoldError
-    from ..server._window import context_report
+    from ..server._window import context_report, newest_request, recorded_lines, served_lines
 
     infos = await state.store.conversations.list(limit=args.limit, tenant=args.tenant, order="desc")
-    try:
-        resolved = await state.registry.resolve(None) if infos else None
-    except ContextfoldError as exc:  # the list is still worth having without the budget
-        stderr().print(f"utilisation not shown: the default model's window is unknown ({exc})")
-        resolved = None
+    default: list[ResolvedModel | None] = []  # the default model, resolved once, when a log recorded no window
+
+    async def default_model() -> ResolvedModel | None:
+        if not default:
+            try:
+                default.append(await state.registry.resolve(None))
+            except ContextfoldError as exc:  # the list is still worth having without the budget
+                stderr().print(f"utilisation not shown: the default model's window is unknown ({exc})")
+                default.append(None)
+        return default[0]
+
     rows: list[dict[str, Any]] = []
     for info in infos:
         loaded = await Conversation.load(state.store, info.id)
-        report = await context_report(loaded, resolved, state.config) if resolved else None
+        lines = recorded_lines(await newest_request(state.store, info.id, loaded.view.head))
+        if lines is None and (resolved := await default_model()) is not None:
+            lines = served_lines(resolved, loaded.view.max_output_tokens)
+        report = await context_report(loaded, lines, state.config) if lines else None
         rows.append(
             {
                 "id": info.id,

@@ -3,7 +3,8 @@
 The window and budget are the conversation's: each model request records them on its `Usage` event, and the
 newest such record wins over the server's model, so a server reopened with other flags (or none) measures a
 conversation against the window it ran with. A log with no record (no request yet, or written before requests
-recorded it) is measured against the server's model, as is any report that names a model.
+recorded it) is measured against the model of its newest request when this server serves that name, else the
+default model; a report that names a model is measured against that model. `/usage` draws the same lines.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..store import Store
 from ..view._fold import masked_tokens
 from ..view._tokens import ITEM_OVERHEAD, text_tokens, tools_tokens
 from ._config import ServerConfig
-from ._registry import ResolvedModel
+from ._registry import ModelRegistry, ResolvedModel
 
 _BACK = 256
 """Events read at a time when looking back through a log for its newest model request."""
@@ -61,14 +62,22 @@ async def newest_request(store: Store, conversation_id: str, head: int) -> Usage
     return None
 
 
-async def context_report(
-    conversation: Conversation, resolved: ResolvedModel, config: ServerConfig, *, named: bool = False
-) -> dict[str, Any]:
-    """The report; `named`: the caller named `resolved`, so measure against it rather than the recorded window."""
+async def conversation_lines(registry: ModelRegistry, conversation: Conversation, model: str | None) -> Lines:
+    """What to measure `conversation` against: the model named; else the newest request's record; else the
+    newest request's model when served here; else the default model (see the module docstring)."""
+    if model is None:
+        newest = await newest_request(conversation.store, conversation.id, conversation.view.head)
+        recorded = recorded_lines(newest)
+        if recorded is not None:
+            return recorded
+        if newest is not None and newest.model in registry.names():
+            model = newest.model
+    resolved = await registry.resolve(model)
+    return served_lines(resolved, conversation.view.max_output_tokens)
+
+
+async def context_report(conversation: Conversation, lines: Lines, config: ServerConfig) -> dict[str, Any]:
     view = conversation.view
-    lines = None if named else recorded_lines(await newest_request(conversation.store, conversation.id, view.head))
-    if lines is None:
-        lines = served_lines(resolved, view.max_output_tokens)
     window, reserved, budget = lines.context_window, lines.reserved_output, lines.budget
     tokens = {
         "instructions": ITEM_OVERHEAD + text_tokens(view.system_prompt) if view.system_prompt else 0,
