@@ -32,7 +32,10 @@ if grep -q "http://" "$work/demo.out"; then  # piped, the demo's server has stop
 fi
 
 port=$("$bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-"$bin/contextfold" serve --db "$work/serve.db" --port "$port" --log-level warning </dev/null >"$work/serve.log" 2>&1 &
+# a route to a provider whose SDK only an extra installs: asking for it must name the extra, not fail obscurely
+printf '[[models]]\nname = "claude"\nprovider = "anthropic"\napi_key = "unused"\n' >"$work/serve.toml"
+"$bin/contextfold" serve --db "$work/serve.db" --port "$port" --config "$work/serve.toml" --log-level warning \
+    </dev/null >"$work/serve.log" 2>&1 &
 server=$!
 "$bin/python" - "$port" <<'EOF'
 import sys, time, urllib.request
@@ -49,6 +52,19 @@ EOF
 echo "first use: contextfold chat"
 printf 'hello, is anyone there?\n/status\n' | "$bin/contextfold" chat --url "http://127.0.0.1:$port" >"$work/chat.out"
 test -s "$work/chat.out"
+echo "first use: a model whose extra is not installed"
+"$bin/python" - "$port" <<'EOF'
+import json, sys, urllib.error, urllib.request
+body = json.dumps({"model": "claude", "input": "hi"}).encode()
+url = f"http://127.0.0.1:{sys.argv[1]}/v1/responses"
+try:
+    urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}), timeout=30)
+    sys.exit("first use: a model needing the anthropic extra answered without it")
+except urllib.error.HTTPError as error:
+    text = error.read().decode()
+    if error.code != 400 or "pip install 'contextfold[anthropic]'" not in text:
+        sys.exit(f"first use: the missing extra was not named: {error.code} {text}")
+EOF
 kill "$server"
 wait "$server" || true
 server=""
