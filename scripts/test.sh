@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lint, strict types, then pytest (SQLite and a throwaway PostgreSQL).
+# The Python it runs them with is the one that has the dev tools installed, activated or not (scripts/python.sh says
+# which it looks for); PYTHON=/path/to/python chooses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m ruff format --check .
-python3 -m ruff check .
-python3 -m mypy
-python3 -m pytest "$@"
+source scripts/python.sh
+python=$(pick_python "$PWD")
+"$python" -m ruff format --check .
+"$python" -m ruff check .
+"$python" -m mypy
+"$python" -m pytest "$@"

@@ -100,7 +100,8 @@ def test_the_default_session_matches_the_store_and_reopens(tmp_path: Path, capsy
         assert any(fact.line in e.output for e in log[:100] if isinstance(e, ToolResult))
         assert any(fact.value in text_of(e) for e in log[-40:] if isinstance(e, Message) and e.role == "assistant")
 
-    assert report["inspector_url"] == f"http://127.0.0.1:8400/ui/#/c/{conversation}"
+    assert report["inspector_url"] is None  # the demo's server has stopped: no URL names it
+    assert report["inspector_path"] == f"/ui/#/c/{conversation}"
     assert f"contextfold serve --db {db}" in captured.err
     assert "300/300" in captured.err  # the progress bar
     assert contacted
@@ -118,13 +119,58 @@ def test_the_default_session_matches_the_store_and_reopens(tmp_path: Path, capsy
         assert replica.stop() == 0
 
 
-def test_a_short_session_prints_a_table_and_the_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_short_session_prints_a_table_and_how_to_reopen_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--db", str(tmp_path / "d.db"), "--turns", "30", "--no-wait"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     for row in ("turns", "model requests", "compactions", "peak utilisation", "input tokens billed", "saved"):
         assert row in out
     assert re.search(rf"recall hits +{len(FACTS)}/{len(FACTS)}", out)
-    assert "http://127.0.0.1:8400/ui/#/c/conv_" in out
+    assert "http" not in captured.out  # the server has stopped: no URL, only how to reopen it and the page
+    assert "contextfold serve --db" in captured.err
+    assert "/ui/#/c/conv_" in captured.err
+
+
+def test_piped_the_demo_prints_no_url_and_a_reopened_server_shows_the_window_it_ran_with(tmp_path: Path) -> None:
+    """The demo as `contextfold demo | tee`, in a real process: stdout not a terminal, so it does not wait, and the
+    server it stopped is named nowhere. Reopened with `contextfold serve --db` (a default window half the demo's),
+    the session is measured against the window it ran with, in `/usage`, `/context` and `conversations context`."""
+    db = tmp_path / "demo.db"
+    argv = [sys.executable, "-m", "contextfold", "demo", "--turns", "20", "--db", str(db)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "http" not in run.stdout
+    assert "recall hits" in run.stdout
+    conversation = re.findall(r"conv_[0-9a-f]+", run.stdout)[0]
+    assert f"contextfold serve --db {db}" in run.stderr
+    ran = re.search(r"context window +([\d,]+) tokens, of which ([\d,]+) the budget", run.stdout)
+    assert ran is not None
+    window, budget = (int(n.replace(",", "")) for n in ran.groups())
+    assert window == 32_768
+
+    replica = Replica(str(db), tmp_path / "serve.log")  # no --context-window: the test model's default, 16,384
+    try:
+        replica.wait_ready()
+        usage = httpx.get(f"{replica.url}/v1/conversations/{conversation}/usage").json()
+        context = httpx.get(f"{replica.url}/v1/conversations/{conversation}/context").json()
+    finally:
+        assert replica.stop() == 0
+    assert usage["context_window"] == context["context_window"] == window
+    assert usage["budget"] == context["budget"] == budget
+    assert max(r["input_tokens"] for r in usage["requests"]) <= budget  # none drawn over the line
+    assert context["utilisation"] <= 100
+    cli = subprocess.run(
+        [sys.executable, "-m", "contextfold", "conversations", "context", conversation, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"window {window:,}" in cli.stdout
+    assert f"budget {budget:,}" in cli.stdout
 
 
 def test_a_recall_that_finds_nothing_fails_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

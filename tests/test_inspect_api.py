@@ -239,6 +239,43 @@ async def test_usage_has_every_request_and_compaction_and_the_lines_of_context(t
         check_error(await served.http.get(f"/v1/conversations/{empty}/usage", params={"model": "nope"}), 400)
 
 
+async def test_a_server_with_another_window_shows_the_window_the_conversation_ran_with(tmp_path: Path) -> None:
+    async with serving(small_window(tmp_path)) as served:
+        conversation = await every_state(served)
+        ran = await served.get(f"/v1/conversations/{conversation}/context")
+    # reopened with another window (the default one): the log says what the requests were made against
+    async with serving(ServerConfig(db=str(tmp_path / "inspect.db"), context_window=4 * WINDOW)) as served:
+        usage = await served.get(f"/v1/conversations/{conversation}/usage")
+        context = await served.get(f"/v1/conversations/{conversation}/context")
+        assert usage["context_window"] == context["context_window"] == WINDOW
+        assert usage["budget"] == context["budget"] == ran["budget"]
+        assert usage["trigger_tokens"] == context["compaction"]["trigger_tokens"] == ran["compaction"]["trigger_tokens"]
+        assert context["utilisation"] == ran["utilisation"]
+        assert {(r["context_window"], r["budget"]) for r in usage["requests"]} == {(WINDOW, ran["budget"])}
+        assert max(r["input_tokens"] for r in usage["requests"]) <= usage["budget"]
+        # naming a model measures against that model's window: what the next request to it would have
+        named = await served.get(f"/v1/conversations/{conversation}/context", model="test")
+        assert (
+            named["context_window"]
+            == (await served.get(f"/v1/conversations/{conversation}/usage", model="test"))["context_window"]
+            == 4 * WINDOW
+        )
+
+
+async def test_a_log_from_before_windows_were_recorded_is_measured_against_the_servers_model(tmp_path: Path) -> None:
+    async with serving(small_window(tmp_path)) as served:
+        conversation = (await served.post("/v1/conversations", json={}))["id"]
+        old = Usage(model="test", input_tokens=900, output_tokens=20)  # as written before the window was recorded
+        await (await Conversation.load(served.store, conversation)).append(
+            Message(role="user", content=[], tokens=5), old
+        )
+        usage = await served.get(f"/v1/conversations/{conversation}/usage")
+        context = await served.get(f"/v1/conversations/{conversation}/context")
+        assert usage["context_window"] == context["context_window"] == WINDOW
+        assert usage["requests"][0]["context_window"] is usage["requests"][0]["budget"] is None
+        assert usage["budget"] == context["budget"]
+
+
 async def test_another_tenants_conversation_is_missing(tmp_path: Path) -> None:
     async with serving(small_window(tmp_path)) as served:
         acme_secret, _ = await served.store.keys.create("acme")

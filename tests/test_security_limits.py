@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,42 @@ def offer(port: int, head: bytes, *, chunked: bool) -> tuple[int, bytes]:
     return sent, answer
 
 
+def send_refusable(port: int, request: bytes) -> bytes:
+    """Send `request` on a new connection and read the answer. A server may refuse a request before it is all
+    written and close at once: the rest of the write, or the read, then fails with a reset (the kernel drops the
+    answer when the unread request makes the close a reset), and that early close is the refusal. b"" stands for
+    it; whether the server is still alive is for the caller to check."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(request + b"host: x\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+def test_a_server_that_refuses_and_closes_before_the_request_is_written_is_a_refusal() -> None:
+    """The machines where the real test failed: the server answered and closed while the request line was still
+    being sent. A loopback server that does so every time (reads 64 KiB, answers 431, closes with the rest unread)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\r\n")
+
+        server = threading.Thread(target=refuse)
+        server.start()
+        try:
+            answer = send_refusable(port, b"GET /?q=" + b"x" * (64 << 20) + b" HTTP/1.1\r\n")
+        finally:
+            server.join(timeout=30)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "declared-length"])
 @pytest.mark.parametrize("path", ["/v1/responses", "/v1/chat/completions", "/v1/conversations"])
 def test_a_huge_body_is_refused_and_no_longer_read(replica: Replica, chunked: bool, path: str) -> None:
@@ -114,10 +151,9 @@ def test_the_real_process_survives_deep_json_and_huge_request_lines(replica: Rep
             reply = http.post(path, content=TOO_DEEP, headers={"content-type": "application/json"})
             assert reply.status_code == 400, reply.text
             assert "levels deep" in reply.text
-    with socket.create_connection(("127.0.0.1", replica.port), timeout=30) as sock:
-        sock.sendall(b"GET /v1/conversations?after=" + b"x" * (4 << 20) + b" HTTP/1.1\r\nhost: x\r\n\r\n")
-        answer = sock.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]  # uvicorn refuses a request line that long itself
+    answer = send_refusable(replica.port, b"GET /v1/conversations?after=" + b"x" * (4 << 20) + b" HTTP/1.1\r\n")
+    # uvicorn refuses a request line that long itself, answering 4xx or (closing before reading it all) resetting
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
     forged = "2026-01-01 00:00:00,000 ERROR   contextfold.server: forged"
     with httpx.Client(base_url=replica.url) as http:
         assert http.get(f"/v1/conversations/x%0A{forged}").status_code == 404

@@ -270,6 +270,138 @@ def test_a_new_turn_appears_live(watched: Watched, served: Served) -> None:
     expect(page.locator("svg.chart circle.point")).to_have_count(2)
 
 
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server of its own with one conversation of one model request that kept little for the answer (so the
+    window and budget lines of its chart are close) and read a long file (so the target tick of the window bar
+    crosses the tool output)."""
+    root = tmp_path_factory.mktemp("single")
+    replica = Replica(str(root / "single.db"), root / "server.log", "--context-window", str(WINDOW))
+    try:
+        replica.wait_ready()
+        with httpx.Client(base_url=replica.url, timeout=60) as http:
+            running = Served(replica.url, root / "single.db", http)
+            running.conversation = http.post("/v1/conversations", json={}).json()["id"]
+            output = "\n".join(f"line {i}: value = compute({i}, 7)" for i in range(260))
+            read = [
+                {"type": "message", "role": "user", "content": "Read the file"},
+                {"type": "function_call", "call_id": "call_1", "name": "read_file", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": output},
+                {"type": "message", "role": "user", "content": "What does it say?"},
+            ]
+            tool = {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}}
+            running.respond(read, conversation=running.conversation, tools=[tool], max_output_tokens=64)
+            yield running
+    finally:
+        assert replica.stop() == 0
+
+
+@pytest.fixture
+def single_page(browser: Browser, single: Served) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=single.url)
+    seen = Watched(context.new_page())
+    seen.page.on(
+        "console", lambda m: seen.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+    )
+    seen.page.on("pageerror", lambda error: seen.problems.append(f"uncaught: {error}"))
+    try:
+        yield seen
+        assert seen.problems == []
+    finally:
+        context.close()
+
+
+_CONTRAST = """([a, b]) => {
+  const rgb = (colour) => colour.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (colour) => {
+    const [r, g, b] = rgb(colour).map((v) => {
+      const c = v / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
+}"""
+
+
+def test_line_labels_never_overlap_and_ticks_show_on_every_colour(
+    single_page: Watched, single: Served, shots: Path
+) -> None:
+    page = single_page.page
+    page.goto(f"/ui/#/c/{single.conversation}")
+    expect(page.locator("#live")).to_contain_text("Live")
+    usage = single.get(f"/v1/conversations/{single.conversation}/usage")
+    assert usage["context_window"] - usage["budget"] == 64  # the lines are close: their labels must not be
+    labels = page.locator("svg.chart g.ref text")
+    expect(labels).to_have_count(4)
+    found = [labels.nth(i).bounding_box() for i in range(4)]
+    boxes = [box for box in found if box is not None]
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"]
+            assert apart or a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"], (a, b)
+    svg = page.locator("svg.chart").bounding_box()
+    assert svg
+    assert all(box["x"] + box["width"] <= svg["x"] + svg["width"] + 1 for box in boxes)  # none cut off
+
+    # each tick of the window bar stands out from whatever colour it crosses (tool output's, for one of them)
+    crossed = []
+    for name in ("trigger", "target"):
+        tick = page.locator(f'svg.breakdown-bar g[data-tick="{name}"]')
+        x = float(tick.locator("line.mark").get_attribute("x1") or "nan")
+        under = page.evaluate(
+            """(x) => {
+              const hit = [...document.querySelectorAll('svg.breakdown-bar rect.cat')].find((r) => {
+                const left = Number(r.getAttribute('x'));
+                return left <= x && x <= left + Number(r.getAttribute('width'));
+              });
+              const rect = hit || document.querySelector('svg.breakdown-bar rect.free');
+              return [rect.dataset.category || 'free', getComputedStyle(rect).fill];
+            }""",
+            x,
+        )
+        category, fill = under
+        crossed.append(category)
+        halo = tick.locator("line.halo").evaluate("(line) => getComputedStyle(line).stroke")
+        mark = tick.locator("line.mark").evaluate("(line) => getComputedStyle(line).stroke")
+        # seen against what it crosses: by its halo there, or by itself where the halo is as pale as the ground
+        seen = max(page.evaluate(_CONTRAST, [halo, fill]), page.evaluate(_CONTRAST, [mark, fill]))
+        assert seen >= 3, (name, category, fill, halo, mark)
+        assert page.evaluate(_CONTRAST, [mark, halo]) >= 3, (name, mark, halo)
+    assert "tool_outputs" in crossed
+    page.locator(".panels").screenshot(path=shots / "inspector-close-lines.png")
+
+
+def test_counts_agree_with_their_nouns(single_page: Watched, single: Served) -> None:
+    page = single_page.page
+    page.goto("/ui/")
+    expect(page.locator("#list-status")).to_have_text("1 conversation.")
+    page.get_by_label("Filter").fill(single.conversation[-8:])
+    expect(page.locator("#list-status")).to_contain_text("1 of 1 conversation matches")
+    page.goto(f"/ui/#/c/{single.conversation}")
+    expect(page.locator("#live")).to_contain_text("Live")
+    expect(page.locator("#stats")).to_contain_text("1 model request · model test")
+    expect(page.locator("#stats")).to_contain_text("0 compactions")
+    desc = page.locator("svg.chart desc").text_content() or ""
+    assert desc.startswith("1 model request and 0 compactions"), desc
+    text = page.locator("main").inner_text()
+    assert not re.search(r"(?<![\d,.])1 (items|events|conversations|compactions|model requests|requests)\b", text)
+
+
+def test_a_missing_conversation_shows_its_error_and_nothing_loading(single_page: Watched, shots: Path) -> None:
+    page = single_page.page
+    page.goto("/ui/#/c/conv_no_such_conversation")
+    expect(page.get_by_role("alert")).to_contain_text("conv_no_such_conversation")
+    expect(page.get_by_text("Loading…")).to_have_count(0)
+    expect(page.locator("section.panel")).to_have_count(0)  # no empty panels under it
+    expect(page.get_by_role("link", name="All conversations")).to_be_visible()
+    page.screenshot(path=shots / "inspector-missing.png")
+    # the browser reports the 404 on the console; nothing else may be there
+    single_page.problems[:] = [p for p in single_page.problems if "status of 404" not in p]
+
+
 def test_a_server_with_keys_prompts_for_one(watched: Watched, served: Served) -> None:
     """Last: a key switches authentication on for good."""
     created = subprocess.run(

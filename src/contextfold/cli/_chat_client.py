@@ -1,5 +1,5 @@
 """The running server as `contextfold chat` sees it: the Responses and Conversations APIs through the official
-`openai` SDK (as any client would use them), contextfold's extension endpoints through httpx.
+`openai` SDK (as any client would use them), contextfold's extension endpoints through httpx2.
 
 Every failure comes out as one `ServerError` whose message is the server's own (its OpenAI-shaped error body), with
 the HTTP status and code, so the chat can print it and go on. The SDK does not retry: a person at the prompt sees a
@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from openai import Stream, omit
 from openai.types.responses import ResponseInputParam, ResponseStreamEvent
@@ -20,7 +20,7 @@ from openai.types.responses import ResponseInputParam, ResponseStreamEvent
 from .._errors import ContextfoldError
 
 DEFAULT_URL = "http://127.0.0.1:8400"
-_TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # a compaction with a real summariser can take minutes
+_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)  # a compaction with a real summariser can take minutes
 
 
 class ServerError(ContextfoldError):
@@ -43,7 +43,7 @@ class ChatServer:
         self.url = url.rstrip("/").removesuffix("/v1")
         self.keyed = bool(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=_TIMEOUT)
+        self.http = httpx2.Client(base_url=f"{self.url}/v1", headers=headers, timeout=_TIMEOUT)
         # The SDK insists on a key; a loopback server without keys ignores this placeholder.
         self.openai = openai.OpenAI(
             base_url=f"{self.url}/v1", api_key=api_key or "unused", max_retries=0, timeout=_TIMEOUT.read
@@ -98,7 +98,7 @@ class ChatServer:
     def delete(self, path: str) -> dict[str, Any]:
         return self._json(lambda: self.http.delete(path))
 
-    def _json(self, send: Callable[[], httpx.Response]) -> dict[str, Any]:
+    def _json(self, send: Callable[[], httpx2.Response]) -> dict[str, Any]:
         with self.translated():
             response = send()
         if response.status_code >= 400:
@@ -110,12 +110,12 @@ class ChatServer:
 
     @contextlib.contextmanager
     def translated(self) -> Iterator[None]:
-        """Turn the SDK's and httpx's exceptions into `ServerError`s that read well at the prompt."""
+        """Turn the SDK's and httpx2's exceptions into `ServerError`s that read well at the prompt."""
         try:
             yield
         except openai.APITimeoutError as exc:
             raise ServerError(f"the server at {self.url} did not answer in time") from exc
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise ServerUnreachableError(
                 f"cannot reach a contextfold server at {self.url}: start one with `contextfold serve` "
                 "(or check --url / CONTEXTFOLD_URL)"
@@ -134,7 +134,7 @@ class ChatServer:
         return ServerError(f"{text} (HTTP {status}{', ' + code if code else ''})", status=status, code=code)
 
 
-def _error_body(response: httpx.Response) -> object:
+def _error_body(response: httpx2.Response) -> object:
     try:
         return response.json()
     except ValueError:

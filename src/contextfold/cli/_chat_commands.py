@@ -16,6 +16,7 @@ from rich.table import Table
 from ._chat_client import ChatServer
 from ._chat_turn import ChatState, Ui
 from ._output import table
+from ._words import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def status_line(context: dict[str, Any]) -> str:
     return (
         f"{tokens:,} / {budget:,} tokens (window {window:,}) · "
         f"{'-' if utilisation is None else f'{utilisation:.0f}%'} · "
-        f"{count} compaction{'' if count == 1 else 's'} · {context['conversation_id']}"
+        f"{counted(count, 'compaction')} · {context['conversation_id']}"
     )
 
 
@@ -60,7 +61,7 @@ def report_status(chat: Chat) -> None:
     chat.state.compactions = count
     latest = context.get("latest_compaction")
     if new > 0 and latest:
-        many = f"{new} compactions; the last: " if new > 1 else ""
+        many = f"{counted(new, 'compaction')}; the last: " if new > 1 else ""
         chat.ui.note(f"compacted: {many}{compaction_text(latest)}")
     chat.ui.note(status_line(context))
 
@@ -95,7 +96,7 @@ def status(chat: Chat, argument: str) -> bool:
         ("items in view", f"{context['items_in_view']} ({len(context['pinned'])} pinned, "
                           f"{len(context['masked'])} masked)"),
         ("folded (seqs)", folded),
-        ("log", f"{context['events']:,} events; {totals['requests']} model requests, "
+        ("log", f"{counted(context['events'], 'event')}; {counted(totals['requests'], 'model request')}, "
                 f"{totals['input_tokens']:,} tokens in, {totals['output_tokens']:,} out"),
     ]  # fmt: skip
     chat.ui.out.print(_fields(rows))
@@ -110,7 +111,7 @@ def compact(chat: Chat, argument: str) -> bool:
     if result["compacted"]:
         chat.ui.say(
             f"compacted: {result['strategy']}, {result['tokens_before']:,} → {result['tokens_after']:,} tokens, "
-            f"{result['messages_before']} → {result['messages_after']} messages"
+            f"{result['messages_before']} → {counted(result['messages_after'], 'message')}"
         )
     else:
         reason = result.get("error") or "the view holds nothing that can be folded yet"

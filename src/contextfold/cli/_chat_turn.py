@@ -28,6 +28,7 @@ from openai.types.responses.response_output_item import McpCall
 from rich.console import Console
 
 from ._chat_client import ChatServer, ServerError
+from ._words import counted
 
 NO_TOOLS = "not run: this chat client (contextfold chat) has no tools; answer without them"
 """The output the chat sends back for a function call the model made: the call must be answered before the
@@ -145,7 +146,7 @@ class _Printer:
                 "run; the model is told so with your next message)"
             )
         elif isinstance(item, McpCall):
-            outcome = "failed" if item.error else f"{len(item.output or '')} characters back"
+            outcome = "failed" if item.error else f"{counted(len(item.output or ''), 'character')} back"
             self._note(f"(server tool {item.name}({_short(item.arguments)}): {outcome})")
 
     def _failed(self, message: str) -> None:

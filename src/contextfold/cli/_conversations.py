@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._local import conversation, run_action
 from ._output import Cell, stderr, stdout, table
+from ._words import counted
 
 if TYPE_CHECKING:
+    from ..server._registry import ResolvedModel
     from ..server._state import ServerState
 
 SHOWN = 50
@@ -153,18 +155,27 @@ def clip(text: str, limit: int = _TEXT) -> str:
 async def _list(state: ServerState, args: argparse.Namespace) -> int:
     from .._conversation import Conversation
     from .._errors import ContextfoldError
-    from ..server._window import context_report
+    from ..server._window import context_report, newest_request, recorded_lines, served_lines
 
     infos = await state.store.conversations.list(limit=args.limit, tenant=args.tenant, order="desc")
-    try:
-        resolved = await state.registry.resolve(None) if infos else None
-    except ContextfoldError as exc:  # the list is still worth having without the budget
-        stderr().print(f"utilisation not shown: the default model's window is unknown ({exc})")
-        resolved = None
+    default: list[ResolvedModel | None] = []  # the default model, resolved once, when a log recorded no window
+
+    async def default_model() -> ResolvedModel | None:
+        if not default:
+            try:
+                default.append(await state.registry.resolve(None))
+            except ContextfoldError as exc:  # the list is still worth having without the budget
+                stderr().print(f"utilisation not shown: the default model's window is unknown ({exc})")
+                default.append(None)
+        return default[0]
+
     rows: list[dict[str, Any]] = []
     for info in infos:
         loaded = await Conversation.load(state.store, info.id)
-        report = await context_report(loaded, resolved, state.config) if resolved else None
+        lines = recorded_lines(await newest_request(state.store, info.id, loaded.view.head))
+        if lines is None and (resolved := await default_model()) is not None:
+            lines = served_lines(resolved, loaded.view.max_output_tokens)
+        report = await context_report(loaded, lines, state.config) if lines else None
         rows.append(
             {
                 "id": info.id,
@@ -229,10 +240,10 @@ async def _show(state: ServerState, args: argparse.Namespace) -> int:
         print_json({"conversation_id": info.id, "head": info.head, "pinned": pinned, "data": data})
         return 0
     if after and not args.all:
-        stderr().print(f"the newest {len(data)} of {info.head} events; --all shows every one")
+        stderr().print(f"the newest {len(data)} of {counted(info.head, 'event')}; --all shows every one")
     room = max(40, stdout().width - 32)  # what the seq, kind and state columns leave: one line per event
     rows = [[event["seq"], event["type"], event["state"], describe(event, room)] for event in data]
-    stdout().print(table(("seq", "kind", "state", "text"), rows, title=f"{info.id} ({info.head} events)"))
+    stdout().print(table(("seq", "kind", "state", "text"), rows, title=f"{info.id} ({counted(info.head, 'event')})"))
     return 0
 
 
@@ -276,7 +287,7 @@ def _config(event: Mapping[str, Any]) -> str:
     if "system_prompt" in event:
         said.append(f"instructions: {clip(event['system_prompt'] or '(cleared)', 60)}")
     if "tools" in event:
-        said.append(f"{len(event['tools'] or [])} tools")
+        said.append(counted(len(event["tools"] or []), "tool"))
     if "max_output_tokens" in event:
         said.append(f"max output {event['max_output_tokens']}")
     return "; ".join(said)
@@ -326,7 +337,7 @@ async def _compact(state: ServerState, args: argparse.Namespace) -> int:
         return 0
     stdout().print(
         f"{result['strategy']}: {result['tokens_before']:,} → {result['tokens_after']:,} tokens, "
-        f"{result['messages_before']} → {result['messages_after']} items ({result['compaction_id']})",
+        f"{result['messages_before']} → {counted(result['messages_after'], 'item')} ({result['compaction_id']})",
         highlight=False,
     )
     if result["error"]:

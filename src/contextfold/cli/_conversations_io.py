@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 
 from ._local import conversation, run_action
 from ._output import progress, stderr, stdout
+from ._words import counted
 
 if TYPE_CHECKING:
     from ..events import AnyEvent
@@ -103,7 +104,7 @@ async def _export(state: ServerState, args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
-    stderr().print(f"wrote {info.head:,} events to {args.output}")
+    stderr().print(f"wrote {counted(info.head, 'event')} to {args.output}")
     return 0
 
 
@@ -158,7 +159,7 @@ async def _import(state: ServerState, args: argparse.Namespace) -> int:
             raise InvalidEventError(f"{exc}; if these events are in this store already, pass --new-id") from None
         raise
     stdout().out(info.id, highlight=False)
-    stderr().print(f"imported {len(events):,} events as {info.id} (tenant {args.tenant})")
+    stderr().print(f"imported {counted(len(events), 'event')} as {info.id} (tenant {args.tenant})")
     return 0
 
 

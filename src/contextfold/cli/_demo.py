@@ -30,15 +30,14 @@ import msgspec
 from .._errors import ConfigurationError, ContextfoldError, InvalidRequestError
 from ..events import ITEM_TYPES, AnyEvent, Compaction, Message, Reasoning, ToolCall, Usage
 from ._demo_agent import FACTS, Agent, Played, Script
+from ._words import counted
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
     import uvicorn
 
 MIN_TURNS = 20
 MIN_WINDOW = 4_096
-REOPEN_PORT = 8400
-"""The port `contextfold serve` listens on by default: the one the URL names once the demo's server has stopped."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,14 +117,20 @@ def run_demo(options: DemoOptions) -> int:
     with _serving(options, listener) as url:
         stderr().print(f"Serving the demo at {url}/v1 (database {options.db}, model test).", markup=False)
         report = drive(url, options)
-        port = listener.getsockname()[1] if options.wait else REOPEN_PORT
-        print_report(report, f"http://127.0.0.1:{port}/ui/#/c/{report.conversation_id}", as_json=options.json)
+        page = f"/ui/#/c/{report.conversation_id}"
+        # A URL only while something answers at it: without --wait the server stops before anyone could open it.
+        print_report(report, f"{url}{page}" if options.wait else None, page, as_json=options.json)
         if options.wait:
             stderr().print("The server is still up so the inspector works: press Ctrl-C to stop it.", markup=False)
             _wait_for_interrupt()
     if not options.wait:
         reopen = f"contextfold serve --db {shlex.quote(options.db)}"
-        stderr().print(f"The server has stopped. Reopen the session with: {reopen}", markup=False, soft_wrap=True)
+        stderr().print(
+            f"The server has stopped. Reopen the session with `{reopen}`; its inspector shows it at {page} "
+            "(with the window it ran with, whatever the new server's flags).",
+            markup=False,
+            soft_wrap=True,
+        )
     if report.problems:
         raise ContextfoldError("the demo failed: " + "; ".join(report.problems))
     return 0
@@ -245,7 +250,7 @@ class Report:
             ("conversation", self.conversation_id),
             ("turns", f"{self.turns:,}"),
             ("model requests", f"{self.requests:,}"),
-            ("log", f"{self.events:,} events, {self.logged_tokens:,} tokens of items"),
+            ("log", f"{counted(self.events, 'event')}, {counted(self.logged_tokens, 'token')} of items"),
             ("compactions", f"{sum(self.compactions.values()):,}" + (f" ({strategies})" if strategies else "")),
             ("context window", f"{self.context_window:,} tokens, of which {self.budget:,} the budget"),
             (
@@ -263,7 +268,7 @@ class Report:
 
 def drive(url: str, options: DemoOptions) -> Report:
     """Play the whole script against the server at `url`, with a progress bar, and report on the session."""
-    import httpx
+    import httpx2
     import openai
 
     from ._output import progress
@@ -273,7 +278,7 @@ def drive(url: str, options: DemoOptions) -> Report:
     sdk = openai.DefaultHttpxClient(trust_env=False)
     with (
         openai.OpenAI(base_url=f"{url}/v1", api_key="demo", http_client=sdk, max_retries=0, timeout=300) as client,
-        httpx.Client(base_url=url, trust_env=False, timeout=300) as http,
+        httpx2.Client(base_url=url, trust_env=False, timeout=300) as http,
     ):
         try:
             conversation = client.conversations.create(metadata={"demo": f"{options.turns} turns, seed {options.seed}"})
@@ -286,21 +291,22 @@ def drive(url: str, options: DemoOptions) -> Report:
                 for number in range(options.turns):
                     played.append(agent.play(script.turn(number)))
                     now = _get(http, f"/v1/conversations/{conversation.id}/context")
-                    status = f"{now['utilisation']:.0f}% of the budget, {now['totals']['compactions']} compactions"
+                    compactions = counted(now["totals"]["compactions"], "compaction")
+                    status = f"{now['utilisation']:.0f}% of the budget, {compactions}"
                     bar.update(task, advance=1, status=status)
             return measure(http, conversation.id, played, time.perf_counter() - started)
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise ContextfoldError(f"the demo's server stopped answering: {exc}") from None
 
 
-def measure(http: httpx.Client, conversation: str, played: Sequence[Played], seconds: float) -> Report:
+def measure(http: httpx2.Client, conversation: str, played: Sequence[Played], seconds: float) -> Report:
     usage = _get(http, f"/v1/conversations/{conversation}/usage")
     tokens = [request["input_tokens"] for request in usage["requests"]]
     events = _events(http, conversation)
     peak, budget = max(tokens, default=0), usage["budget"]
     problems = [p.problem for p in played if p.problem]
     if len(problems) > 3:
-        problems[3:] = [f"{len(problems) - 3} more turns failed"]
+        problems[3:] = [f"{counted(len(problems) - 3, 'more turn')} failed"]
     if peak > budget:
         problems.append(f"a request took {peak:,} tokens, over the {budget:,}-token budget")
     problems += [
@@ -350,17 +356,20 @@ def full_history_tokens(events: Sequence[AnyEvent]) -> int:
     return total
 
 
-def print_report(report: Report, inspector: str, *, as_json: bool) -> None:
+def print_report(report: Report, inspector: str | None, page: str, *, as_json: bool) -> None:
+    """The report on stdout; `inspector` is the URL of the session in a server still running, if one is."""
     from ._output import stdout, table
 
     out = stdout()
     if as_json:
         data = {**asdict(report), "seconds": round(report.seconds, 2), "saved": round(report.saved, 4)}
         data["inspector_url"] = inspector
+        data["inspector_path"] = page
         out.out(json.dumps(data, indent=2), highlight=False)
         return
     out.print(table(("", ""), report.rows(), title="contextfold demo"))
-    out.print(f"Explore the session in the inspector: {inspector}", markup=False, soft_wrap=True)
+    if inspector is not None:
+        out.print(f"Explore the session in the inspector: {inspector}", markup=False, soft_wrap=True)
 
 
 class _Page(msgspec.Struct):
@@ -369,7 +378,7 @@ class _Page(msgspec.Struct):
     last_seq: int
 
 
-def _events(http: httpx.Client, conversation: str) -> list[AnyEvent]:
+def _events(http: httpx2.Client, conversation: str) -> list[AnyEvent]:
     """The whole log, as the server's /events pages give it (each event decoded by the one codec's types)."""
     events: list[AnyEvent] = []
     after = 0
@@ -382,11 +391,11 @@ def _events(http: httpx.Client, conversation: str) -> list[AnyEvent]:
         after = page.last_seq
 
 
-def _get(http: httpx.Client, path: str) -> Any:
+def _get(http: httpx2.Client, path: str) -> Any:
     return _checked(http.get(path)).json()
 
 
-def _checked(reply: httpx.Response) -> httpx.Response:
+def _checked(reply: httpx2.Response) -> httpx2.Response:
     if reply.is_error:
         raise ContextfoldError(f"the demo's server answered {reply.status_code} to {reply.url.path}: {reply.text}")
     return reply

@@ -169,6 +169,11 @@ class Usage(Event, tag="usage", frozen=True):
     output_tokens: int
     cached_input_tokens: int = 0
     estimated_input_tokens: int | None = None
+    context_window: int | None = None
+    """The window the request was made against, and the budget in it (the window less the output reserved): the
+    conversation's, not the server's, so a server started with other flags shows it as it ran. None in logs written
+    before these were recorded."""
+    budget: int | None = None
 
 
 class Compaction(Event, tag="compaction", frozen=True):

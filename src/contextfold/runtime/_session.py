@@ -154,6 +154,7 @@ class Session:
             builtins=builtin_tools(self.conversation, expand_tokens=min(options.expand_tokens, budget // 4)),
             policy=options.policy,
             budget=budget,
+            context_window=self.context_window,
             max_output_tokens=reserved,
             max_steps=options.max_steps,
             tool_timeout=options.tool_timeout,

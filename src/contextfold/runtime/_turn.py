@@ -92,6 +92,8 @@ class TurnSetup:
     """Sampling and tool-choice settings for every inference; `max_output_tokens` comes from the field above."""
     compact: bool = True
     """False: never compact (a server request said `truncation: disabled`); a view over budget fails the turn."""
+    context_window: int | None = None
+    """The model's window that `budget` was taken from, recorded with each request's usage (None: not known)."""
     deferred: frozenset[str] = frozenset()
     """Tools the caller runs itself (the server's function tools): a call to one ends the turn, and its result
     arrives as input of the next turn."""
@@ -308,6 +310,8 @@ async def _inference(
             output_tokens=response.output_tokens,
             cached_input_tokens=response.cached_input_tokens,
             estimated_input_tokens=estimated if response.input_tokens else None,
+            context_window=setup.context_window,
+            budget=setup.budget if setup.context_window is not None else None,
             turn_id=turn_id,
         )
     )

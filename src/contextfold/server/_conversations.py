@@ -28,7 +28,7 @@ from ._responses import page
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
 from ._service import owned_conversation
 from ._state import ServerState, state_of, tenant_of
-from ._window import context_report
+from ._window import context_report, conversation_lines
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 extensions = APIRouter(prefix="/v1/conversations", tags=["contextfold extensions"])
@@ -159,9 +159,9 @@ async def context(conversation_id: str, tenant: Tenant, state: State, model: str
     """The window as the next request would send it: tokens by category, budget, utilisation, compactions, and
     what is folded."""
     await owned_conversation(state, tenant, conversation_id)
-    resolved = await state.registry.resolve(model)
     conversation = await state.views.peek(conversation_id)
-    return await context_report(conversation, resolved, state.config)
+    lines = await conversation_lines(state.registry, conversation, model)
+    return await context_report(conversation, lines, state.config)
 
 
 @extensions.post("/{conversation_id}/compact")

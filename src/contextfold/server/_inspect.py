@@ -8,7 +8,8 @@ per model request (for the chart). Both are derived from the log as it is; nothi
   `has_more`, and the seqs `pinned` now. Polling with `after=` the last seq seen is cheap when nothing changed:
   one lookup, no log read (and `pinned` is then null).
 - `GET /v1/conversations/{id}/usage`: every model request's reported input tokens beside our estimate, every
-  compaction with its tokens before and after, and the window, budget, trigger and target lines to draw them on.
+  compaction with its tokens before and after, and the window, budget, trigger and target lines to draw them on:
+  the window the newest request recorded (the conversation's, whatever this server's flags), else the model's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..view import View
 from ._registry import ResolvedModel
 from ._service import owned_conversation
 from ._state import ServerState, state_of, tenant_of
+from ._window import Lines, recorded_lines, served_lines
 
 inspect = APIRouter(prefix="/v1/conversations", tags=["contextfold extensions"])
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -120,13 +122,16 @@ async def usage(conversation_id: str, tenant: Tenant, state: State, model: str |
             compactions.append(_compaction(event, len(requests)))
         elif isinstance(event, ConfigChange) and event.max_output_tokens is not UNSET:
             max_output = event.max_output_tokens
-    resolved = await state.registry.resolve(model if model is not None else _served(state, requests))
-    lines = budget_lines(resolved, max_output, state.config.compact_threshold, state.config.compact_target)
+    # the window the conversation ran with, as its newest request recorded it, unless the caller names a model
+    ran = recorded_lines(next((e for e in reversed(log) if isinstance(e, Usage)), None)) if model is None else None
+    if ran is None:
+        resolved = await state.registry.resolve(model if model is not None else _served(state, requests))
+        ran = served_lines(resolved, max_output)
     return {
         "object": "conversation.usage",
         "conversation_id": conversation_id,
-        "model": resolved.name,
-        **lines,
+        "model": ran.model,
+        **_lines(ran, state.config.compact_threshold, state.config.compact_target),
         "requests": requests,
         "compactions": compactions,
     }
@@ -134,15 +139,16 @@ async def usage(conversation_id: str, tenant: Tenant, state: State, model: str |
 
 def budget_lines(resolved: ResolvedModel, max_output: int | None, threshold: float, target: float) -> dict[str, int]:
     """The window and the lines inside it, as the server's turns compute them (see `_service`, `_window`)."""
-    window = resolved.context_window
-    reserved = resolved.reserved_output(max_output)
-    budget = window - reserved
+    return _lines(served_lines(resolved, max_output), threshold, target)
+
+
+def _lines(lines: Lines, threshold: float, target: float) -> dict[str, int]:
     return {
-        "context_window": window,
-        "reserved_output_tokens": reserved,
-        "budget": budget,
-        "trigger_tokens": int(threshold * budget),
-        "target_tokens": int(target * budget),
+        "context_window": lines.context_window,
+        "reserved_output_tokens": lines.reserved_output,
+        "budget": lines.budget,
+        "trigger_tokens": int(threshold * lines.budget),
+        "target_tokens": int(target * lines.budget),
     }
 
 
@@ -161,6 +167,8 @@ def _request(event: Usage) -> dict[str, Any]:
         "estimated_input_tokens": event.estimated_input_tokens,
         "output_tokens": event.output_tokens,
         "cached_input_tokens": event.cached_input_tokens,
+        "context_window": event.context_window,  # what the request was made against; None in older logs
+        "budget": event.budget,
         "created_at": event.created_at,
     }
 

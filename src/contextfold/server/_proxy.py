@@ -210,6 +210,7 @@ class ProxyTurn:
                 builtins=builtins,
                 policy=CompactionPolicy(threshold=state.config.compact_threshold, target=state.config.compact_target),
                 budget=budget,
+                context_window=resolved.context_window,
                 max_output_tokens=reserved,
                 max_steps=_MAX_STEPS,
                 tool_timeout=60.0,

@@ -130,6 +130,7 @@ class ResponseRun:
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
                 policy=_policy(state, body, budget),
                 budget=budget,
+                context_window=resolved.context_window,
                 max_output_tokens=reserved,
                 max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
                 tool_timeout=60.0,

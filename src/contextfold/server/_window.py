@@ -1,22 +1,84 @@
-"""The context report of `GET /v1/conversations/{id}/context`: the window now, by category, against its budget."""
+"""The context report of `GET /v1/conversations/{id}/context`: the window now, by category, against its budget.
+
+The window and budget are the conversation's: each model request records them on its `Usage` event, and the
+newest such record wins over the server's model, so a server reopened with other flags (or none) measures a
+conversation against the window it ran with. A log with no record (no request yet, or written before requests
+recorded it) is measured against the model of its newest request when this server serves that name, else the
+default model; a report that names a model is measured against that model. `/usage` draws the same lines.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .._conversation import Conversation
-from ..events import Compaction, Message, Reasoning, ToolCall, ToolResult
+from ..events import Compaction, Message, Reasoning, ToolCall, ToolResult, Usage
+from ..store import Store
 from ..view._fold import masked_tokens
 from ..view._tokens import ITEM_OVERHEAD, text_tokens, tools_tokens
 from ._config import ServerConfig
-from ._registry import ResolvedModel
+from ._registry import ModelRegistry, ResolvedModel
+
+_BACK = 256
+"""Events read at a time when looking back through a log for its newest model request."""
 
 
-async def context_report(conversation: Conversation, resolved: ResolvedModel, config: ServerConfig) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Lines:
+    """The window a conversation is measured against, and the budget in it."""
+
+    model: str
+    context_window: int
+    budget: int
+
+    @property
+    def reserved_output(self) -> int:
+        return self.context_window - self.budget
+
+
+def recorded_lines(usage: Usage | None) -> Lines | None:
+    """The window and budget a request recorded, if it did (None for a log older than the record)."""
+    if usage is None or usage.context_window is None or usage.budget is None:
+        return None
+    return Lines(usage.model, usage.context_window, usage.budget)
+
+
+def served_lines(resolved: ResolvedModel, max_output_tokens: int | None) -> Lines:
+    """The window and budget a turn on this server would use with `resolved`."""
+    return Lines(resolved.name, resolved.context_window, resolved.budget(max_output_tokens))
+
+
+async def newest_request(store: Store, conversation_id: str, head: int) -> Usage | None:
+    """The newest `Usage` event at or before `head`, read from the end of the log back (usually one short read)."""
+    cursor = head
+    while cursor > 0:
+        after = max(0, cursor - _BACK)
+        events = await store.read(conversation_id, after=after, limit=cursor - after)
+        for event in reversed(events):
+            if isinstance(event, Usage):
+                return event
+        cursor = after
+    return None
+
+
+async def conversation_lines(registry: ModelRegistry, conversation: Conversation, model: str | None) -> Lines:
+    """What to measure `conversation` against: the model named; else the newest request's record; else the
+    newest request's model when served here; else the default model (see the module docstring)."""
+    if model is None:
+        newest = await newest_request(conversation.store, conversation.id, conversation.view.head)
+        recorded = recorded_lines(newest)
+        if recorded is not None:
+            return recorded
+        if newest is not None and newest.model in registry.names():
+            model = newest.model
+    resolved = await registry.resolve(model)
+    return served_lines(resolved, conversation.view.max_output_tokens)
+
+
+async def context_report(conversation: Conversation, lines: Lines, config: ServerConfig) -> dict[str, Any]:
     view = conversation.view
-    window = resolved.context_window
-    reserved = resolved.reserved_output(view.max_output_tokens)
-    budget = window - reserved
+    window, reserved, budget = lines.context_window, lines.reserved_output, lines.budget
     tokens = {
         "instructions": ITEM_OVERHEAD + text_tokens(view.system_prompt) if view.system_prompt else 0,
         "tools": tools_tokens(view.tools),
@@ -48,7 +110,7 @@ async def context_report(conversation: Conversation, resolved: ResolvedModel, co
     return {
         "object": "conversation.context",
         "conversation_id": conversation.id,
-        "model": resolved.name,
+        "model": lines.model,
         "context_window": window,
         "reserved_output_tokens": reserved,
         "budget": budget,

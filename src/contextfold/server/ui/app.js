@@ -23,6 +23,8 @@ function route(event) {
 
 function showError(error) {
   const message = error instanceof ApiError ? error.message : String(error?.message || error);
+  // what was waiting for the data that failed will not come: no "Loading…" under the error
+  for (const waiting of main.querySelectorAll('.loading')) waiting.remove();
   main.prepend(h('p', {class: 'error', role: 'alert'}, message));
   if (error instanceof ApiError && error.status === 401) {
     main.prepend(

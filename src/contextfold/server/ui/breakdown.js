@@ -1,7 +1,7 @@
 // The current window by category (from /context): a bar against the budget with the trigger and target marked,
 // and a table of the same numbers.
 
-import {h, s, num, pct} from './dom.js';
+import {h, s, num, pct, spread} from './dom.js';
 
 export const CATEGORIES = [
   ['instructions', 'Instructions'],
@@ -16,6 +16,7 @@ export const CATEGORIES = [
 
 const W = 600;
 const BAR = 28;
+const TICK_LABEL_GAP = 56; // px between the centres of the two tick labels: "trigger" is about 45px wide
 
 export function breakdown(context) {
   const budget = context.budget;
@@ -45,20 +46,25 @@ export function breakdown(context) {
     );
     at += width;
   }
-  for (const [field, name] of [
-    ['trigger_tokens', 'trigger'],
+  const ticks = [
     ['target_tokens', 'target'],
-  ]) {
-    const x = (W * context.compaction[field]) / scale;
+    ['trigger_tokens', 'trigger'],
+  ];
+  const xs = ticks.map(([field]) => (W * context.compaction[field]) / scale);
+  const labels = spread(xs, TICK_LABEL_GAP, TICK_LABEL_GAP / 2, W - TICK_LABEL_GAP / 2);
+  ticks.forEach(([, name], i) => {
+    const x = xs[i];
     bar.append(
       s(
         'g',
-        {class: `tick tick-${name}`},
-        s('line', {x1: x, x2: x, y1: -2, y2: BAR + 4}),
-        s('text', {x, y: BAR + 18, 'text-anchor': 'middle'}, name),
+        {class: `tick tick-${name}`, 'data-tick': name},
+        // a light halo under the mark, so it shows on every category's colour (the trigger's is tool output's)
+        s('line', {class: 'halo', x1: x, x2: x, y1: -2, y2: BAR + 4}),
+        s('line', {class: 'mark', x1: x, x2: x, y1: -2, y2: BAR + 4}),
+        s('text', {x: labels[i], y: BAR + 18, 'text-anchor': 'middle'}, name),
       ),
     );
-  }
+  });
   const rows = CATEGORIES.map(([key, label]) =>
     h(
       'tr',

@@ -2,13 +2,15 @@
 // estimate before sending it) against the window, the budget, the compaction trigger and target lines, and every
 // compaction as a drop from its tokens before to its tokens after. A data table carries the same numbers.
 
-import {h, s, num} from './dom.js';
+import {h, s, num, plural, spread} from './dom.js';
 
 const W = 760;
 const H = 300;
 const M = {left: 60, right: 104, top: 16, bottom: 38};
 const PLOT_W = W - M.left - M.right;
 const PLOT_H = H - M.top - M.bottom;
+
+const LABEL_GAP = 16; // units between two line labels' baselines: a 12.5px label's box is about 15 tall
 
 const LINES = [
   ['context_window', 'window', 'Context window'],
@@ -47,7 +49,7 @@ export function usageChart(usage) {
   const desc = s(
     'desc',
     {id: 'chart-desc'},
-    `${n} requests and ${usage.compactions.length} compactions of model ${usage.model}; ` +
+    `${plural(n, 'model request')} and ${plural(usage.compactions.length, 'compaction')} of model ${usage.model}; ` +
       `window ${usage.context_window}, ` +
       `budget ${usage.budget}, trigger ${usage.trigger_tokens}, target ${usage.target_tokens} tokens.`,
   );
@@ -95,18 +97,25 @@ export function usageChart(usage) {
   svg.append(grid);
 
   const lines = s('g', {class: 'lines'});
-  for (const [field, name] of LINES) {
+  // lines close together (the window and the budget, when little is reserved) keep their labels apart
+  const labelAt = spread(
+    LINES.map(([field]) => y(usage[field])),
+    LABEL_GAP,
+    M.top,
+    H - 4,
+  );
+  LINES.forEach(([field, name], i) => {
     const value = usage[field];
     lines.append(
       s(
         'g',
         {class: `ref ref-${name}`, 'data-line': name, 'data-tokens': value},
         s('line', {x1: M.left, x2: M.left + PLOT_W, y1: y(value), y2: y(value)}),
-        s('text', {x: M.left + PLOT_W + 6, y: y(value) + 4}, `${name} ${num(value)}`),
+        s('text', {x: M.left + PLOT_W + 6, y: labelAt[i] + 4}, `${name} ${num(value)}`),
         s('title', {}, `${name}: ${num(value)} tokens`),
       ),
     );
-  }
+  });
   svg.append(lines);
 
   const marks = s('g', {class: 'compactions'});

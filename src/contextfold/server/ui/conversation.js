@@ -24,13 +24,12 @@ export function conversationPage(main, id) {
   let stopped = false;
   let timer = null;
   let polling = false;
-  let model = null;
 
   const stats = h('p', {class: 'stats', id: 'stats'});
   const live = h('p', {class: 'live', id: 'live', 'aria-live': 'polite'});
   const checked = h('span', {class: 'muted', id: 'checked'});
-  const chartBox = h('div', {id: 'chart'}, h('p', {class: 'muted'}, 'Loading…'));
-  const breakdownBox = h('div', {id: 'breakdown'}, h('p', {class: 'muted'}, 'Loading…'));
+  const chartBox = h('div', {id: 'chart'}, h('p', {class: 'muted loading'}, 'Loading…'));
+  const breakdownBox = h('div', {id: 'breakdown'}, h('p', {class: 'muted loading'}, 'Loading…'));
   const summaryBox = h('div', {id: 'active-summary'});
   const timeline = new Timeline();
   const counts = h('p', {class: 'muted', id: 'timeline-counts'});
@@ -144,7 +143,7 @@ export function conversationPage(main, id) {
   });
 
   async function refreshContext() {
-    const context = await get(`${base}/context`, {model});
+    const context = await get(`${base}/context`);
     if (stopped) return;
     clear(stats).append(
       `${plural(context.events, 'event')} · ${plural(context.items_in_view, 'item')} in view · `,
@@ -171,7 +170,6 @@ export function conversationPage(main, id) {
   async function refreshUsage() {
     const usage = await get(`${base}/usage`);
     if (stopped) return;
-    model = usage.model;
     clear(chartBox).append(
       usage.requests.length || usage.compactions.length
         ? usageChart(usage)
@@ -269,12 +267,17 @@ export function conversationPage(main, id) {
   document.addEventListener('visibilitychange', onVisible);
 
   const ready = (async () => {
-    await refreshUsage(); // first: it names the model whose window the context report should use
-    await refreshContext(); // then the timeline, which marks the summary in the view now
+    await refreshUsage();
+    await refreshContext(); // before the timeline, which marks the summary in the view now
     await loadTimeline();
     live.textContent = 'Live: new events appear as they are logged.';
     timer = setInterval(poll, POLL_MS);
-  })();
+  })().catch((error) => {
+    // the conversation could not be read (missing, or the server failed): the error, the way back and the id,
+    // not empty panels waiting for data that will not come
+    for (const part of root.querySelectorAll('.live-row, .panels, section.panel')) part.remove();
+    throw error;
+  });
 
   return {
     ready,

@@ -62,6 +62,27 @@ export function plural(n, word, many = `${word}s`) {
   return `${num(n)} ${n === 1 ? word : many}`;
 }
 
+/**
+ * Positions for labels wanted at `wanted` (pixels along one axis), each at least `gap` from the next, as close to
+ * where it is wanted as that allows, all within [low, high] when they fit. The order of the labels is kept.
+ */
+export function spread(wanted, gap, low, high) {
+  const order = wanted.map((at, i) => [at, i]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const placed = order.map(([at]) => Math.min(Math.max(at, low), high));
+  for (let k = 1; k < placed.length; k += 1) placed[k] = Math.max(placed[k], placed[k - 1] + gap);
+  // pushed past the far end: slide back, keeping the gaps
+  const over = placed.length ? placed[placed.length - 1] - high : 0;
+  if (over > 0) {
+    placed[placed.length - 1] -= over;
+    for (let k = placed.length - 2; k >= 0; k -= 1) placed[k] = Math.min(placed[k], placed[k + 1] - gap);
+  }
+  const result = new Array(wanted.length);
+  order.forEach(([, i], k) => {
+    result[i] = placed[k];
+  });
+  return result;
+}
+
 /** Long text: the first `lines` lines (at most `limit` characters), the rest behind a disclosure. */
 export function longText(text, limit = 600, className = 'text', lines = 8) {
   let cut = Math.min(text.length, limit);

@@ -2,7 +2,7 @@
 // its log, tokens in its view now, compactions so far).
 
 import {get} from './api.js';
-import {h, num, pct, time, clear} from './dom.js';
+import {h, num, pct, time, clear, plural} from './dom.js';
 
 const PAGE = 50;
 const PARALLEL = 4; // context reports fetched at once
@@ -74,8 +74,9 @@ export function listPage(main) {
       rows.length === 0
         ? 'No conversations yet.'
         : query
-          ? `${shown} of ${rows.length} conversations match “${filter.value.trim()}”.`
-          : `${rows.length} conversations.`;
+          ? `${num(shown)} of ${plural(rows.length, 'conversation')} ${shown === 1 ? 'matches' : 'match'} ` +
+            `“${filter.value.trim()}”.`
+          : `${plural(rows.length, 'conversation')}.`;
   }
 
   function addRow(item) {
