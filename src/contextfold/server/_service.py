@@ -94,7 +94,7 @@ class ResponseRun:
             raise PayloadTooLargeError(
                 f"instructions are over the {limits.max_instructions_bytes}-byte limit", param="instructions"
             )
-        entries = parse_input(body.input, max_items=limits.max_items_per_request)
+        entries = parse_input(body.input, max_items=limits.max_items_per_request, answered=True)
         _check_outputs(entries, limits.max_tool_output_bytes)
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
