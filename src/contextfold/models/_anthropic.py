@@ -46,6 +46,7 @@ from anthropic.types import (
 
 from .._errors import ConfigurationError, ContextLengthError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
+from ..view._grammar import validate_anthropic
 from ..view._render import render_anthropic
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
@@ -142,6 +143,10 @@ class AnthropicModel(StreamingModel):
             or self.profile.max_output_tokens
             or DEFAULT_MAX_TOKENS
         )
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the Messages grammar in the messages this model would send (the runtime's send check)."""
+        return validate_anthropic(render_anthropic(window)[1])
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         system, messages = render_anthropic(window)

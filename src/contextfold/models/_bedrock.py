@@ -39,7 +39,7 @@ import urllib3.exceptions
 from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
-from ._bedrock_render import render_bedrock, render_tools
+from ._bedrock_render import render_bedrock, render_tools, validate_bedrock
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -161,6 +161,10 @@ class BedrockModel(StreamingModel):
     ) -> None:
         super().__init__(model_id, profile=profile, retry=retry)
         self._provider = provider
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Converse's grammar in the request this model would send (the runtime's send check)."""
+        return validate_bedrock(render_bedrock(window)[1], tools_declared=bool(render_tools(window)))
 
     def _request(self, window: Window, settings: ModelSettings) -> dict[str, Any]:
         system, messages = render_bedrock(window)

@@ -116,6 +116,10 @@ class CohereModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self._provider = provider
 
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the grammar in the messages this model would send (the runtime's send check)."""
+        return validate_cohere(render_cohere(window))
+
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         options: RequestOptions = {"max_retries": 0}
         if settings.timeout is not None:

@@ -30,6 +30,7 @@ from google.genai import types
 
 from .._errors import ConfigurationError, ModelError, ModelResponseError
 from ..view import Window
+from ..view._grammar import validate_gemini
 from ..view._render import render_gemini
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
@@ -139,6 +140,10 @@ class GeminiModel(StreamingModel):
         if settings.timeout is not None:
             config.http_options = types.HttpOptions(timeout=int(settings.timeout * 1000))
         return config
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Gemini's role rules in the contents this model would send (the runtime's send check)."""
+        return validate_gemini(render_gemini(window)[1])
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         system, rendered = render_gemini(window)

@@ -17,6 +17,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from .._errors import ModelError
 from ..view import Window
+from ..view._grammar import validate_openai_chat
 from ..view._render import render_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
 from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, positive_int
@@ -53,6 +54,10 @@ class OpenAIChatModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check)."""
+        return validate_openai_chat(render_openai_chat(window))
 
     def _messages(self, window: Window) -> list[ChatCompletionMessageParam]:
         messages = render_openai_chat(window)

@@ -41,6 +41,7 @@ from openai.types.responses import (
 
 from .._errors import ModelError
 from ..view import Window
+from ..view._grammar import validate_openai_responses
 from ..view._render import render_openai_responses
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
 from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, stream_error
@@ -85,6 +86,10 @@ class OpenAIResponsesModel(StreamingModel):
             }
             for t in window.tools or []
         ]
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the Responses grammar in the input this model would send (the runtime's send check)."""
+        return validate_openai_responses(render_openai_responses(window, reasoning_from=self.provider_name)[1])
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         instructions, items = render_openai_responses(window, reasoning_from=self.provider_name)

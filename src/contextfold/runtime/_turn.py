@@ -44,9 +44,10 @@ from ..models import (
     ToolCallChunk,
     ToolCallRequest,
     ToolCallStart,
+    checks_grammar,
     close,
 )
-from ..view._grammar import repair, validate_items
+from ..view._grammar import send_check
 from ..view._tokens import tools_tokens
 from ._events import (
     InferenceResult,
@@ -248,10 +249,11 @@ async def _inference(
     window = conv.window()
     if builtins:
         window = dataclasses.replace(window, tools=[*(window.tools or []), *(t.spec for t in builtins)])
-    violations = validate_items(window.items)
-    if violations:  # a bug if it happens; never send a broken window
-        log.error("repairing the window of %s before sending it: %s", conv.id, "; ".join(violations))
-        window = repair(window)
+    # Invariant 6, on the one path every model request of a turn takes: pairing and the target provider's grammar
+    # (the adapter's own check of what it would send); a violation is a bug, repaired, logged, counted, never sent.
+    grammar = setup.model.violations if checks_grammar(setup.model) else None
+    provider = str(getattr(setup.model, "provider_name", type(setup.model).__name__))  # a bounded metrics label
+    window = send_check(window, grammar, provider, where=conv.id)
     estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
     settings = dataclasses.replace(setup.settings, max_output_tokens=setup.max_output_tokens)
     taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}

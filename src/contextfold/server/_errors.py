@@ -27,6 +27,7 @@ from .._errors import (
     ContextfoldError,
     ContextLengthError,
     ContextOverflowError,
+    GrammarError,
     InvalidRequestError,
     ModelAuthError,
     ModelError,
@@ -95,8 +96,8 @@ def api_error(exc: BaseException) -> ApiError:
     return ApiError(500, "server_error", f"internal server error (log id {incident})", "internal_error")
 
 
-_INTERNAL: tuple[type[BaseException], ...] = ()
-"""ContextfoldErrors that are bugs rather than user mistakes (GrammarError is raised only by checks, never here)."""
+_INTERNAL: tuple[type[BaseException], ...] = (GrammarError,)
+"""ContextfoldErrors that are bugs rather than user mistakes: a window the send check could not repair (a 500)."""
 
 
 def _validation_param(loc: Sequence[int | str]) -> str:

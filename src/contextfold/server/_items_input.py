@@ -118,8 +118,9 @@ class _Parser:
         if not isinstance(kind, str):
             raise InvalidRequestError(f"{path}.type must be a string, not {_kind(kind)}", f"{path}.type")
         if kind == "function_call":
-            self.out.append(self._unique(_function_call(item, path, self._batch()), f"{path}.call_id"))
-            self.waiting[item["call_id"]] = path  # type: ignore[index]  # checked by _function_call
+            call = self._unique(_function_call(item, path, self._batch()), f"{path}.call_id")
+            self.out.append(call)
+            self.waiting[call.call_id] = path
             return
         if kind == "mcp_call":
             call, result = _mcp_call(item, path, self._batch())

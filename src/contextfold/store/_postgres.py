@@ -259,7 +259,9 @@ class _PostgresConversations:
         self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
         check_tenant(tenant, allow_empty=True)
-        info = ConversationInfo(check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant)
+        info = ConversationInfo(
+            check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant
+        )
         async with self._store._connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO conversations (id, created_at, metadata, tenant) VALUES (%s, %s, %s, %s)"

@@ -222,7 +222,9 @@ class _SQLiteConversations:
         self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
         check_tenant(tenant, allow_empty=True)
-        info = ConversationInfo(check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant)
+        info = ConversationInfo(
+            check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant
+        )
         await self._store._writer.run(_create, info)
         return info
 
