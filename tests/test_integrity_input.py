@@ -154,6 +154,7 @@ async def test_the_conversation_refuses_a_call_id_already_in_its_view(served: Se
     reply = await served.http.post("/v1/responses", json=body)
     assert reply.status_code == 400, reply.text
     assert repr(call["call_id"]) in reply.json()["error"]["message"]
+    assert reply.json()["error"]["param"] == "input"
     # nothing was appended: the call can still be answered, once
     answered = {**body, "input": body["input"][:1]}
     assert (await served.http.post("/v1/responses", json=answered)).status_code == 200

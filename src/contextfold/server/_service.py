@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from .._conversation import Conversation
-from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from .._errors import BusyError, InvalidEventError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from ..compaction import CompactionPolicy, CompactionResult
 from ..events import (
     Compaction,
@@ -111,6 +111,10 @@ class ResponseRun:
             conversation_id = conversation.id
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
+            try:  # the conversation's own append check (a call id already in its view), naming the field
+                conversation.check([e for e in entries if isinstance(e, Event)])
+            except InvalidEventError as error:
+                raise InvalidRequestError(str(error), param="input") from None
             reserved = resolved.reserved_output(body.max_output_tokens)
             budget = resolved.context_window - reserved
             if budget <= 0:

@@ -89,7 +89,7 @@ def _check(text: str, path: str, key: str | None = None) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        where = path or "the body"
+        where = path or "the request body"
         if key is not None:
             where = f"the key {key.encode('utf-8', 'backslashreplace').decode()!r} of {where}"
         half = text[error.start]

@@ -348,7 +348,7 @@ def classify(exc: psycopg.Error, where: str) -> StoreError | InvalidRequestError
     if isinstance(exc, psycopg.DataError) and _NUL in str(exc):
         return NotFoundError(f"nothing is stored under a value holding a NUL (0x00) byte: {detail}")
     if state.startswith(_CLIENT_DATA) or (isinstance(exc, psycopg.DataError) and not state):
-        return InvalidRequestError(f"PostgreSQL cannot take a value of the request: {detail}")
+        return InvalidRequestError(f"the request body holds a value PostgreSQL cannot take: {detail}")
     if state.startswith(_CONSTRAINT):
         return InvalidEventError(f"event rejected by the store: {detail}")
     return StoreError(f"PostgreSQL error on {where}: {detail}")

@@ -107,7 +107,7 @@ class Worker:
         except sqlite3.IntegrityError as exc:  # as PostgreSQL's class 23
             raise InvalidEventError(f"event rejected by the store: {exc}") from None
         except sqlite3.DataError as exc:  # as PostgreSQL's class 22: a value too big or out of range
-            raise InvalidRequestError(f"SQLite cannot take a value of the request: {exc}") from None
+            raise InvalidRequestError(f"the request body holds a value SQLite cannot take: {exc}") from None
         except sqlite3.Error as exc:  # locked past the busy timeout, I/O, full disk, a corrupt file: an outage
             raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
 
