@@ -236,7 +236,8 @@ def test_a_lone_surrogate_anywhere_in_any_body_is_a_400_naming_it(api: Api, labe
         _aim(case, data, api, GenerationMode.POSITIVE)
         body = case.body if isinstance(case.body, dict) else {"body": case.body}
         leaves = [leaf for leaf in _strings(body) if leaf[0]]
-        if leaves and data.draw(st.booleans(), label="into a string of the body"):
+        into: bool = data.draw(st.booleans(), label="into a string of the body")
+        if leaves and into:
             path, trail = data.draw(st.sampled_from(leaves), label="string")
             holder: Any = body
             for step in trail[:-1]:
@@ -253,6 +254,9 @@ def test_a_lone_surrogate_anywhere_in_any_body_is_a_400_naming_it(api: Api, labe
         assert "lone UTF-16 surrogate" in error["message"]
         if case.path not in ANTHROPIC_ROUTES:
             assert error["param"] == path
-        assert httpx.get(f"{api.replica.url}/v1/conversations", params={"limit": 100, "order": "desc"}).json()["data"] == before
+        assert (
+            httpx.get(f"{api.replica.url}/v1/conversations", params={"limit": 100, "order": "desc"}).json()["data"]
+            == before
+        )
 
     fuzz()

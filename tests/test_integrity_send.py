@@ -24,6 +24,7 @@ from contextfold.models import ModelSettings, checks_grammar
 from contextfold.models._bedrock import BedrockModel, BedrockProvider
 from contextfold.models._bedrock_render import render_bedrock, validate_bedrock
 from contextfold.models._cohere import render_cohere, validate_cohere
+from contextfold.models._rendered import Rendered
 from contextfold.view import Window
 from contextfold.view._grammar import (
     REPAIRS,
@@ -187,3 +188,20 @@ def test_what_the_send_check_lets_through_obeys_the_providers_grammar(items: lis
     grammar = GRAMMARS[api]
     sent = send_check(window, grammar, api)
     assert grammar(sent) == []
+
+
+def test_the_checked_payload_is_sent_once_and_only_for_the_same_window() -> None:
+    renders: list[Window] = []
+
+    def render(window: Window) -> list[int]:
+        renders.append(window)
+        return [len(renders)]
+
+    cache = Rendered(render)
+    window, other = Window(None, None, None, [user("a", seq=1)]), Window(None, None, None, [user("a", seq=1)])
+    assert cache.check(window, lambda payload: []) == []
+    assert cache.take(window) == [1]  # the check's render, not a second one
+    assert cache.take(window) == [2]  # used once: a retry renders afresh
+    cache.check(window, lambda payload: ["bad"])
+    assert cache.take(other) == [4]  # an equal window is not the same one: rendered for itself
+    assert len(renders) == 4

@@ -59,6 +59,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -133,6 +134,7 @@ class AnthropicModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(name, profile=profile, retry=retry)
+        self._rendered = Rendered(render_anthropic)
         self.provider = provider
 
     def max_tokens(self, window: Window, settings: ModelSettings) -> int:
@@ -146,10 +148,10 @@ class AnthropicModel(StreamingModel):
 
     def violations(self, window: Window) -> list[str]:
         """What breaks the Messages grammar in the messages this model would send (the runtime's send check)."""
-        return validate_anthropic(render_anthropic(window)[1])
+        return self._rendered.check(window, lambda payload: validate_anthropic(payload[1]))
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
-        system, messages = render_anthropic(window)
+        system, messages = self._rendered.take(window)
         tools = _tools(window)
         choice = _tool_choice(settings) if tools else None
         state = _StreamState()

@@ -43,6 +43,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "gemini"
 
@@ -113,6 +114,7 @@ class GeminiModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(name, profile=profile, retry=retry)
+        self._rendered = Rendered(render_gemini)
         self.provider = provider
 
     def config(
@@ -143,10 +145,10 @@ class GeminiModel(StreamingModel):
 
     def violations(self, window: Window) -> list[str]:
         """What breaks Gemini's role rules in the contents this model would send (the runtime's send check)."""
-        return validate_gemini(render_gemini(window)[1])
+        return self._rendered.check(window, lambda payload: validate_gemini(payload[1]))
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
-        system, rendered = render_gemini(window)
+        system, rendered = self._rendered.take(window)
         # The renderer writes the REST shape (camelCase); the SDK's types read it by alias.
         contents = [types.Content.model_validate(content) for content in rendered]
         config = self.config(window, settings, system)
