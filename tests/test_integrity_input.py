@@ -283,3 +283,35 @@ def test_check_text_refuses_a_key_and_passes_what_is_not_json() -> None:
     assert caught.value.param == "metadata"
     check_text(b'{"broken": "\\ud800')  # not JSON: the route says what is wrong with it
     check_text(b"\\ud800")
+
+
+TRICKY = st.text(
+    st.characters(min_codepoint=0xD7FE, max_codepoint=0xE001) | st.sampled_from(["\\", "u", "d", "8", "a", '"']),
+    max_size=12,
+)
+"""Strings near and across the surrogate range, with backslashes and the letters of an escape."""
+
+
+def _lone(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@settings(max_examples=500, deadline=None)
+@given(TRICKY, st.booleans())
+def test_the_quick_scan_never_misses_a_lone_surrogate(text: str, ascii_only: bool) -> None:
+    """The byte scan that spares most bodies a second decode lets no lone surrogate through, however the text
+    mixes backslashes, pairs and halves, and whether the encoder escapes every non-ASCII character or only these."""
+    from contextfold.server._text import _maybe_lone
+
+    # a lone surrogate can only be sent escaped: as UTF-8 bytes it is invalid, which every decoder refuses
+    body = json.dumps({"text": text}, ensure_ascii=ascii_only or _lone(text)).encode()
+    if _lone(json.loads(body)["text"]):  # two halves side by side are one character once decoded
+        assert _maybe_lone(body)
+        with pytest.raises(InvalidRequestError):
+            check_text(body)
+    else:
+        check_text(body)

@@ -7,13 +7,16 @@ had created left behind. msgspec (the proxy's decoder) refuses it, but as "Input
 nothing. So every request body is checked here once, for every route, before any route reads it.
 
 Only the escape can spell a surrogate (UTF-8 bytes cannot: encoded surrogates are invalid UTF-8, which the
-decoders refuse), so the body is decoded a second time only when its bytes hold `\\ud` or `\\uD` at all; that
-decode finds the field. Multipart and form bodies are not JSON and are left alone.
+decoders refuse), so the body is looked at again only when its bytes hold `\\ud` or `\\uD` at all, and decoded a
+second time (which finds the field) only when an escape is left once escaped backslashes and well-formed pairs
+(an emoji, as ASCII-only encoders write it) are taken out. Multipart and form bodies are not JSON and are left
+alone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,11 +60,24 @@ class RefuseLoneSurrogates:
             if not message.get("more_body", False):
                 done = True
                 if suspect:
-                    check_text(b"".join(chunks))
+                    body = b"".join(chunks)
+                    if _maybe_lone(body):
+                        check_text(body)
                 chunks.clear()
             return message
 
         await self.app(scope, checked, send)
+
+
+_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _maybe_lone(body: bytes) -> bool:
+    """Whether a surrogate escape may stand alone in `body`: what is left once escaped backslashes (`\\\\`, taken
+    left to right as JSON reads them, so `\\\\ud800` is text) are blanked out (not removed: that would join the
+    two halves of `\\ud800\\\\\\udc00` into a pair) and high-low pairs are removed."""
+    rest = _PAIR.sub(b"", body.replace(b"\\\\", b"__"))
+    return any(escape in rest for escape in _ESCAPES)
 
 
 def check_text(body: bytes) -> None:
