@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from contextfold._errors import GrammarError
 from contextfold.events import Item, ToolCall, ToolResult, ToolSpec, assistant, user
-from contextfold.models import ModelSettings, checks_grammar
+from contextfold.models import ModelSettings, ScriptedModel, checks_grammar
 from contextfold.models._bedrock import BedrockModel, BedrockProvider
 from contextfold.models._bedrock_render import render_bedrock, validate_bedrock
 from contextfold.models._cohere import render_cohere, validate_cohere
@@ -92,7 +92,7 @@ def test_a_window_the_provider_would_refuse_is_repaired_counted_and_never_sent(
     sent = json.loads(server.requests[-1].body)
     assert validate_openai_responses(sent["input"]) == []  # what reached the upstream obeys its grammar
     assert [item.get("type", "message") for item in sent["input"]] == ["message", "message"]
-    assert "repairing the window of conv_" in replica.output()
+    assert "repairing a window before sending it to" in replica.output()
 
 
 # --- Bedrock: tool history, no tools declared ----------------------------------------------------------------
@@ -205,3 +205,18 @@ def test_the_checked_payload_is_sent_once_and_only_for_the_same_window() -> None
     cache.check(window, lambda payload: ["bad"])
     assert cache.take(other) == [4]  # an equal window is not the same one: rendered for itself
     assert len(renders) == 4
+
+
+async def test_every_request_to_a_streaming_model_is_checked_not_only_turns() -> None:
+    """A summary request, or a library caller's own `request`, takes the same path as a turn's: what reaches the
+    adapter is repaired, and counted."""
+    model = ScriptedModel(["ok"])
+    broken = Window(
+        None, None, None, [user("hi", seq=1), ToolCall(seq=2, call_id="a", name="f", arguments="{}", batch_id="b")]
+    )
+    count = REPAIRS["scripted"]
+    response = await model.request(broken, ModelSettings())
+    assert response.text == "ok"
+    ((sent, _),) = model.calls
+    assert [item.seq for item in sent.items] == [1]  # the orphan call never reached the model
+    assert REPAIRS["scripted"] == count + 1

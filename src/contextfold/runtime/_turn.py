@@ -40,6 +40,7 @@ from ..models import (
     ModelResponse,
     ModelSettings,
     ResponseDone,
+    StreamingModel,
     TextChunk,
     ToolCallChunk,
     ToolCallRequest,
@@ -249,11 +250,9 @@ async def _inference(
     window = conv.window()
     if builtins:
         window = dataclasses.replace(window, tools=[*(window.tools or []), *(t.spec for t in builtins)])
-    # Invariant 6, on the one path every model request of a turn takes: pairing and the target provider's grammar
-    # (the adapter's own check of what it would send); a violation is a bug, repaired, logged, counted, never sent.
-    grammar = setup.model.violations if checks_grammar(setup.model) else None
-    provider = str(getattr(setup.model, "provider_name", type(setup.model).__name__))  # a bounded metrics label
-    window = send_check(window, grammar, provider, where=conv.id)
+    if not isinstance(setup.model, StreamingModel):  # a StreamingModel checks every request itself (invariant 6)
+        grammar = setup.model.violations if checks_grammar(setup.model) else None
+        window = send_check(window, grammar, type(setup.model).__name__, where=conv.id)
     estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
     settings = dataclasses.replace(setup.settings, max_output_tokens=setup.max_output_tokens)
     taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}

@@ -154,7 +154,7 @@ def send_check(
     violations = validate_items(window.items) + (grammar(window) if grammar else [])
     if not violations:
         return window
-    log.error("repairing the window of %s before sending it to %s: %s", where, provider, "; ".join(violations))
+    log.error("repairing a window before sending it to %s (%s): %s", provider, where, "; ".join(violations))
     REPAIRS[provider] += 1
     repaired = repair(window)
     left = validate_items(repaired.items) + (grammar(repaired) if grammar else [])
