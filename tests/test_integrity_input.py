@@ -315,3 +315,98 @@ def test_the_quick_scan_never_misses_a_lone_surrogate(text: str, ascii_only: boo
             check_text(body)
     else:
         check_text(body)
+
+
+# --- the parsers against a reference model of "reused while waiting" --------------------------------------------
+
+Step = tuple[str, tuple[str, ...]]
+"""("calls", ids) for an assistant message with these calls, ("results", ids) for the results of these ids."""
+
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["calls", "results"]), st.lists(st.sampled_from("abc"), min_size=1, max_size=3)),
+    min_size=1,
+    max_size=6,
+).map(lambda steps: [(kind, tuple(ids)) for kind, ids in steps])
+
+
+def _reused_while_waiting(steps: list[Step]) -> str | None:
+    """The first call id reused while an earlier call with it has no result yet: what every wire must refuse."""
+    waiting: set[str] = set()
+    for kind, ids in steps:
+        for call_id in ids:
+            if kind == "results":
+                waiting.discard(call_id)
+            elif call_id in waiting:
+                return call_id
+            else:
+                waiting.add(call_id)
+    return None
+
+
+def _chat(steps: list[Step]) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for kind, ids in steps:
+        if kind == "calls":
+            calls = [{**CALL, "id": i} for i in ids]
+            messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        else:
+            messages.extend({"role": "tool", "tool_call_id": i, "content": "r"} for i in ids)
+    return {"model": "test", "messages": messages}
+
+
+def _anthropic(steps: list[Step]) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for kind, ids in steps:
+        if kind == "calls":
+            messages.append({"role": "assistant", "content": [{**TOOL_USE, "id": i} for i in ids]})
+        else:
+            blocks = [{"type": "tool_result", "tool_use_id": i, "content": "r"} for i in ids]
+            messages.append({"role": "user", "content": blocks})
+    return {"model": "test", "max_tokens": 5, "messages": messages}
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_the_proxy_parsers_refuse_exactly_the_ids_reused_while_waiting(steps: list[Step]) -> None:
+    from contextfold.server._chat_parse import parse_chat
+    from contextfold.server._messages_parse import parse_messages
+
+    reused = _reused_while_waiting(steps)
+    for parse, body in ((parse_chat, _chat(steps)), (parse_messages, _anthropic(steps))):
+        if reused is None:
+            parse(body)  # whatever else is wrong with the history is the conversation's to say
+        else:
+            with pytest.raises(InvalidRequestError, match=repr(reused)):
+                parse(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_responses_input_refuses_any_reused_id_and_any_call_left_unanswered(steps: list[Step]) -> None:
+    from contextfold.server._items_input import parse_input
+
+    items: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for kind, ids in steps:
+        for i in ids:
+            if kind == "calls":
+                items.append({"type": "function_call", "call_id": i, "name": "f", "arguments": "{}"})
+            else:
+                items.append({"type": "function_call_output", "call_id": i, "output": "r"})
+    calls = [i for kind, ids in steps if kind == "calls" for i in ids]
+    answered = {i for kind, ids in steps if kind == "results" for i in ids}
+    if len(set(calls)) < len(calls) or not set(calls) <= answered or _answered_late(items):
+        with pytest.raises(InvalidRequestError):
+            parse_input(items, answered=True)
+    else:
+        parse_input(items, answered=True)
+
+
+def _answered_late(items: list[dict[str, Any]]) -> bool:
+    """Whether a call's output comes only after some other item than outputs and calls, or before the call."""
+    waiting: set[str] = set()
+    for item in items:
+        if item.get("type") == "function_call":
+            waiting.add(str(item["call_id"]))
+        elif item.get("type") == "function_call_output":
+            waiting.discard(str(item["call_id"]))
+    return bool(waiting)
