@@ -220,3 +220,12 @@ async def test_every_request_to_a_streaming_model_is_checked_not_only_turns() ->
     ((sent, _),) = model.calls
     assert [item.seq for item in sent.items] == [1]  # the orphan call never reached the model
     assert REPAIRS["scripted"] == count + 1
+
+
+def test_a_window_that_cannot_be_sent_is_a_500_naming_what_was_wrong() -> None:
+    from contextfold.server._errors import api_error
+
+    error = api_error(GrammarError("anthropic", ["messages is empty: Anthropic needs at least one user message"]))
+    assert (error.status, error.code) == (500, "grammar_violation")
+    assert "messages is empty" in error.message
+    assert "log id err_" in error.message
