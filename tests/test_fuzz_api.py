@@ -204,3 +204,59 @@ def test_every_operation_is_fuzzed_with_its_body() -> None:
     assert {"/v1/responses", "/v1/conversations/{conversation_id}/items", "/v1/chat/completions"} <= paths
     for label in ("POST /v1/chat/completions", "POST /v1/messages"):
         assert OPERATIONS[label].body, f"{label} has no request body in the OpenAPI document"
+
+
+def _strings(node: object, path: str = "") -> list[tuple[str, list[object]]]:
+    """Every string leaf of a JSON value: its param path and the keys and indexes that reach it."""
+    found: list[tuple[str, list[object]]] = []
+    stack: list[tuple[object, str, list[object]]] = [(node, path, [])]
+    while stack:
+        value, where, trail = stack.pop()
+        if isinstance(value, str):
+            found.append((where, trail))
+        elif isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else k, [*trail, k]) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", [*trail, i]) for i, v in enumerate(value))
+    return found
+
+
+BODIES = sorted(label for label, op in OPERATIONS.items() if op.body)
+
+
+@pytest.mark.parametrize("label", BODIES)
+def test_a_lone_surrogate_anywhere_in_any_body_is_a_400_naming_it(api: Api, label: str) -> None:
+    """Issue 14: on every route with a JSON body, a lone UTF-16 surrogate put into any string of a valid body (or
+    beside it) is a 400 whose param is that string's path: never a 500, never anything created."""
+    operation = OPERATIONS[label]
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), data=st.data())
+    def fuzz(case: Any, data: st.DataObject) -> None:
+        _aim(case, data, api, GenerationMode.POSITIVE)
+        body = case.body if isinstance(case.body, dict) else {"body": case.body}
+        leaves = [leaf for leaf in _strings(body) if leaf[0]]
+        into: bool = data.draw(st.booleans(), label="into a string of the body")
+        if leaves and into:
+            path, trail = data.draw(st.sampled_from(leaves), label="string")
+            holder: Any = body
+            for step in trail[:-1]:
+                holder = holder[step]
+            holder[trail[-1]] = holder[trail[-1]] + "\ud800"
+        else:
+            path, body = "x_fuzz", {**body, "x_fuzz": "hi \udfff"}
+        url = api.replica.url + case.formatted_path
+        raw = json.dumps(body).encode()  # ASCII: the surrogate goes as its escape, as JSON encoders write it
+        before = httpx.get(f"{api.replica.url}/v1/conversations", params={"limit": 100, "order": "desc"}).json()["data"]
+        reply = httpx.request(case.method, url, content=raw, headers={"content-type": "application/json"}, timeout=60)
+        assert reply.status_code == 400, f"{label} {path}: {reply.status_code} {reply.text[:300]}"
+        error = reply.json()["error"]
+        assert "lone UTF-16 surrogate" in error["message"]
+        if case.path not in ANTHROPIC_ROUTES:
+            assert error["param"] == path
+        assert (
+            httpx.get(f"{api.replica.url}/v1/conversations", params={"limit": 100, "order": "desc"}).json()["data"]
+            == before
+        )
+
+    fuzz()

@@ -18,7 +18,7 @@ from contextfold import (
     ModelUnavailableError,
     RateLimitError,
 )
-from contextfold.events import Reasoning, user
+from contextfold.events import Item, Reasoning, assistant, user
 from contextfold.models import (
     ModelSettings,
     ReasoningBlock,
@@ -148,7 +148,10 @@ async def test_reasoning_items_round_trip(server: FakeServer, provider: OpenAIPr
     block = response.reasoning[0]
     reasoning = Reasoning(provider=block.provider, data=block.data, text=block.text)
     server.reply(responses_answer("ok", model="o3"))
-    await model.request(Window(None, None, None, [user("Meaning of life?"), reasoning, user("Sure?")]), SETTINGS)
+    # with the answer it produced: a reasoning item followed by nothing it produced breaks the Responses grammar,
+    # which the send check repairs (issue 14)
+    given: list[Item] = [user("Meaning of life?"), reasoning, assistant("42"), user("Sure?")]
+    await model.request(Window(None, None, None, given), SETTINGS)
     assert server.requests[1].json["input"][1] == {**item, "encrypted_content": "ENC-1"}
 
 

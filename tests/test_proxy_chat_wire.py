@@ -74,7 +74,8 @@ def test_user_parts() -> None:
 def test_assistant_text_then_calls_of_one_new_batch() -> None:
     second = {**CALL, "id": "call_2", "function": {"name": "put", "arguments": "{}"}}
     turn = {"role": "assistant", "content": "Looking.", "tool_calls": [CALL, second], "reasoning_content": "hmm"}
-    request = parse_chat(body(USER, turn, {"role": "assistant", "content": None, "tool_calls": [CALL]}))
+    third = {**CALL, "id": "call_3"}  # its own id: a call reusing an unanswered call's id is refused (issue 14)
+    request = parse_chat(body(USER, turn, {"role": "assistant", "content": None, "tool_calls": [third]}))
     text, first, other = request.messages[1].events
     assert isinstance(text, Message)
     assert text.role == "assistant"

@@ -154,12 +154,23 @@ class Conversation:
         return stored
 
     def check(self, events: Sequence[Event]) -> None:
-        """Refuse events that would break the log: a tool result with no unanswered call before it, a pin of an
-        item not in the view, a compaction that drops what must stay."""
+        """Refuse events that would break the log: a tool call reusing the id of a call in the view (or of an earlier
+        call of the same append), a tool result with no unanswered call before it, a pin of an item not in the view,
+        a compaction that drops what must stay."""
         answered: set[str] = set()
         issued: set[str] = set()
+        in_view: set[str] | None = None  # the view's call ids, gathered only when a call is appended
         for event in events:
             if isinstance(event, ToolCall):
+                if in_view is None:
+                    in_view = {i.call_id for i in self.view.items.values() if isinstance(i, ToolCall)}
+                if event.call_id in issued or event.call_id in in_view:
+                    # Every wire pairs results with calls by id: a second call with the id would leave one of the
+                    # two unanswered (or answered by the other's result), and the grammar repair would drop both.
+                    raise InvalidEventError(
+                        f"tool call id {event.call_id!r} is already the id of another call in the conversation; "
+                        "give every tool call its own id"
+                    )
                 issued.add(event.call_id)
             elif isinstance(event, ToolResult):
                 if event.call_id in answered or (event.call_id not in issued and not self._open_call(event.call_id)):

@@ -20,6 +20,7 @@ from ._base import (
 )
 from ._profiles import profile_for
 from ._protocol import (
+    ChecksGrammar,
     Model,
     ModelProfile,
     ModelResponse,
@@ -33,6 +34,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallRequest,
     ToolCallStart,
+    checks_grammar,
     reports_context_window,
 )
 from ._scripted import ScriptedModel, Step, Stream, stream_of
@@ -80,6 +82,7 @@ __all__ = [
     "AzureProvider",
     "BedrockModel",
     "BedrockProvider",
+    "ChecksGrammar",
     "CohereModel",
     "CohereProvider",
     "GeminiModel",
@@ -106,6 +109,7 @@ __all__ = [
     "ToolCallChunk",
     "ToolCallRequest",
     "ToolCallStart",
+    "checks_grammar",
     "close",
     "collect",
     "connection_lost",

@@ -46,6 +46,7 @@ from anthropic.types import (
 
 from .._errors import ConfigurationError, ContextLengthError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
+from ..view._grammar import validate_anthropic
 from ..view._render import render_anthropic
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
@@ -58,6 +59,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -132,6 +134,7 @@ class AnthropicModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(name, profile=profile, retry=retry)
+        self._rendered = Rendered(render_anthropic)
         self.provider = provider
 
     def max_tokens(self, window: Window, settings: ModelSettings) -> int:
@@ -143,8 +146,12 @@ class AnthropicModel(StreamingModel):
             or DEFAULT_MAX_TOKENS
         )
 
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the Messages grammar in the messages this model would send (the runtime's send check)."""
+        return self._rendered.check(window, lambda payload: validate_anthropic(payload[1]))
+
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
-        system, messages = render_anthropic(window)
+        system, messages = self._rendered.take(window)
         tools = _tools(window)
         choice = _tool_choice(settings) if tools else None
         state = _StreamState()

@@ -28,6 +28,7 @@ from .._errors import (
     RateLimitError,
 )
 from ..view import Window
+from ..view._grammar import send_check
 from ._protocol import (
     ModelProfile,
     ModelResponse,
@@ -38,6 +39,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallRequest,
     ToolCallStart,
+    checks_grammar,
 )
 
 
@@ -80,6 +82,11 @@ class StreamingModel:
         raise NotImplementedError
 
     async def stream(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
+        # Invariant 6, on the one path every request to a provider takes (turns, summaries, library calls): the
+        # window's pairing and the provider's grammar (the adapter's `violations`, a check of what it would send).
+        # A violation is a bug: repaired, logged and counted, never sent.
+        grammar = self.violations if checks_grammar(self) else None
+        window = send_check(window, grammar, self.provider_name, where=f"model {self.name!r}")
         attempt = 0
         while True:
             yielded = False

@@ -39,7 +39,7 @@ import urllib3.exceptions
 from .._errors import ConfigurationError, ModelError, ModelResponseError, ModelUnavailableError
 from ..view import Window
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
-from ._bedrock_render import render_bedrock, render_tools
+from ._bedrock_render import render_bedrock, render_tools, validate_bedrock
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -50,6 +50,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "bedrock"
 MAX_CONNECTIONS = 64
@@ -160,10 +161,16 @@ class BedrockModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(model_id, profile=profile, retry=retry)
+        self._rendered = Rendered(render_bedrock)
         self._provider = provider
 
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Converse's grammar in the request this model would send (the runtime's send check)."""
+        declared = bool(render_tools(window))
+        return self._rendered.check(window, lambda payload: validate_bedrock(payload[1], tools_declared=declared))
+
     def _request(self, window: Window, settings: ModelSettings) -> dict[str, Any]:
-        system, messages = render_bedrock(window)
+        system, messages = self._rendered.take(window)
         request: dict[str, Any] = {"modelId": self.name, "messages": messages}
         if system:
             request["system"] = system

@@ -5,6 +5,11 @@ merged (a batch's `toolResult` blocks and the user's next words share one user m
 `toolUse` blocks with the arguments as a JSON object. Reasoning of the `bedrock` provider goes back as it came
 (signed text, or redacted bytes). Images and documents go as bytes or S3 locations; Converse takes no web URLs,
 so those are named in text instead.
+
+Converse refuses `toolUse` and `toolResult` blocks unless the request declares tools (`toolConfig`), and a request
+may drop its tools while its history holds calls (a later request of the conversation sends none). Declaring the
+history's tools again would let the model call what the caller no longer offers, so then the calls and results are
+written as text (`[called tool NAME with ARGS]`, `[result of NAME: OUTPUT]`): the model still reads what happened.
 """
 
 from __future__ import annotations
@@ -113,6 +118,16 @@ def render_bedrock(window: Window) -> tuple[list[Payload], list[Payload]]:
                 _push(messages, "assistant", [{"text": t} for t in texts])
             else:
                 _push(messages, "user", [b for b in map(_user_block, segment.content) if b is not None])
+        elif not window.tools:  # no toolConfig: tool blocks would be refused, so the batch is told as text
+            names = {c.call_id: c.name for c in segment.calls}
+            _push(
+                messages, "assistant", [{"text": f"[called tool {c.name} with {c.arguments}]"} for c in segment.calls]
+            )
+            told = [
+                {"text": f"[result of {names.get(r.call_id, r.call_id)}{' (error)' if r.is_error else ''}: {r.output}]"}
+                for r in segment.results_in_call_order()
+            ]
+            _push(messages, "user", told)
         else:
             uses = [
                 {"toolUse": {"toolUseId": c.call_id, "name": c.name, "input": arguments_object(c.arguments)}}
@@ -131,13 +146,16 @@ def render_bedrock(window: Window) -> tuple[list[Payload], list[Payload]]:
     return [{"text": t} for t in system if t.strip()], messages
 
 
-def validate_bedrock(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+def validate_bedrock(messages: Sequence[Mapping[str, Any]], *, tools_declared: bool = True) -> list[str]:
     """Violations of Converse's grammar: user first, roles alternating, every toolUse answered by a toolResult in
-    the very next (user) message, and no toolResult without its toolUse just before."""
+    the very next (user) message, no toolResult without its toolUse just before, and (unless `tools_declared`, a
+    request with a toolConfig) no tool blocks at all."""
     out: list[str] = []
     uses: set[str] = set()
     for at, message in enumerate(messages):
         role, blocks = message["role"], message["content"]
+        if not tools_declared and any("toolUse" in b or "toolResult" in b for b in blocks):
+            out.append(f"message {at} holds tool blocks, but the request declares no tools (toolConfig)")
         if at == 0 and role != "user":
             out.append("the first message must be from the user")
         if at > 0 and role == messages[at - 1]["role"]:

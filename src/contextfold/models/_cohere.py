@@ -52,6 +52,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "cohere"
 
@@ -114,7 +115,12 @@ class CohereModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(name, profile=profile, retry=retry)
+        self._rendered = Rendered(render_cohere)
         self._provider = provider
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the grammar in the messages this model would send (the runtime's send check)."""
+        return self._rendered.check(window, validate_cohere)
 
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
         options: RequestOptions = {"max_retries": 0}
@@ -139,7 +145,7 @@ class CohereModel(StreamingModel):
         stream = cast(
             AsyncGenerator[V2ChatStreamResponse, None],
             self._provider.client.chat_stream(
-                model=self.name, messages=cast(Any, render_cohere(window)), request_options=options, **extra
+                model=self.name, messages=cast(Any, self._rendered.take(window)), request_options=options, **extra
             ),
         )
         reader = _Reader(self.name)

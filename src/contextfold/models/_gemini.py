@@ -30,6 +30,7 @@ from google.genai import types
 
 from .._errors import ConfigurationError, ModelError, ModelResponseError
 from ..view import Window
+from ..view._grammar import validate_gemini
 from ..view._render import render_gemini
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel, connection_lost, error_for_status
 from ._protocol import (
@@ -42,6 +43,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 PROVIDER = "gemini"
 
@@ -112,6 +114,7 @@ class GeminiModel(StreamingModel):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(name, profile=profile, retry=retry)
+        self._rendered = Rendered(render_gemini)
         self.provider = provider
 
     def config(
@@ -140,8 +143,12 @@ class GeminiModel(StreamingModel):
             config.http_options = types.HttpOptions(timeout=int(settings.timeout * 1000))
         return config
 
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Gemini's role rules in the contents this model would send (the runtime's send check)."""
+        return self._rendered.check(window, lambda payload: validate_gemini(payload[1]))
+
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
-        system, rendered = render_gemini(window)
+        system, rendered = self._rendered.take(window)
         # The renderer writes the REST shape (camelCase); the SDK's types read it by alias.
         contents = [types.Content.model_validate(content) for content in rendered]
         config = self.config(window, settings, system)

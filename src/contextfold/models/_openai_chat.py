@@ -17,6 +17,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from .._errors import ModelError
 from ..view import Window
+from ..view._grammar import validate_openai_chat
 from ..view._render import render_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
 from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, positive_int
@@ -29,6 +30,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 _STOP_REASONS: dict[str, StopReason] = {
     "stop": "stop",
@@ -53,9 +55,14 @@ class OpenAIChatModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
+        self._rendered = Rendered(render_openai_chat)
+
+    def violations(self, window: Window) -> list[str]:
+        """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check)."""
+        return self._rendered.check(window, validate_openai_chat)
 
     def _messages(self, window: Window) -> list[ChatCompletionMessageParam]:
-        messages = render_openai_chat(window)
+        messages = self._rendered.take(window)
         # Reasoning models want instructions as `developer` (others as `system`); the profile says which, and
         # every instruction message follows it, so a server that knows only one of the roles gets that one.
         role = self.profile.system_role

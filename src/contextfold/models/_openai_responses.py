@@ -41,6 +41,7 @@ from openai.types.responses import (
 
 from .._errors import ModelError
 from ..view import Window
+from ..view._grammar import validate_openai_responses
 from ..view._render import render_openai_responses
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
 from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, stream_error
@@ -55,6 +56,7 @@ from ._protocol import (
     ToolCallChunk,
     ToolCallStart,
 )
+from ._rendered import Rendered
 
 
 class OpenAIResponsesModel(StreamingModel):
@@ -71,6 +73,7 @@ class OpenAIResponsesModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
+        self._rendered = Rendered(lambda window: render_openai_responses(window, reasoning_from=self.provider_name))
 
     def _tools(self, window: Window) -> list[FunctionToolParam]:
         # `strict` defaults to true in this API, which refuses any schema that is not closed and fully required;
@@ -86,8 +89,12 @@ class OpenAIResponsesModel(StreamingModel):
             for t in window.tools or []
         ]
 
+    def violations(self, window: Window) -> list[str]:
+        """What breaks the Responses grammar in the input this model would send (the runtime's send check)."""
+        return self._rendered.check(window, lambda payload: validate_openai_responses(payload[1]))
+
     async def _stream_once(self, window: Window, settings: ModelSettings) -> AsyncIterator[StreamEvent]:
-        instructions, items = render_openai_responses(window, reasoning_from=self.provider_name)
+        instructions, items = self._rendered.take(window)
         tools = self._tools(window)
         max_tokens = settings.max_output_tokens or window.max_output_tokens or self.profile.max_output_tokens
         parallel = settings.parallel_tool_calls

@@ -137,6 +137,17 @@ class Model(Protocol):
     async def request(self, window: Window, settings: ModelSettings) -> ModelResponse: ...
 
 
+class ChecksGrammar(Protocol):
+    """A model that can say what in the payload it would send for a window breaks its provider's grammar (invariant
+    6); the runtime asks before every request, and repairs what it is told rather than send it."""
+
+    def violations(self, window: Window) -> list[str]: ...
+
+
+def checks_grammar(model: object) -> TypeGuard[ChecksGrammar]:
+    return callable(getattr(model, "violations", None))
+
+
 class ReportsContextWindow(Protocol):
     """A model whose server can say how long its context window is (vLLM's `max_model_len`, for example)."""
 

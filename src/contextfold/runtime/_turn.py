@@ -40,13 +40,15 @@ from ..models import (
     ModelResponse,
     ModelSettings,
     ResponseDone,
+    StreamingModel,
     TextChunk,
     ToolCallChunk,
     ToolCallRequest,
     ToolCallStart,
+    checks_grammar,
     close,
 )
-from ..view._grammar import repair, validate_items
+from ..view._grammar import send_check
 from ..view._tokens import tools_tokens
 from ._events import (
     InferenceResult,
@@ -250,10 +252,9 @@ async def _inference(
     window = conv.window()
     if builtins:
         window = dataclasses.replace(window, tools=[*(window.tools or []), *(t.spec for t in builtins)])
-    violations = validate_items(window.items)
-    if violations:  # a bug if it happens; never send a broken window
-        log.error("repairing the window of %s before sending it: %s", conv.id, "; ".join(violations))
-        window = repair(window)
+    if not isinstance(setup.model, StreamingModel):  # a StreamingModel checks every request itself (invariant 6)
+        grammar = setup.model.violations if checks_grammar(setup.model) else None
+        window = send_check(window, grammar, type(setup.model).__name__, where=conv.id)
     estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
     settings = dataclasses.replace(setup.settings, max_output_tokens=setup.max_output_tokens)
     taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}

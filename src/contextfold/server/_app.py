@@ -27,6 +27,7 @@ from ._metrics import Metrics
 from ._registry import ModelRegistry
 from ._replay import StreamBuffers
 from ._state import ServerState, state_of, tenant_of
+from ._text import RefuseLoneSurrogates
 
 log = logging.getLogger("contextfold.server")
 _WIND_UP = 5.0
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(_ui.ui)
     app.include_router(_proxy.router)
     _add_operations(app)
+    app.add_middleware(RefuseLoneSurrogates)
     app.add_middleware(_Observe, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)
     return app

@@ -115,6 +115,7 @@ def parse_chat(body: object) -> ProxyRequest:
     if not raw:
         raise InvalidRequestError("messages is an empty array; send at least one message", "messages")
     parsed = [_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+    _check_call_ids(parsed)
     lead = 0
     while lead < len(parsed) and parsed[lead].role in ("system", "developer"):
         lead += 1
@@ -293,6 +294,25 @@ def _tool_call(raw: object, path: str) -> Call:
             f"{where}.arguments",
         )
     return call_id, name, arguments
+
+
+def _check_call_ids(parsed: list[_Parsed]) -> None:
+    """Refuse a tool call whose id is the id of an earlier call that has no result yet (in the same message or an
+    earlier one): the tool messages name their call by id, so one of the two could never be answered. An id reused
+    after its call was answered is left to the conversation, which refuses it while the earlier call is in view."""
+    waiting: dict[str, str] = {}  # call id -> the path of the call that has no result yet
+    for index, message in enumerate(parsed):
+        if message.tool_call_id is not None:
+            waiting.pop(message.tool_call_id, None)
+        for number, (call_id, _, _) in enumerate(message.calls):
+            path = f"messages[{index}].tool_calls[{number}].id"
+            if call_id in waiting:
+                raise InvalidRequestError(
+                    f"{path} {call_id!r} is also the id of {waiting[call_id].removesuffix('.id')}, which has no "
+                    "result yet; give every tool call its own id",
+                    path,
+                )
+            waiting[call_id] = path
 
 
 def _tool_call_id(item: Item, path: str) -> str:

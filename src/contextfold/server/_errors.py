@@ -27,6 +27,7 @@ from .._errors import (
     ContextfoldError,
     ContextLengthError,
     ContextOverflowError,
+    GrammarError,
     InvalidRequestError,
     ModelAuthError,
     ModelError,
@@ -85,6 +86,11 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(status, "upstream_error", f"upstream {exc.provider or 'model'} failed: {message}", code)
     if isinstance(exc, ConfigurationError):
         return ApiError(400, "invalid_request_error", message, "configuration", param)
+    if isinstance(exc, GrammarError):  # a bug, but one that names what could not be sent: the view, never the body
+        incident = new_id("err")
+        log.error("internal error %s: %s", incident, message)
+        text = f"the conversation's window could not be sent: {message} (a bug; log id {incident})"
+        return ApiError(500, "server_error", text, "grammar_violation")
     if isinstance(exc, StoreError):
         log.error("store failure: %s", message)
         return ApiError(503, "server_error", "the database is unavailable; retry shortly", "store_unavailable")
@@ -96,7 +102,7 @@ def api_error(exc: BaseException) -> ApiError:
 
 
 _INTERNAL: tuple[type[BaseException], ...] = ()
-"""ContextfoldErrors that are bugs rather than user mistakes (GrammarError is raised only by checks, never here)."""
+"""ContextfoldErrors that are bugs rather than user mistakes (GrammarError is mapped above, to a 500)."""
 
 
 def _validation_param(loc: Sequence[int | str]) -> str:

@@ -66,11 +66,16 @@ InputEntry = Event | CompactionInput | ItemReference
 Item = dict[str, object]
 
 
-def parse_input(value: object, *, param: str = "input", max_items: int = 1_000) -> list[InputEntry]:
+def parse_input(
+    value: object, *, param: str = "input", max_items: int = 1_000, answered: bool = False
+) -> list[InputEntry]:
     """The entries of a client's `input` (Responses) or `items` (Conversations), in order.
 
     Raises `InvalidRequestError` (its `param` the path of the bad field) for anything malformed or unsupported,
-    and `PayloadTooLargeError` for more than `max_items` items.
+    for a call id used twice, and for a `function_call` followed by anything but outputs before its own output.
+    Calls at the end of the list may wait for outputs a later request sends (Conversations items are stored as
+    they come), except with `answered` (a Responses `input`: as OpenAI, the model is not asked to go on past a
+    call with no output). `PayloadTooLargeError` for more than `max_items` items.
     """
     if isinstance(value, str):
         if not value:
@@ -87,7 +92,7 @@ def parse_input(value: object, *, param: str = "input", max_items: int = 1_000) 
     parser = _Parser()
     for index, raw in enumerate(value):
         parser.add(raw, f"{param}[{index}]")
-    return parser.finish()
+    return parser.finish(answered)
 
 
 class _Parser:
@@ -97,6 +102,8 @@ class _Parser:
         self.out: list[InputEntry] = []
         self.batch: str | None = None
         self.run_results: list[ToolResult] = []
+        self.calls: dict[str, str] = {}  # call id -> the path of its call
+        self.waiting: dict[str, str] = {}  # the same, for function calls with no output yet
 
     def add(self, raw: object, path: str) -> None:
         item = _object(raw, path)
@@ -111,11 +118,13 @@ class _Parser:
         if not isinstance(kind, str):
             raise InvalidRequestError(f"{path}.type must be a string, not {_kind(kind)}", f"{path}.type")
         if kind == "function_call":
-            self.out.append(_function_call(item, path, self._batch()))
+            call = self._unique(_function_call(item, path, self._batch()), f"{path}.call_id")
+            self.out.append(call)
+            self.waiting[call.call_id] = path
             return
         if kind == "mcp_call":
             call, result = _mcp_call(item, path, self._batch())
-            self.out.append(call)
+            self.out.append(self._unique(call, f"{path}.id"))
             self.run_results.append(result)
             return
         self._end_run()
@@ -124,11 +133,36 @@ class _Parser:
             raise InvalidRequestError(
                 f"{path}.type {kind!r} is not supported; expected one of {_ITEM_TYPES}", f"{path}.type"
             )
-        self.out.append(parse(item, path))
+        entry = parse(item, path)
+        if isinstance(entry, ToolResult):
+            self.waiting.pop(entry.call_id, None)
+        elif self.waiting:  # something other than the outputs comes after an unanswered call
+            self._unanswered()
+        self.out.append(entry)
 
-    def finish(self) -> list[InputEntry]:
+    def finish(self, answered: bool) -> list[InputEntry]:
         self._end_run()
+        if self.waiting and answered:
+            self._unanswered()
         return self.out
+
+    def _unique(self, call: ToolCall, where: str) -> ToolCall:
+        """Outputs name their call by id: a second call with the id would leave one of the two unanswered."""
+        first = self.calls.get(call.call_id)
+        if first is not None:
+            raise InvalidRequestError(
+                f"{where} {call.call_id!r} is also the id of the call {first}; give every call its own id", where
+            )
+        self.calls[call.call_id] = where.rpartition(".")[0]
+        return call
+
+    def _unanswered(self) -> None:
+        call_id, path = next(iter(self.waiting.items()))
+        raise InvalidRequestError(
+            f"no tool output found for function call {call_id!r} ({path}); send a function_call_output item "
+            f"with call_id {call_id!r} right after the call (and its batch)",
+            path,
+        )
 
     def _batch(self) -> str:
         if self.batch is None:

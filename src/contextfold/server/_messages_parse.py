@@ -205,7 +205,33 @@ def _messages(value: object) -> tuple[ClientMessage, ...]:
     if not value:
         raise InvalidRequestError("messages is empty; send at least one user message", "messages")
     last = len(value) - 1
-    return tuple(_message(raw, f"messages[{index}]", index == last) for index, raw in enumerate(value))
+    parsed = tuple(_message(raw, f"messages[{index}]", index == last) for index, raw in enumerate(value))
+    _check_call_ids(value)
+    return parsed
+
+
+def _check_call_ids(messages: list[object]) -> None:
+    """Refuse a tool_use whose id is the id of an earlier tool_use that has no tool_result yet (in the same message
+    or an earlier one): results name their call by id, so one of the two could never be answered. An id reused
+    after its call was answered is left to the conversation, which refuses it while the earlier call is in view.
+    Runs on messages already parsed, so every block is an object of a known type."""
+    waiting: dict[str, str] = {}  # tool_use id -> the path of the tool_use that has no result yet
+    for index, message in enumerate(messages):
+        assert isinstance(message, dict)
+        content = message.get("content")
+        for number, block in enumerate(content if isinstance(content, list) else ()):
+            path = f"messages[{index}].content[{number}]"
+            if block.get("type") == "tool_result":
+                waiting.pop(str(block.get("tool_use_id")), None)
+            elif block.get("type") == "tool_use":
+                call_id = str(block.get("id"))
+                if call_id in waiting:
+                    raise InvalidRequestError(
+                        f"{path}.id {call_id!r} is also the id of the tool_use {waiting[call_id]}, which has no "
+                        "tool_result yet; give every tool_use its own id",
+                        f"{path}.id",
+                    )
+                waiting[call_id] = path
 
 
 def _message(raw: object, path: str, last: bool) -> ClientMessage:

@@ -5,11 +5,15 @@ Each app gets its own registry (so two apps in one test process do not collide);
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from ..store import ResponseRecord
+from ..view._grammar import REPAIRS
 
 
 class Metrics:
@@ -33,6 +37,7 @@ class Metrics:
             "contextfold_compaction_tokens_saved", "Tokens removed from views by compaction", registry=r
         )
         self.errors = Counter("contextfold_errors", "Error responses by code", ["code"], registry=r)
+        r.register(_GrammarRepairs())
 
     def observe_response(self, response: dict[str, Any], record: ResponseRecord) -> None:
         self.turns.labels(response["status"]).inc()
@@ -46,3 +51,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _GrammarRepairs(Collector):
+    """Windows the runtime repaired before sending them (invariant 6), by provider: counted where the runtime
+    checks, in the process, and read here at each scrape."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "contextfold_grammar_repairs", "Windows repaired before a send (a bug made visible)", labels=["provider"]
+        )
+        for provider, count in sorted(REPAIRS.items()):
+            family.add_metric([provider], count)
+        yield family

@@ -32,6 +32,7 @@ from .._conversation import Conversation
 from .._errors import (
     AuthenticationError,
     BusyError,
+    InvalidEventError,
     InvalidRequestError,
     ModelResponseError,
     NotFoundError,
@@ -405,6 +406,10 @@ def _check_new(conversation: Conversation, given: Sequence[Event], max_output: i
                 )
     if not any(isinstance(e, (Message, ToolResult)) for e in given):
         raise InvalidRequestError("the new messages hold nothing for the model to answer", "messages")
+    try:  # the conversation's own append check (a call id already in its view), naming the field
+        conversation.check(given)
+    except InvalidEventError as error:
+        raise InvalidRequestError(str(error), param="messages") from None
 
 
 def _config_changes(conversation: Conversation, request: ProxyRequest) -> list[Event]:

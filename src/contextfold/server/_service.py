@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from .._conversation import Conversation
-from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from .._errors import BusyError, InvalidEventError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from ..compaction import CompactionPolicy, CompactionResult
 from ..events import (
     Compaction,
@@ -94,7 +94,7 @@ class ResponseRun:
             raise PayloadTooLargeError(
                 f"instructions are over the {limits.max_instructions_bytes}-byte limit", param="instructions"
             )
-        entries = parse_input(body.input, max_items=limits.max_items_per_request)
+        entries = parse_input(body.input, max_items=limits.max_items_per_request, answered=True)
         _check_outputs(entries, limits.max_tool_output_bytes)
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
@@ -111,6 +111,10 @@ class ResponseRun:
             conversation_id = conversation.id
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
+            try:  # the conversation's own append check (a call id already in its view), naming the field
+                conversation.check([e for e in entries if isinstance(e, Event)])
+            except InvalidEventError as error:
+                raise InvalidRequestError(str(error), param="input") from None
             reserved = resolved.reserved_output(body.max_output_tokens)
             budget = resolved.context_window - reserved
             if budget <= 0:

@@ -53,7 +53,7 @@ from ._migrations import POSTGRES, Migration, plan
 from ._postgres_anchors import PostgresAnchors
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
-from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
+from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 
 Conn = AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x636F6E7466_6F6C64  # "contextfold": one advisory lock key for every contextfold database
@@ -159,14 +159,13 @@ class PostgresStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection; driver failures come out as `StoreError` naming the database."""
+        """A pooled connection; driver failures come out classified (`classify`)."""
         try:
             async with self._pool.connection() as conn:
                 yield conn
-        except errors.UniqueViolation as exc:
-            raise InvalidEventError(f"event rejected by the store: {_detail(exc)}") from None
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error on {self._where}: {_detail(exc)}") from exc
+            error = classify(exc, self._where)
+            raise error from (exc if isinstance(error, StoreError) else None)  # a client's mistake needs no trace
 
     async def append(self, conversation_id: str, events: Sequence[Event], expected_head: int) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head)
@@ -260,7 +259,9 @@ class _PostgresConversations:
         self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
         check_tenant(tenant, allow_empty=True)
-        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}), tenant)
+        info = ConversationInfo(
+            check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant
+        )
         async with self._store._connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO conversations (id, created_at, metadata, tenant) VALUES (%s, %s, %s, %s)"
@@ -325,6 +326,32 @@ class _PostgresConversations:
 
 def _info(row: TupleRow) -> ConversationInfo:
     return ConversationInfo(row[0], row[1], int(row[3]), int(row[4]), json.loads(row[2]), row[5])
+
+
+_CLIENT_DATA = "22"
+"""SQLSTATE class 22, data exception: a value the request carried that PostgreSQL cannot take (a character the
+encoding cannot hold, a string or number out of range). The client's to fix, never an outage."""
+_CONSTRAINT = "23"
+"""Class 23, integrity constraint violation: the request names something that clashes with what is stored."""
+_NUL = "NUL (0x00)"
+"""psycopg refuses a NUL byte in a text parameter itself, before sending (a DataError with no SQLSTATE)."""
+
+
+def classify(exc: psycopg.Error, where: str) -> StoreError | InvalidRequestError | InvalidEventError | NotFoundError:
+    """A driver error as the error it is, by SQLSTATE class. A text value holding a NUL byte (which PostgreSQL
+    cannot store, so no stored id holds one) is a lookup that finds nothing: `NotFoundError`, as on SQLite, where
+    such an id simply matches no row (the stores refuse it in the ids they create). Other data exceptions are the
+    request's mistake (`InvalidRequestError`), constraint violations `InvalidEventError`. Everything else, connection
+    failures, a shut-down or overloaded server, serialization failures, is an outage: `StoreError` (a 503)."""
+    state = exc.sqlstate or ""
+    detail = _detail(exc)
+    if isinstance(exc, psycopg.DataError) and _NUL in str(exc):
+        return NotFoundError(f"nothing is stored under a value holding a NUL (0x00) byte: {detail}")
+    if state.startswith(_CLIENT_DATA) or (isinstance(exc, psycopg.DataError) and not state):
+        return InvalidRequestError(f"the request body holds a value PostgreSQL cannot take: {detail}")
+    if state.startswith(_CONSTRAINT):
+        return InvalidEventError(f"event rejected by the store: {detail}")
+    return StoreError(f"PostgreSQL error on {where}: {detail}")
 
 
 def _detail(exc: psycopg.Error) -> str:

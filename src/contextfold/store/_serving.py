@@ -42,6 +42,17 @@ def check_tenant(tenant: str, *, allow_empty: bool = False) -> str:
     return tenant
 
 
+def check_new_id(conversation_id: str) -> str:
+    """A caller-chosen conversation id: PostgreSQL cannot hold a NUL byte in text, so neither store takes one (and
+    a lookup of an id holding one finds nothing on both)."""
+    if "\x00" in conversation_id:
+        raise InvalidRequestError(
+            f"conversation id {conversation_id!r} holds a NUL (0x00) byte, which no stored id may hold; pick another",
+            param="id",
+        )
+    return conversation_id
+
+
 def check_order(order: str) -> Literal["ASC", "DESC"]:
     if order == "asc":
         return "ASC"

@@ -34,7 +34,7 @@ from ._common import (
 )
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
-from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
+from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
 
@@ -104,9 +104,11 @@ class Worker:
             self._conn = _connect(self._path)
         try:
             return fn(self._conn, *args)
-        except sqlite3.IntegrityError as exc:
+        except sqlite3.IntegrityError as exc:  # as PostgreSQL's class 23
             raise InvalidEventError(f"event rejected by the store: {exc}") from None
-        except sqlite3.Error as exc:
+        except sqlite3.DataError as exc:  # as PostgreSQL's class 22: a value too big or out of range
+            raise InvalidRequestError(f"the request body holds a value SQLite cannot take: {exc}") from None
+        except sqlite3.Error as exc:  # locked past the busy timeout, I/O, full disk, a corrupt file: an outage
             raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -220,7 +222,9 @@ class _SQLiteConversations:
         self, conversation_id: str | None = None, metadata: dict[str, str] | None = None, *, tenant: str = ""
     ) -> ConversationInfo:
         check_tenant(tenant, allow_empty=True)
-        info = ConversationInfo(conversation_id or new_id("conv"), time.time(), 0, 0, dict(metadata or {}), tenant)
+        info = ConversationInfo(
+            check_new_id(conversation_id or new_id("conv")), time.time(), 0, 0, dict(metadata or {}), tenant
+        )
         await self._store._writer.run(_create, info)
         return info
 

@@ -6,6 +6,9 @@
   rendered payload against the rules the API enforces, and return readable violations (empty when valid).
 - `check(window, api)` renders and validates, raising `GrammarError`: a violation is a bug, never sent.
 - `repair(window)` is the production fallback: it drops orphan calls and results (whole batches), logged.
+- `send_check(window, grammar, provider)` is what the runtime runs before every model request: pairing plus the
+  target provider's own grammar (`grammar`, the adapter's check of the payload it would send); a violation is
+  repaired, logged and counted in `REPAIRS` (the server's /metrics), and a window still broken raises.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from .._errors import GrammarError, InvalidRequestError
@@ -135,6 +138,29 @@ def repair(window: Window) -> Window:
     if dropped:
         log.warning("grammar repair dropped items that break tool-call pairing: seqs %s", sorted(dropped))
     return dataclasses.replace(window, items=final)
+
+
+REPAIRS: Counter[str] = Counter()
+"""Windows repaired before a send, by provider, since the process started (a repair is a bug made visible)."""
+
+
+def send_check(
+    window: Window, grammar: Callable[[Window], list[str]] | None, provider: str, *, where: str = ""
+) -> Window:
+    """The window to send to `provider`: unchanged when its items pair up and (`grammar`: the adapter's check of
+    the payload it renders) it obeys the provider's grammar; else repaired, logged (naming `where`, say the
+    conversation) and counted by provider. A window still broken after the repair raises `GrammarError`: it is
+    never sent."""
+    violations = validate_items(window.items) + (grammar(window) if grammar else [])
+    if not violations:
+        return window
+    log.error("repairing a window before sending it to %s (%s): %s", provider, where, "; ".join(violations))
+    REPAIRS[provider] += 1
+    repaired = repair(window)
+    left = validate_items(repaired.items) + (grammar(repaired) if grammar else [])
+    if left:
+        raise GrammarError(provider, left)
+    return repaired
 
 
 def _followed_by_output(items: Sequence[Item], index: int) -> bool:
