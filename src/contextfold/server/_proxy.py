@@ -42,8 +42,11 @@ from ..events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
 from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
+from ..store import ServerStore
 from ._fork import fork
-from ._proxy_match import History, find, moved_on
+from ._items import BUILTIN_TOOLS
+from ._match_log import client_signatures, is_tail_of, overlap, stored_signatures
+from ._proxy_match import History, Match, find, moved_on
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
 from ._schemas import check_depth, too_deep
@@ -176,8 +179,10 @@ class ProxyTurn:
         exit = contextlib.AsyncExitStack()
         try:
             history = History(request)
+            client_tools = {spec.name for spec in request.tools or ()}
+            hidden = frozenset(BUILTIN_TOOLS) - client_tools
             conversation, matched = await _hold(
-                state, exit, tenant, history, http.headers.get(CONVERSATION_HEADER), resolved.name
+                state, exit, tenant, history, http.headers.get(CONVERSATION_HEADER), resolved.name, hidden
             )
             new = request.messages[matched:]
             if len(new) > state.config.limits.max_items_per_request:
@@ -188,7 +193,6 @@ class ProxyTurn:
                 )
             given = [event for message in new for event in message.events]
             _check_new(conversation, given, state.config.limits.max_tool_output_bytes)
-            client_tools = {spec.name for spec in request.tools or ()}
             builtins = [
                 tool
                 for tool in builtin_tools(conversation, expand_tokens=min(4_000, budget // 4))
@@ -331,9 +335,18 @@ async def _hold(
     history: History,
     named: str | None,
     model: str,
+    hidden: frozenset[str],
 ) -> tuple[Conversation, int]:
-    """The conversation the request continues, held (released by `exit`), and how many of its messages it has."""
+    """The conversation the request continues, held (released by `exit`), and how many of its messages it has.
+
+    A conversation named by the header gets the same rules as one found by the history: the messages it already
+    holds are not appended again, and a history that goes another way than its log (an edited or regenerated
+    message) continues a fork of it. Anchors find the point when the proxy recorded them; otherwise (a conversation
+    made through `/v1/responses`, or one the anchors do not cover) the history is compared with the log itself.
+    """
     store = state.store
+    request = history.request
+    source = {"source": request.wire} if isinstance(request, ProxyRequest) else {}
     if named:
         try:
             info = await store.conversations.get(named)
@@ -346,12 +359,14 @@ async def _hold(
                 param=CONVERSATION_HEADER,
             )
         match = await find(store, tenant, history, only=named)
-        await exit.enter_async_context(state.locks.hold(named))
-        return await state.views.current(named, model), match.matched if match else 0
-    match = await find(store, tenant, history)
-    request = history.request
+        if match is None or not match.by_chain:
+            return await _hold_by_log(state, exit, tenant, history, named, model, hidden)
+    else:
+        match = await find(store, tenant, history)
+        if match is not None and not match.by_chain and not await _tail_holds(store, match, history, hidden):
+            match = None  # only the last messages are alike: another client's history, never spliced onto this one
     if match is None:
-        info = await store.conversations.create(tenant=tenant, metadata={"source": request.wire})
+        info = await store.conversations.create(tenant=tenant, metadata=source)
         await exit.enter_async_context(state.locks.hold(info.id))
         return await state.views.current(info.id, model), 0
     with contextlib.suppress(BusyError):
@@ -361,9 +376,49 @@ async def _hold(
         await exit.aclose()
     # The conversation went on without this history (the client regenerated or edited an answer, or another
     # request on the same history is running): continue a copy of it as it stood.
-    forked = await fork(store, match.conversation_id, match.seq, tenant=tenant, metadata={"source": request.wire})
+    forked = await fork(store, match.conversation_id, match.seq, tenant=tenant, metadata=source)
     await exit.enter_async_context(state.locks.hold(forked))
     return await state.views.current(forked, model), match.matched
+
+
+async def _tail_holds(store: ServerStore, match: Match, history: History, hidden: frozenset[str]) -> bool:
+    """Whether the stored log, where the tail anchor left it, ends with the request's whole history before the
+    match (a client that trimmed the start of its own history, or rewrote its instructions)."""
+    stored, _ = await stored_signatures(store, match.conversation_id, match.seq, hidden=hidden)
+    client = client_signatures([m.events for m in history.request.messages[: match.matched]])
+    return is_tail_of(stored, client)
+
+
+async def _hold_by_log(
+    state: ServerState,
+    exit: contextlib.AsyncExitStack,
+    tenant: str,
+    history: History,
+    named: str,
+    model: str,
+    hidden: frozenset[str],
+) -> tuple[Conversation, int]:
+    """The named conversation (or a fork of it) and how many of the request's messages its log already holds."""
+    await exit.enter_async_context(state.locks.hold(named))
+    conversation = await state.views.current(named, model)
+    messages = history.request.messages
+    stored, _ = await stored_signatures(state.store, named, hidden=hidden)
+    if not stored:
+        return conversation, 0
+    client = client_signatures([m.events for m in messages])
+    found = overlap(stored, client, len(messages))
+    if found.cut is None:
+        return conversation, found.matched
+    if found.matched == 0 and not any(m.role == "assistant" for m in messages):
+        return conversation, 0  # only new messages, as a client that keeps no history sends them
+    # The history goes another way than the log after `matched` messages (an edit, a regenerated answer, or
+    # another history altogether): continue a copy of the log as it stood there.
+    await exit.aclose()
+    request = history.request
+    source = {"source": request.wire} if isinstance(request, ProxyRequest) else {}
+    forked = await fork(state.store, named, found.cut, tenant=tenant, metadata=source)
+    await exit.enter_async_context(state.locks.hold(forked))
+    return await state.views.current(forked, model), found.matched
 
 
 def _check_new(conversation: Conversation, given: Sequence[Event], max_output: int) -> None:

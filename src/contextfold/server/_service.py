@@ -23,6 +23,7 @@ from .._conversation import Conversation
 from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from ..compaction import CompactionPolicy, CompactionResult
 from ..events import (
+    AnyEvent,
     Compaction,
     ConfigChange,
     Event,
@@ -448,6 +449,30 @@ async def _prepare_input(conversation: Conversation, entries: Sequence[object]) 
         elif isinstance(entry, Event):
             given.append(entry)
     return given
+
+
+async def append_entries(conversation: Conversation, entries: Sequence[Event | CompactionInput]) -> list[AnyEvent]:
+    """Add items to a conversation (the Conversations API), in order; the stored events.
+
+    A compaction item means what it means as response input: a summary of what came before it, appended as a
+    compaction that keeps the view and adds the summary. One this conversation already holds (the client writing
+    back the output of a response that compacted it) adds nothing.
+    """
+    stored: list[AnyEvent] = []
+    run: list[Event] = []
+    for entry in entries:
+        if isinstance(entry, Event):
+            run.append(entry)
+            continue
+        if entry.id and await conversation.store.read(conversation.id, ids=[entry.id]):
+            continue
+        if run:
+            stored += await conversation.append(*run)
+            run = []
+        stored += await conversation.append(_seeded_summary(conversation, entry.summary))
+    if run:
+        stored += await conversation.append(*run)
+    return stored
 
 
 def _seeded_summary(conversation: Conversation, summary: str) -> Compaction:
