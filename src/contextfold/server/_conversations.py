@@ -25,6 +25,7 @@ from ..view import TokenEstimator, View
 from ._fork import fork
 from ._items import BUILTIN_TOOLS, CompactionInput, ItemReference, conversation_item, output_items, parse_input
 from ._responses import page
+from ._responses_history import STATELESS
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
 from ._service import append_entries, owned_conversation
 from ._state import ServerState, state_of, tenant_of
@@ -144,8 +145,16 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    """The caller's conversations, newest first by default, with their log sizes."""
-    infos = await state.store.conversations.list(limit=limit + 1, after=after, tenant=tenant, order=order)
+    """The caller's conversations, newest first by default, with their log sizes (not those that stateless
+    requests with `store: false` fold into: the client asked for nothing to be kept)."""
+    infos: list[ConversationInfo] = []
+    cursor = after
+    while len(infos) <= limit:
+        found = await state.store.conversations.list(limit=limit + 1, after=cursor, tenant=tenant, order=order)
+        infos += [i for i in found if i.metadata.get(STATELESS) != "hidden"]
+        if len(found) <= limit:
+            break
+        cursor = found[-1].id
     data = [{**conversation_object(i), "events": i.head} for i in infos[:limit]]
     return {
         "object": "list",

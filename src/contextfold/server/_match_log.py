@@ -15,14 +15,28 @@ proxy's hidden tools (and their results) were never shown to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from ..events import AnyEvent, FilePart, ImagePart, Message, TextPart, ToolCall, ToolResult, TurnMarker
+from .._conversation import Conversation
+from .._errors import BusyError
+from ..events import Event, FilePart, ImagePart, Message, TextPart, ToolCall, ToolResult, TurnMarker
 from ..store import ServerStore
+from ._fork import fork
+from ._proxy_match import Match, moved_on
+from ._state import ServerState
 
 Signature = tuple[str, str]
+
+
+class Built(Protocol):
+    """A client's message with the events it becomes (a proxied message, a Responses input item)."""
+
+    @property
+    def events(self) -> Sequence[Event]: ...
 
 
 def _fold(text: str) -> str:
@@ -48,7 +62,7 @@ def _content(message: Message) -> str:
     return _fold(" ".join(parts))
 
 
-def signatures(events: Iterable[AnyEvent], *, hidden: Collection[str] = ()) -> list[tuple[Signature, int]]:
+def signatures(events: Iterable[Event], *, hidden: Collection[str] = ()) -> list[tuple[Signature, int]]:
     """The signatures of `events` (with the seq of the event each ends at), in the client's view of them."""
     events = events_list(events)
     failed = {
@@ -82,11 +96,11 @@ def signatures(events: Iterable[AnyEvent], *, hidden: Collection[str] = ()) -> l
     return out
 
 
-def events_list(events: Iterable[AnyEvent]) -> list[AnyEvent]:
+def events_list(events: Iterable[Event]) -> list[Event]:
     return events if isinstance(events, list) else list(events)
 
 
-def client_signatures(messages: Sequence[Sequence[AnyEvent]]) -> list[tuple[Signature, int]]:
+def client_signatures(messages: Sequence[Sequence[Event]]) -> list[tuple[Signature, int]]:
     """The signatures of a client's messages (each given as the events it becomes), with each one's index."""
     out: list[tuple[Signature, int]] = []
     for index, events in enumerate(messages):
@@ -138,3 +152,31 @@ def overlap(stored: Sequence[tuple[Signature, int]], client: Sequence[tuple[Sign
         return Overlap(matched, None)
     # the copy ends with the last matched item (a turn left open there is closed by the fork)
     return Overlap(matched, stored[consumed - 1][1] if consumed else 0)
+
+
+async def tail_holds(store: ServerStore, match: Match, messages: Sequence[Built], hidden: Collection[str]) -> bool:
+    """Whether the stored log, where a tail anchor left it, ends with the client's whole history before the match
+    (a client that trimmed the start of its own history, or rewrote its instructions)."""
+    stored, _ = await stored_signatures(store, match.conversation_id, match.seq, hidden=hidden)
+    return is_tail_of(stored, client_signatures([m.events for m in messages[: match.matched]]))
+
+
+async def hold_match(
+    state: ServerState,
+    exit: contextlib.AsyncExitStack,
+    tenant: str,
+    match: Match,
+    model: str | None,
+    metadata: dict[str, str],
+) -> Conversation:
+    """The matched conversation, held (released by `exit`), or a fork of it as it stood at the match when it went
+    on without this history (the client regenerated or edited an answer, or another request on the same history
+    is running)."""
+    with contextlib.suppress(BusyError):
+        await exit.enter_async_context(state.locks.hold(match.conversation_id, queue=False))
+        if not await moved_on(state.store, match.conversation_id, match.seq):
+            return await state.views.current(match.conversation_id, model)
+        await exit.aclose()
+    forked = await fork(state.store, match.conversation_id, match.seq, tenant=tenant, metadata=metadata)
+    await exit.enter_async_context(state.locks.hold(forked))
+    return await state.views.current(forked, model)

@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from .._conversation import Conversation
 from .._errors import (
     AuthenticationError,
-    BusyError,
     InvalidRequestError,
     ModelResponseError,
     NotFoundError,
@@ -42,11 +41,10 @@ from ..events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
 from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
-from ..store import ServerStore
 from ._fork import fork
 from ._items import BUILTIN_TOOLS
-from ._match_log import client_signatures, is_tail_of, overlap, stored_signatures
-from ._proxy_match import History, Match, find, moved_on
+from ._match_log import client_signatures, hold_match, overlap, stored_signatures, tail_holds
+from ._proxy_match import History, find
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
 from ._schemas import check_depth, too_deep
@@ -346,7 +344,8 @@ async def _hold(
     """
     store = state.store
     request = history.request
-    source = {"source": request.wire} if isinstance(request, ProxyRequest) else {}
+    assert isinstance(request, ProxyRequest)
+    source = {"source": str(request.wire)}
     if named:
         try:
             info = await store.conversations.get(named)
@@ -363,30 +362,13 @@ async def _hold(
             return await _hold_by_log(state, exit, tenant, history, named, model, hidden)
     else:
         match = await find(store, tenant, history)
-        if match is not None and not match.by_chain and not await _tail_holds(store, match, history, hidden):
+        if match is not None and not match.by_chain and not await tail_holds(store, match, request.messages, hidden):
             match = None  # only the last messages are alike: another client's history, never spliced onto this one
     if match is None:
         info = await store.conversations.create(tenant=tenant, metadata=source)
         await exit.enter_async_context(state.locks.hold(info.id))
         return await state.views.current(info.id, model), 0
-    with contextlib.suppress(BusyError):
-        await exit.enter_async_context(state.locks.hold(match.conversation_id, queue=False))
-        if not await moved_on(store, match.conversation_id, match.seq):
-            return await state.views.current(match.conversation_id, model), match.matched
-        await exit.aclose()
-    # The conversation went on without this history (the client regenerated or edited an answer, or another
-    # request on the same history is running): continue a copy of it as it stood.
-    forked = await fork(store, match.conversation_id, match.seq, tenant=tenant, metadata=source)
-    await exit.enter_async_context(state.locks.hold(forked))
-    return await state.views.current(forked, model), match.matched
-
-
-async def _tail_holds(store: ServerStore, match: Match, history: History, hidden: frozenset[str]) -> bool:
-    """Whether the stored log, where the tail anchor left it, ends with the request's whole history before the
-    match (a client that trimmed the start of its own history, or rewrote its instructions)."""
-    stored, _ = await stored_signatures(store, match.conversation_id, match.seq, hidden=hidden)
-    client = client_signatures([m.events for m in history.request.messages[: match.matched]])
-    return is_tail_of(stored, client)
+    return await hold_match(state, exit, tenant, match, model, source), match.matched
 
 
 async def _hold_by_log(
@@ -401,7 +383,9 @@ async def _hold_by_log(
     """The named conversation (or a fork of it) and how many of the request's messages its log already holds."""
     await exit.enter_async_context(state.locks.hold(named))
     conversation = await state.views.current(named, model)
-    messages = history.request.messages
+    request = history.request
+    assert isinstance(request, ProxyRequest)
+    messages = request.messages
     stored, _ = await stored_signatures(state.store, named, hidden=hidden)
     if not stored:
         return conversation, 0
@@ -414,8 +398,7 @@ async def _hold_by_log(
     # The history goes another way than the log after `matched` messages (an edit, a regenerated answer, or
     # another history altogether): continue a copy of the log as it stood there.
     await exit.aclose()
-    request = history.request
-    source = {"source": request.wire} if isinstance(request, ProxyRequest) else {}
+    source = {"source": str(request.wire)}
     forked = await fork(state.store, named, found.cut, tenant=tenant, metadata=source)
     await exit.enter_async_context(state.locks.hold(forked))
     return await state.views.current(forked, model), found.matched

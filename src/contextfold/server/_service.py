@@ -40,6 +40,7 @@ from ._fork import fork
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
+from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
 from ._stream import StreamMapper
@@ -65,7 +66,8 @@ class ResponseRun:
         self.response: dict[str, Any] | None = None
         self.failure: BaseException | None = None
         """Why the turn failed, once it has: a non-streamed response answers with its HTTP error."""
-        self.ephemeral = False
+        self.history: ItemHistory | None = None
+        """A stateless request's history: once answered, its anchors (with the output) are recorded."""
         self.streaming = False
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
@@ -102,13 +104,24 @@ class ResponseRun:
         resolved = await state.registry.resolve(body.model)
 
         conversation_id, previous = await _history(state, tenant, body)
-        ephemeral = conversation_id is None
-        if conversation_id is None:
-            info = await state.store.conversations.create(tenant=tenant)
-            conversation_id = info.id
+        stateless = conversation_id is None  # the client keeps its own history: `input` is all of it
+        history = history_of(body.instructions, body.input) if stateless else None
+        created: str | None = None
         exit = contextlib.AsyncExitStack()
         try:
-            conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
+            conversation: Conversation | None = None
+            if history is not None:
+                conversation, matched = await hold_stateless(state, exit, tenant, history, resolved.name)
+                if matched:  # only what is new is appended; the rest is in the log already
+                    assert isinstance(body.input, list)
+                    entries = parse_input(body.input[matched:], max_items=limits.max_items_per_request)
+            if conversation is None:
+                if conversation_id is None:
+                    kept = {STATELESS: "stored" if body.store else "hidden"}
+                    conversation_id = created = (
+                        await state.store.conversations.create(tenant=tenant, metadata=kept)
+                    ).id
+                conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
             conversation_id = conversation.id
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
@@ -157,7 +170,7 @@ class ResponseRun:
                 "truncation": body.truncation or "auto",
                 "store": body.store,
                 "user": body.user,
-                "conversation_visible": bool(body.conversation_id) or not ephemeral or body.store,
+                "conversation_visible": not stateless or body.store,
             }
             record = ResponseRecord(
                 id=new_id("resp"),
@@ -172,12 +185,12 @@ class ResponseRun:
             )
         except BaseException:
             await exit.aclose()
-            if ephemeral:
-                await state.store.conversations.delete(conversation_id)
+            if created:
+                await state.store.conversations.delete(created)
             raise
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
-        run.ephemeral = ephemeral and not body.store
+        run.history = history
         run.streaming = body.stream
         return run
 
@@ -264,6 +277,8 @@ class ResponseRun:
             data["error"] = _response_error(error, outcome)
         await self._record(status, data)
         assert self.response is not None
+        if self.history is not None and status == "completed":
+            await remember(self.state, self.conversation.id, self.history, self.response["output"])
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
             self._emit(queue, event)
@@ -320,9 +335,6 @@ class ResponseRun:
 
     async def _release(self) -> None:
         await self.exit.aclose()
-        if self.ephemeral:
-            self.state.views.forget(self.conversation.id)
-            await self.state.store.conversations.delete(self.conversation.id)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
