@@ -114,7 +114,8 @@ async def test_a_stateless_full_history_is_appended_to_once(served: Served) -> N
     (conversation,) = conversations
     assert await _texts(served, conversation) == [f"note {n}: " + "word " * 30 for n in range(6)]
     # the SDK's round trip of the items (ids, statuses, annotations as it serialises them) matches as well
-    response = await served.client.responses.create(model="test", input=[*history, {"role": "user", "content": "end"}])
+    given: Any = [*history, {"role": "user", "content": "end"}]
+    response = await served.client.responses.create(model="test", input=given)
     assert response.conversation is not None and response.conversation.id == conversation
 
 

@@ -51,19 +51,20 @@ class InputItem:
 
 @dataclass(frozen=True, slots=True)
 class ItemHistory:
-    """A Responses input as a history: the instructions, then its items."""
+    """A Responses input as a history: its items. Instructions are not part of it: in the Responses API they
+    apply to one response (a change is recorded as configuration), and `responses.compact` sends none."""
 
-    system_prompt: str | None
     messages: tuple[InputItem, ...]
+    system_prompt: str | None = None
 
 
-def history_of(instructions: str | None, items: object) -> ItemHistory:
+def history_of(items: object) -> ItemHistory:
     """The input's items (each parsed alone: the request as a whole has been parsed and checked already); a
     string input is one user message."""
     listed = [{"role": "user", "content": items}] if isinstance(items, str) else items
     if not isinstance(listed, list):
-        return ItemHistory(instructions, ())
-    return ItemHistory(instructions, tuple(input_item(item) for item in listed))
+        return ItemHistory(())
+    return ItemHistory(tuple(input_item(item) for item in listed))
 
 
 def input_item(item: object) -> InputItem:

@@ -105,7 +105,7 @@ class ResponseRun:
 
         conversation_id, previous = await _history(state, tenant, body)
         stateless = conversation_id is None  # the client keeps its own history: `input` is all of it
-        history = history_of(body.instructions, body.input) if stateless else None
+        history = history_of(body.input) if stateless else None
         created: str | None = None
         exit = contextlib.AsyncExitStack()
         try:
