@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query
 
 from .._conversation import Conversation
 from .._errors import InvalidEventError, InvalidRequestError, NotFoundError
-from ..compaction import CompactionResult
+from ..compaction import CompactionPolicy, CompactionResult
 from ..events import AnyEvent, Event, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
 from ..view import TokenEstimator, View
@@ -27,7 +27,7 @@ from ._items import BUILTIN_TOOLS, CompactionInput, ItemReference, conversation_
 from ._responses import page
 from ._responses_history import STATELESS
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
-from ._service import append_entries, owned_conversation
+from ._service import append_entries, owned_conversation, summary_input
 from ._state import ServerState, state_of, tenant_of
 from ._window import context_report
 
@@ -184,7 +184,11 @@ async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenan
         conversation = await state.views.current(conversation_id, resolved.name)
         budget = resolved.budget(conversation.view.max_output_tokens)
         result = await conversation.compact(
-            budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+            budget=budget,
+            summariser=resolved.summariser,
+            trigger="manual",
+            instructions=body.instructions,
+            policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
         )
     if result.compacted:
         state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

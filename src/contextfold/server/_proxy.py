@@ -48,6 +48,7 @@ from ._proxy_match import History, find
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
 from ._schemas import check_depth, too_deep
+from ._service import summary_input
 from ._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
@@ -203,7 +204,11 @@ class ProxyTurn:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtins,
-                policy=CompactionPolicy(threshold=state.config.compact_threshold, target=state.config.compact_target),
+                policy=CompactionPolicy(
+                    threshold=state.config.compact_threshold,
+                    target=state.config.compact_target,
+                    summariser_input_tokens=summary_input(resolved),
+                ),
                 budget=budget,
                 max_output_tokens=reserved,
                 max_steps=_MAX_STEPS,

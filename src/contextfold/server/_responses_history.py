@@ -132,6 +132,7 @@ async def remember(state: ServerState, conversation_id: str, history: ItemHistor
     that its next request, which sends all of it back, is matched. A failure loses nothing stored: the next
     request would start a conversation of its own."""
     keys = output_keys([item for item in output if isinstance(item, dict)])
+
     if not keys:
         return
     try:

@@ -40,6 +40,7 @@ from ._fork import fork
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
+from ._registry import ResolvedModel
 from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
@@ -112,6 +113,15 @@ class ResponseRun:
             conversation: Conversation | None = None
             if history is not None:
                 conversation, matched = await hold_stateless(state, exit, tenant, history, resolved.name)
+                import sys
+
+                print(
+                    matched,
+                    len(history.messages),
+                    [(i.get("type"), i.get("role")) for i in body.input[-6:]] if isinstance(body.input, list) else None,
+                    conversation.id if conversation else None,
+                    file=sys.stderr,
+                )
                 if matched:  # only what is new is appended; the rest is in the log already
                     assert isinstance(body.input, list)
                     entries = parse_input(body.input[matched:], max_items=limits.max_items_per_request)
@@ -142,7 +152,7 @@ class ResponseRun:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
-                policy=_policy(state, body, budget),
+                policy=_policy(state, body, budget, resolved),
                 budget=budget,
                 max_output_tokens=reserved,
                 max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
@@ -529,13 +539,21 @@ def _config_changes(conversation: Conversation, instructions: str | None, specs:
     return [ConfigChange(**change)] if change else []
 
 
-def _policy(state: ServerState, body: ResponseCreate, budget: int) -> CompactionPolicy:
+def _policy(state: ServerState, body: ResponseCreate, budget: int, resolved: ResolvedModel) -> CompactionPolicy:
     threshold, target = state.config.compact_threshold, state.config.compact_target
     for setting in body.context_management or ():
         if setting.compact_threshold:
             threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
             target = min(target, threshold * 0.6)
-    return CompactionPolicy(threshold=threshold, target=target)
+    return CompactionPolicy(threshold=threshold, target=target, summariser_input_tokens=summary_input(resolved))
+
+
+def summary_input(resolved: ResolvedModel) -> int:
+    """How much of a folded span the summariser is shown: what fits its window beside the prompt, the previous
+    summary and its answer (its window: the configured one, or the summariser's own when smaller), at most the
+    policy's default. A summary request over the summariser's window would be refused and fall back to a digest."""
+    window = min(resolved.context_window, resolved.summariser.profile.context_window or resolved.context_window)
+    return max(1_000, min(CompactionPolicy().summariser_input_tokens, int(window * 0.6)))
 
 
 def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:
