@@ -116,11 +116,12 @@ async def test_a_stateless_full_history_is_appended_to_once(served: Served) -> N
     # the SDK's round trip of the items (ids, statuses, annotations as it serialises them) matches as well
     given: Any = [*history, {"role": "user", "content": "end"}]
     response = await served.client.responses.create(model="test", input=given)
-    assert response.conversation is not None and response.conversation.id == conversation
+    assert response.conversation is not None
+    assert response.conversation.id == conversation
 
 
 async def test_a_stateless_history_with_store_false_is_matched_and_nothing_is_listed(served: Served) -> None:
-    history, conversations = await _stateless_turns(served, 5, store=False)
+    _, conversations = await _stateless_turns(served, 5, store=False)
     assert conversations == set()
     assert (await served.get("/v1/conversations"))["data"] == []
     stored = await served.store.conversations.list(limit=10)
