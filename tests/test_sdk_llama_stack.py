@@ -17,9 +17,16 @@ TURNS = 40
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "stream"), [("sync", True), ("async", False)])
+@pytest.mark.parametrize(("mode", "stream"), [("sync", True), ("sync", False), ("async", True)])
 def test_a_llama_stack_agent_runs_far_past_the_window(stack: Stack, mode: str, stream: bool) -> None:
     report = run_client(stack, "llama_client.py", mode=mode, turns=TURNS, stream=stream)
+    if "sdk_bug" in report:
+        # llama-stack-client 0.7.5's AsyncAgent reads its AsyncStream with a plain `for` (and awaits an
+        # `initialize` it never defines): it cannot finish a turn against any server. The failure must be inside
+        # the SDK, after our server answered; once the SDK is fixed this runs the whole session.
+        assert "llama_stack_client" in report["in"], report
+        assert all(r.status == 200 for r in stack.upstream.requests), "the server's side must have worked"
+        pytest.xfail(f"llama-stack-client's AsyncAgent is broken in the SDK itself: {report['sdk_bug']}")
     check_session(stack, report, turns=TURNS)
     hello, asked = report["others"]
     assert hello.strip()
