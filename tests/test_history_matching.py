@@ -177,3 +177,33 @@ async def test_a_first_stateless_request_with_a_long_history_folds(served: Serve
     # and the next request extends it incrementally
     follow = await served.respond(input=[*history, *response["output"], {"role": "user", "content": "thanks"}])
     assert follow["conversation"]["id"] == response["conversation"]["id"]
+
+
+async def test_every_item_the_server_outputs_can_be_given_back(served: Served) -> None:
+    """Messages, function calls and outputs, built-in mcp calls, compactions: written to a conversation, and sent
+    back as a stateless input, each means what it meant."""
+    source = (await served.post("/v1/conversations", json={}))["id"]
+    await served.respond(input="hello", conversation=source)
+    await served.respond(input="the vault code is otter-77", conversation=source)
+    lookup = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    called = await served.respond(input='/tool lookup {"q": "x"}', conversation=source, tools=[lookup])
+    (call,) = [item for item in called["output"] if item["type"] == "function_call"]
+    answer = {"type": "function_call_output", "call_id": call["call_id"], "output": "found x"}
+    await served.respond(input=[answer], conversation=source, tools=[lookup])
+    await served.turns(source, 6, words=40)
+    await served.post(f"/v1/conversations/{source}/compact", json={})
+    await served.respond(input="/recall otter", conversation=source)
+    items = (await served.get(f"/v1/conversations/{source}/items", order="asc", limit=100))["data"]
+    assert {"message", "function_call", "function_call_output", "mcp_call"} <= {item["type"] for item in items}
+    view = await served.post("/v1/responses/compact", json={"model": "test", "conversation": source})
+    compaction = next(item for item in view["output"] if item["type"] == "compaction")
+
+    target = (await served.post("/v1/conversations", json={}))["id"]
+    given = [*items, compaction]
+    for start in range(0, len(given), 20):  # as openai-agents writes them: 20 at a time
+        await served.post(f"/v1/conversations/{target}/items", json={"items": given[start : start + 20]})
+    written = (await served.get(f"/v1/conversations/{target}/items", order="asc", limit=100))["data"]
+    assert [item["type"] for item in written] == [item["type"] for item in given]
+
+    follow = await served.respond(input=[*given, {"role": "user", "content": "go on"}], store=False)
+    assert follow["status"] == "completed"
