@@ -4,8 +4,9 @@
                            "stream": true, "model": "gpt-4.1"}'
 
 Modes: `conversations` (OpenAIConversationsSession: the whole history as input, the output written back with
-`conversations.items.create`), `conversation_id`, `previous_response_id`, `compaction`
-(OpenAIResponsesCompactionSession over a SQLiteSession, which calls `responses.compact`). Every turn goes through
+`conversations.items.create`), `conversation_id`, `previous_response_id`, `compaction` and `compaction_input`
+(OpenAIResponsesCompactionSession over a SQLiteSession, which calls `responses.compact` with the previous response
+id, or, with `store` off, statelessly with the whole history as input). Every turn goes through
 `Runner.run`, or `Runner.run_streamed` when `stream` is set. Prints one JSON report on stdout.
 """
 
@@ -16,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from agents import Agent, Runner, function_tool, set_default_openai_api, set_tracing_disabled
+from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_api, set_tracing_disabled
 from agents.memory import OpenAIConversationsSession, OpenAIResponsesCompactionSession, SQLiteSession
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
@@ -58,15 +59,22 @@ async def main(options: dict[str, Any]) -> dict[str, Any]:
     client = AsyncOpenAI(base_url=options["base_url"], api_key="unused", max_retries=0)
     model = OpenAIResponsesModel(model=options["model"], openai_client=client)
     tools = [function_tool(read_file), function_tool(run_tests)]
-    agent = Agent(name="coder", instructions="You are a careful coding agent.", model=model, tools=tools)
     mode, stream = options["mode"], bool(options.get("stream"))
+    settings = ModelSettings(store=False) if mode == "compaction_input" else ModelSettings()
+    agent = Agent(
+        name="coder", instructions="You are a careful coding agent.", model=model, tools=tools, model_settings=settings
+    )
     session: Any = None
     conversation_id: str | None = None
     if mode == "conversations":
         session = OpenAIConversationsSession(openai_client=client)
-    elif mode == "compaction":
+    elif mode in ("compaction", "compaction_input"):  # compact by previous_response_id, or (store off) by input
         session = OpenAIResponsesCompactionSession(
-            "compacting", SQLiteSession("compacting"), client=client, model=options["model"]
+            "compacting",
+            SQLiteSession("compacting"),
+            client=client,
+            model=options["model"],
+            compaction_mode="input" if mode == "compaction_input" else "auto",
         )
     elif mode == "conversation_id":
         conversation_id = (await client.conversations.create()).id
