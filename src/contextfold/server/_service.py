@@ -113,15 +113,6 @@ class ResponseRun:
             conversation: Conversation | None = None
             if history is not None:
                 conversation, matched = await hold_stateless(state, exit, tenant, history, resolved.name)
-                import sys
-
-                print(
-                    matched,
-                    len(history.messages),
-                    [(i.get("type"), i.get("role")) for i in body.input[-6:]] if isinstance(body.input, list) else None,
-                    conversation.id if conversation else None,
-                    file=sys.stderr,
-                )
                 if matched:  # only what is new is appended; the rest is in the log already
                     assert isinstance(body.input, list)
                     entries = parse_input(body.input[matched:], max_items=limits.max_items_per_request)
