@@ -6,7 +6,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contextfold.events import Message, TextPart, ToolCall, ToolResult
+from contextfold.events import Event, Message, Role, TextPart, ToolCall, ToolResult
 from contextfold.server._match_log import client_signatures, is_tail_of, overlap, signatures
 
 WORDS = st.sampled_from(["hello", "thanks", "ok", "run it", "done", "again"])
@@ -14,7 +14,7 @@ WORDS = st.sampled_from(["hello", "thanks", "ok", "run it", "done", "again"])
 
 def _stored(texts: list[str]) -> list[Message]:
     """A log of alternating user and assistant messages, numbered from seq 1."""
-    roles = ("user", "assistant")
+    roles: tuple[Role, Role] = ("user", "assistant")
     return [
         msgspec.structs.replace(Message(role=roles[n % 2], content=[TextPart(t)]), seq=n + 1)
         for n, t in enumerate(texts)
@@ -50,7 +50,7 @@ def test_only_the_end_of_the_log_is_a_tail(texts: list[str], length: int) -> Non
 
 
 def test_hidden_calls_are_not_shown_and_a_multi_step_answer_is_one_message() -> None:
-    log = [
+    log: list[Event] = [
         Message(role="user", content=[TextPart("what was it?")]),
         Message(role="assistant", content=[TextPart("Let me look.")]),
         ToolCall(call_id="c1", name="recall", arguments='{"query": "it"}', batch_id="b"),
@@ -58,5 +58,5 @@ def test_hidden_calls_are_not_shown_and_a_multi_step_answer_is_one_message() -> 
         Message(role="assistant", content=[TextPart("It was 42.")]),
     ]
     stored = [msgspec.structs.replace(e, seq=n + 1) for n, e in enumerate(log)]
-    shown = [[log[0]], [Message(role="assistant", content=[TextPart("Let me look.\n\nIt was 42.")])]]
+    shown: list[list[Event]] = [[log[0]], [Message(role="assistant", content=[TextPart("Let me look.\n\nIt was 42.")])]]
     assert [s for s, _ in signatures(stored, hidden={"recall"})] == [s for s, _ in client_signatures(shown)]
