@@ -311,3 +311,32 @@ async def test_concurrent_requests_share_one_model(server: FakeServer, model: Op
     responses = await asyncio.gather(*(model.request(w, SETTINGS) for w in windows))
     assert [r.text for r in responses] == [f"echo question {n}" for n in range(20)]
     assert len(server.requests) == 20
+
+
+async def test_argument_deltas_before_the_item_is_added_are_replayed(
+    server: FakeServer, model: OpenAIResponsesModel
+) -> None:
+    stream = ResponsesEvents().created().function_call("call_a", "weather", '{"city"', ': "Lima"}').completed()
+    added = next(n for n, e in enumerate(stream.events) if e["type"] == "response.output_item.added")
+    deltas = [e for e in stream.events if e["type"] == "response.function_call_arguments.delta"]
+    rest = [e for e in stream.events if e["type"] != "response.function_call_arguments.delta"]
+    stream.events[:] = [*rest[:added], *deltas, *rest[added:]]  # as Llama Stack sends them: deltas first
+    next(e for e in stream.events if e["type"] == "response.output_item.done")["item"]["arguments"] = ""
+    server.reply(stream.reply())
+    events = await events_of(model, tool_window())
+    assert [e for e in events if isinstance(e, ToolCallStart)] == [ToolCallStart(0, "call_a", "weather")]
+    assert [e.arguments for e in events if isinstance(e, ToolCallChunk)] == ['{"city"', ': "Lima"}']
+    done = events[-1]
+    assert isinstance(done, ResponseDone)
+    assert done.response.tool_calls == [ToolCallRequest("call_a", "weather", '{"city": "Lima"}')]
+
+
+async def test_the_arguments_of_the_done_item_win(server: FakeServer, model: OpenAIResponsesModel) -> None:
+    stream = ResponsesEvents().created().function_call("call_a", "weather", '{"city"', '{"city"').completed()
+    done_item = next(e for e in stream.events if e["type"] == "response.output_item.done")
+    done_item["item"]["arguments"] = '{"city": "Oslo"}'
+    server.reply(stream.reply())
+    events = await events_of(model, tool_window())
+    done = events[-1]
+    assert isinstance(done, ResponseDone)
+    assert done.response.tool_calls == [ToolCallRequest("call_a", "weather", '{"city": "Oslo"}')]

@@ -37,13 +37,18 @@ Build on the previous summary when one is given: keep what still matters, update
 identifiers. Answer with the summary only."""
 
 _ITEM_CHARS_FLOOR = 200
+_LABEL_CHARS = 64
+"""About what a line adds to its text: its `[label]` and the `…[N more characters]` of a cut."""
 
 
 def transcript(items: Sequence[Item], max_tokens: int) -> str:
     """The items as plain text, each cut to an equal share of `max_tokens` so the whole stays bounded."""
     if not items:
         return ""
-    share = max(_ITEM_CHARS_FLOOR, int(max_tokens * 3.5) // len(items))
+    budget = int(max_tokens * 3.5)
+    share = max(_ITEM_CHARS_FLOOR, budget // len(items))
+    if share * len(items) > budget:  # more items than the floor affords: an equal share, less each line's label
+        share = max(0, budget // len(items) - _LABEL_CHARS)
     lines = []
     for item in items:
         label, text = _describe(item)

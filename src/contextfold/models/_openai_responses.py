@@ -5,7 +5,9 @@ fold of it; nothing is left on the server to refer back to. Stream events map as
 - `response.output_text.delta` -> `TextChunk`;
 - `response.output_item.added` of a function call -> `ToolCallStart` (calls numbered in output order), its
   `response.function_call_arguments.delta`s -> `ToolCallChunk`s (a server that sends the arguments only whole,
-  in `response.output_item.done`, gives one chunk);
+  in `response.output_item.done`, gives one chunk). Deltas that arrive before their call's
+  `response.output_item.added` (some servers, Llama Stack among them, send them first) are kept and replayed once
+  the call is known; the arguments in `response.output_item.done`, when present, are the call's arguments;
 - `response.completed` / `response.incomplete` -> `ResponseDone` with usage, the stop reason, and the reasoning
   items that carry `encrypted_content` as `ReasoningBlock(provider=<provider name>, data=<the item>)`, which
   `render_openai_responses(window, reasoning_from=<provider name>)` passes back on the next turn;
@@ -144,6 +146,7 @@ class _EventState:
         self.done: ResponseDone | None = None
         self._calls: dict[int, int] = {}  # output_index -> tool call index
         self._streamed_arguments: set[int] = set()
+        self._early: dict[int, list[str]] = {}  # output_index -> argument deltas sent before the call was added
 
     def events(self, event: ResponseStreamEvent) -> list[StreamEvent]:
         add = self.builder.add
@@ -153,17 +156,24 @@ class _EventState:
             return [add(e) for e in self._start(event.output_index, event.item)]
         if isinstance(event, ResponseFunctionCallArgumentsDeltaEvent):
             index = self._calls.get(event.output_index)
-            if index is None or not event.delta:
+            if not event.delta:
+                return []
+            if index is None:  # before its output_item.added: kept until the call is known
+                self._early.setdefault(event.output_index, []).append(event.delta)
                 return []
             self._streamed_arguments.add(index)
             return [add(ToolCallChunk(index, event.delta))]
         if isinstance(event, ResponseOutputItemDoneEvent) and isinstance(event.item, ResponseFunctionToolCall):
-            out = self._start(event.output_index, event.item)
+            out = [add(e) for e in self._start(event.output_index, event.item)]
             index = self._calls[event.output_index]
-            if index not in self._streamed_arguments and event.item.arguments:
+            final = event.item.arguments
+            if index not in self._streamed_arguments and final:
                 self._streamed_arguments.add(index)
-                out.append(ToolCallChunk(index, event.item.arguments))
-            return [add(e) for e in out]
+                out.append(add(ToolCallChunk(index, final)))
+            elif final and "".join(self.builder.calls.get(index, [])) != final:
+                # the whole arguments win over what was streamed (pieces lost, doubled or out of order)
+                self.builder.calls[index] = [final]
+            return out
         if isinstance(event, (ResponseCompletedEvent, ResponseIncompleteEvent)):
             self.done = self._finish(event.response, incomplete=isinstance(event, ResponseIncompleteEvent))
             return []
@@ -179,7 +189,12 @@ class _EventState:
         if output_index in self._calls:
             return []
         index = self._calls[output_index] = len(self._calls)
-        return [ToolCallStart(index, item.call_id, item.name)]
+        out: list[StreamEvent] = [ToolCallStart(index, item.call_id, item.name)]
+        early = self._early.pop(output_index, [])
+        if early:
+            self._streamed_arguments.add(index)
+            out += [ToolCallChunk(index, delta) for delta in early]
+        return out
 
     def _finish(self, response: Response, *, incomplete: bool) -> ResponseDone:
         calls = self.builder.tool_calls()

@@ -48,6 +48,7 @@ from ..models import (
     checks_grammar,
     close,
 )
+from ..view import View
 from ..view._grammar import send_check
 from ..view._tokens import tools_tokens
 from ._events import (
@@ -257,7 +258,7 @@ async def _inference(
         window = send_check(window, grammar, type(setup.model).__name__, where=conv.id)
     estimated = conv.view.estimated_tokens + tools_tokens([t.spec for t in builtins])  # as the provider counts
     settings = dataclasses.replace(setup.settings, max_output_tokens=setup.max_output_tokens)
-    taken = {item.call_id for item in conv.view.items.values() if isinstance(item, ToolCall)}
+    taken = _Taken(conv.view)
     calls: dict[int, str] = {}  # stream index -> the call id the log will use
     item_ids: dict[int, str] = {}  # stream index -> the call's event id, announced before the event exists
     message_id = new_id()
@@ -358,6 +359,18 @@ async def _run_call(tools: Mapping[str, Tool], call: ToolCallRequest, time_limit
         known = ", ".join(sorted(tools)) or "none"
         return ToolOutcome(call.call_id, call.name, f"unknown tool {call.name!r}; available: {known}", is_error=True)
     return await found.run(call, time_limit=time_limit)
+
+
+class _Taken(set[str]):
+    """The call ids a new call must not reuse: those in the view and, once anything has been folded, every id (the
+    folded calls are still in the log and in the histories clients send back, which the view no longer shows)."""
+
+    def __init__(self, view: View) -> None:
+        super().__init__(item.call_id for item in view.items.values() if isinstance(item, ToolCall))
+        self.folded = bool(view.covers)
+
+    def __contains__(self, call_id: object) -> bool:
+        return self.folded or super().__contains__(call_id)
 
 
 def _fresh_id(call_id: str, taken: set[str]) -> str:

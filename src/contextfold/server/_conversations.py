@@ -18,15 +18,16 @@ from fastapi import APIRouter, Depends, Query
 
 from .._conversation import Conversation
 from .._errors import InvalidEventError, InvalidRequestError, NotFoundError
-from ..compaction import CompactionResult
+from ..compaction import CompactionPolicy, CompactionResult
 from ..events import AnyEvent, Event, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
 from ..view import TokenEstimator, View
 from ._fork import fork
-from ._items import BUILTIN_TOOLS, conversation_item, output_items, parse_input
+from ._items import BUILTIN_TOOLS, CompactionInput, ItemReference, conversation_item, output_items, parse_input
 from ._responses import page
+from ._responses_history import STATELESS
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
-from ._service import owned_conversation
+from ._service import append_entries, owned_conversation, summary_input
 from ._state import ServerState, state_of, tenant_of
 from ._window import context_report, conversation_lines
 
@@ -42,11 +43,13 @@ def conversation_object(info: ConversationInfo) -> dict[str, Any]:
 
 @router.post("")
 async def create_conversation(body: ConversationCreate, tenant: Tenant, state: State) -> dict[str, Any]:
-    events = _events(body.items, state) if body.items else []
+    entries = _entries(body.items, state) if body.items else []
     info = await state.store.conversations.create(metadata=body.metadata or {}, tenant=tenant)
-    if events:
+    if entries:
         try:
-            await Conversation(state.store, info, View(), estimator=TokenEstimator(), model=None).append(*events)
+            await append_entries(
+                Conversation(state.store, info, View(), estimator=TokenEstimator(), model=None), entries
+            )
         except BaseException:
             await state.store.conversations.delete(info.id)  # nothing half-made is left behind
             raise
@@ -78,10 +81,10 @@ async def delete_conversation(conversation_id: str, tenant: Tenant, state: State
 @router.post("/{conversation_id}/items")
 async def add_items(conversation_id: str, body: ItemsCreate, tenant: Tenant, state: State) -> dict[str, Any]:
     await owned_conversation(state, tenant, conversation_id)
-    events = _events(body.items, state, param="items")
+    entries = _entries(body.items, state, param="items")
     async with state.locks.hold(conversation_id):
         conversation = await state.views.current(conversation_id, None)
-        stored = await conversation.append(*events)
+        stored = await append_entries(conversation, entries)
     items = output_items(stored)
     return {
         "object": "list",
@@ -142,8 +145,16 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    """The caller's conversations, newest first by default, with their log sizes."""
-    infos = await state.store.conversations.list(limit=limit + 1, after=after, tenant=tenant, order=order)
+    """The caller's conversations, newest first by default, with their log sizes (not those that stateless
+    requests with `store: false` fold into: the client asked for nothing to be kept)."""
+    infos: list[ConversationInfo] = []
+    cursor = after
+    while len(infos) <= limit:
+        found = await state.store.conversations.list(limit=limit + 1, after=cursor, tenant=tenant, order=order)
+        infos += [i for i in found if i.metadata.get(STATELESS) != "hidden"]
+        if len(found) <= limit:
+            break
+        cursor = found[-1].id
     data = [{**conversation_object(i), "events": i.head} for i in infos[:limit]]
     return {
         "object": "list",
@@ -173,7 +184,11 @@ async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenan
         conversation = await state.views.current(conversation_id, resolved.name)
         budget = resolved.budget(conversation.view.max_output_tokens)
         result = await conversation.compact(
-            budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+            budget=budget,
+            summariser=resolved.summariser,
+            trigger="manual",
+            instructions=body.instructions,
+            policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
         )
     if result.compacted:
         state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
@@ -239,16 +254,18 @@ async def fork_conversation(conversation_id: str, body: ForkRequest, tenant: Ten
 # --- helpers ------------------------------------------------------------------------------------------------------
 
 
-def _events(items: list[Any], state: ServerState, *, param: str = "items") -> list[Event]:
+def _entries(items: list[Any], state: ServerState, *, param: str = "items") -> list[Event | CompactionInput]:
+    """The items to add: events, and compaction items (which mean here what they mean as input: see
+    `append_entries`). An item reference names an item already stored, which adding again would duplicate."""
     entries = parse_input(items, param=param, max_items=state.config.limits.max_items_per_request)
-    events = [e for e in entries if isinstance(e, Event)]
-    if len(events) != len(entries):
-        raise InvalidRequestError(
-            "compaction items and item references cannot be added to a conversation directly; send them as "
-            "response input",
-            param=param,
-        )
-    return events
+    for n, entry in enumerate(entries):
+        if isinstance(entry, ItemReference):
+            raise InvalidRequestError(
+                "item references cannot be added to a conversation: the item they name is already stored; send "
+                "the item itself, or give the reference as response input",
+                param=f"{param}[{n}]",
+            )
+    return [e for e in entries if not isinstance(e, ItemReference)]
 
 
 def _live(events: list[AnyEvent]) -> list[AnyEvent]:

@@ -54,8 +54,8 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
     return {
         "id": record.id,
         "object": "response",
-        "created_at": record.created_at,
-        "completed_at": data.get("completed_at"),
+        "created_at": int(record.created_at),  # whole seconds, as OpenAI sends them (strict clients want an int)
+        "completed_at": _seconds(data.get("completed_at")),
         "status": record.status,
         "model": data.get("model", ""),
         "output": output,
@@ -79,3 +79,7 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
         "incomplete_details": data.get("incomplete_details"),
         "user": data.get("user"),
     }
+
+
+def _seconds(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None

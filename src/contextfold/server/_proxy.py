@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from .._conversation import Conversation
 from .._errors import (
     AuthenticationError,
-    BusyError,
     InvalidEventError,
     InvalidRequestError,
     ModelResponseError,
@@ -45,10 +44,13 @@ from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ._fork import fork
 from ._gone import gone, unless_gone
-from ._proxy_match import History, find, moved_on
+from ._items import BUILTIN_TOOLS
+from ._match_log import client_signatures, hold_match, overlap, stored_signatures, tail_holds
+from ._proxy_match import History, find
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
 from ._schemas import check_depth, too_deep
+from ._service import summary_input
 from ._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
@@ -184,8 +186,10 @@ class ProxyTurn:
         exit = contextlib.AsyncExitStack()
         try:
             history = History(request)
+            client_tools = {spec.name for spec in request.tools or ()}
+            hidden = frozenset(BUILTIN_TOOLS) - client_tools
             conversation, matched = await _hold(
-                state, exit, tenant, history, http.headers.get(CONVERSATION_HEADER), resolved.name
+                state, exit, tenant, history, http.headers.get(CONVERSATION_HEADER), resolved.name, hidden
             )
             new = request.messages[matched:]
             if len(new) > state.config.limits.max_items_per_request:
@@ -196,7 +200,6 @@ class ProxyTurn:
                 )
             given = [event for message in new for event in message.events]
             _check_new(conversation, given, state.config.limits.max_tool_output_bytes)
-            client_tools = {spec.name for spec in request.tools or ()}
             builtins = [
                 tool
                 for tool in builtin_tools(conversation, expand_tokens=min(4_000, budget // 4))
@@ -209,7 +212,11 @@ class ProxyTurn:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtins,
-                policy=CompactionPolicy(threshold=state.config.compact_threshold, target=state.config.compact_target),
+                policy=CompactionPolicy(
+                    threshold=state.config.compact_threshold,
+                    target=state.config.compact_target,
+                    summariser_input_tokens=summary_input(resolved),
+                ),
                 budget=budget,
                 context_window=resolved.context_window,
                 max_output_tokens=reserved,
@@ -340,9 +347,19 @@ async def _hold(
     history: History,
     named: str | None,
     model: str,
+    hidden: frozenset[str],
 ) -> tuple[Conversation, int]:
-    """The conversation the request continues, held (released by `exit`), and how many of its messages it has."""
+    """The conversation the request continues, held (released by `exit`), and how many of its messages it has.
+
+    A conversation named by the header gets the same rules as one found by the history: the messages it already
+    holds are not appended again, and a history that goes another way than its log (an edited or regenerated
+    message) continues a fork of it. Anchors find the point when the proxy recorded them; otherwise (a conversation
+    made through `/v1/responses`, or one the anchors do not cover) the history is compared with the log itself.
+    """
     store = state.store
+    request = history.request
+    assert isinstance(request, ProxyRequest)
+    source = {"source": str(request.wire)}
     if named:
         try:
             info = await store.conversations.get(named)
@@ -355,24 +372,50 @@ async def _hold(
                 param=CONVERSATION_HEADER,
             )
         match = await find(store, tenant, history, only=named)
-        await exit.enter_async_context(state.locks.hold(named))
-        return await state.views.current(named, model), match.matched if match else 0
-    match = await find(store, tenant, history)
-    request = history.request
+        if match is None or not match.by_chain:
+            return await _hold_by_log(state, exit, tenant, history, named, model, hidden)
+    else:
+        match = await find(store, tenant, history)
+        if match is not None and not match.by_chain and not await tail_holds(store, match, request.messages, hidden):
+            match = None  # only the last messages are alike: another client's history, never spliced onto this one
     if match is None:
-        info = await store.conversations.create(tenant=tenant, metadata={"source": request.wire})
+        info = await store.conversations.create(tenant=tenant, metadata=source)
         await exit.enter_async_context(state.locks.hold(info.id))
         return await state.views.current(info.id, model), 0
-    with contextlib.suppress(BusyError):
-        await exit.enter_async_context(state.locks.hold(match.conversation_id, queue=False))
-        if not await moved_on(store, match.conversation_id, match.seq):
-            return await state.views.current(match.conversation_id, model), match.matched
-        await exit.aclose()
-    # The conversation went on without this history (the client regenerated or edited an answer, or another
-    # request on the same history is running): continue a copy of it as it stood.
-    forked = await fork(store, match.conversation_id, match.seq, tenant=tenant, metadata={"source": request.wire})
+    return await hold_match(state, exit, tenant, match, model, source), match.matched
+
+
+async def _hold_by_log(
+    state: ServerState,
+    exit: contextlib.AsyncExitStack,
+    tenant: str,
+    history: History,
+    named: str,
+    model: str,
+    hidden: frozenset[str],
+) -> tuple[Conversation, int]:
+    """The named conversation (or a fork of it) and how many of the request's messages its log already holds."""
+    await exit.enter_async_context(state.locks.hold(named))
+    conversation = await state.views.current(named, model)
+    request = history.request
+    assert isinstance(request, ProxyRequest)
+    messages = request.messages
+    stored, _ = await stored_signatures(state.store, named, hidden=hidden)
+    if not stored:
+        return conversation, 0
+    client = client_signatures([m.events for m in messages])
+    found = overlap(stored, client, len(messages))
+    if found.cut is None:
+        return conversation, found.matched
+    if found.matched == 0 and not any(m.role == "assistant" for m in messages):
+        return conversation, 0  # only new messages, as a client that keeps no history sends them
+    # The history goes another way than the log after `matched` messages (an edit, a regenerated answer, or
+    # another history altogether): continue a copy of the log as it stood there.
+    await exit.aclose()
+    source = {"source": str(request.wire)}
+    forked = await fork(state.store, named, found.cut, tenant=tenant, metadata=source)
     await exit.enter_async_context(state.locks.hold(forked))
-    return await state.views.current(forked, model), match.matched
+    return await state.views.current(forked, model), found.matched
 
 
 def _check_new(conversation: Conversation, given: Sequence[Event], max_output: int) -> None:

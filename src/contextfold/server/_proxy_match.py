@@ -13,6 +13,13 @@ A request is matched by its longest prefix whose chain key is known, else by the
 known; only positions holding an assistant message can match (every anchor ends with an answer), and never the last
 message, so a match always leaves something new. The messages after the match are the turn's input.
 
+A tail match proves nothing about the messages before the last two, so it is taken only when the stored log ends
+with the client's whole history (`_match_log`): a different client's history that happens to end the same way
+("thanks", a generic reply) is never spliced onto another's log; it starts a conversation of its own.
+
+The same anchors serve stateless Responses requests (`_responses_history`), whose items are hashed by what they
+parse to: a history of Responses items never matches one of chat messages, nor the other way round.
+
 A match on a conversation that has moved on since (another completed turn after the anchor: the client went back and
 regenerated, or edited its last message) is a branch: the proxy continues a fork of the conversation as it stood.
 """
@@ -22,12 +29,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..events import TurnMarker
 from ..store import Anchor, ServerStore
 from ..store._anchors import MAX_KEYS
-from ._proxy_types import ProxyRequest
 
 _DIGEST = 16
 _MAX_CANDIDATES = 8
@@ -44,11 +50,27 @@ def system_key(system_prompt: str | None) -> bytes:
     return b"" if system_prompt is None else b"system\0" + system_prompt.encode()
 
 
+class Keyed(Protocol):
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def role(self) -> str: ...
+
+
+class Source(Protocol):
+    """What a history is hashed from: a proxied request (`ProxyRequest`) or a Responses input."""
+
+    @property
+    def system_prompt(self) -> str | None: ...
+    @property
+    def messages(self) -> Sequence[Keyed]: ...
+
+
 class History:
     """A request's history, hashed once: the chain after each assistant message (where anchors can be) and after
     the last message (what the next anchors extend). One running digest: `digest()` does not end it."""
 
-    def __init__(self, request: ProxyRequest) -> None:
+    def __init__(self, request: Source) -> None:
         self.request = request
         running = hashlib.blake2b(b"chain", digest_size=_DIGEST)
         _feed(running, system_key(request.system_prompt))
@@ -74,13 +96,16 @@ class History:
                 out[tail_anchor(messages[i - 1].key, messages[i].key)] = (i, 0)
         return out
 
-    def anchors_after(self, answer_key: bytes) -> list[str]:
-        """The anchors to record once the client has been shown the answer whose canonical key is `answer_key`."""
+    def anchors_after(self, *answer_keys: bytes) -> list[str]:
+        """The anchors to record once the client has been shown the answer whose canonical key is `answer_key`
+        (a Responses answer is several items: their keys in order)."""
         link = self._end.copy()
-        _feed(link, answer_key)
+        for key in answer_keys:
+            _feed(link, key)
         keys = [chain_anchor(link.digest())]
-        if self.request.messages:
-            keys.append(tail_anchor(self.request.messages[-1].key, answer_key))
+        last = [m.key for m in self.request.messages[-1:]] + list(answer_keys)
+        if len(last) >= 2:
+            keys.append(tail_anchor(last[-2], last[-1]))
         return keys
 
 
@@ -102,6 +127,8 @@ class Match:
     """Where the conversation stood when the client last held this history."""
     matched: int
     """How many of the request's messages the conversation already has: the rest are new."""
+    by_chain: bool = True
+    """Whether a chain anchor proves the history before the match (else only its last two messages were seen)."""
 
 
 async def find(store: ServerStore, tenant: str, history: History, *, only: str | None = None) -> Match | None:
@@ -135,7 +162,7 @@ async def find(store: ServerStore, tenant: str, history: History, *, only: str |
             pick, position = [a for a in at_tail if a.conversation_id in chain_conversations], best_tail
     best = [a for a in pick if found[a][0] == position][:_MAX_CANDIDATES]
     chosen = await _freshest(store, best)
-    return Match(chosen.conversation_id, chosen.seq, position + 1)
+    return Match(chosen.conversation_id, chosen.seq, position + 1, by_chain=best_chain >= 0)
 
 
 async def _found(

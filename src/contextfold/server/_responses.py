@@ -3,6 +3,7 @@ count input tokens."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -12,15 +13,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._conversation import Conversation
 from .._errors import InvalidRequestError
+from ..compaction import CompactionPolicy
 from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
 from ._gone import gone, unless_gone
-from ._items import CompactionInput, conversation_item, output_items, parse_input
+from ._items import CompactionInput, ItemReference, conversation_item, output_items, parse_input
 from ._objects import response_object
 from ._replay import rebuilt
+from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import CompactRequest, InputTokensRequest, ResponseCreate, function_tools
-from ._service import ResponseRun, owned_conversation, owned_response
+from ._service import ResponseRun, append_entries, owned_conversation, owned_response, summary_input
 from ._state import ServerState, state_of, tenant_of
 from ._stream import encode
 
@@ -148,34 +151,53 @@ def page(items: list[dict[str, Any]], *, after: str | None, limit: int, order: s
 @router.post("/compact")
 async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -> dict[str, Any]:
     """Compact a conversation (or the given input) now and return its view: its items, the summary of what was
-    folded as one compaction item."""
+    folded as one compaction item.
+
+    A stateless input (no conversation, no previous response) is matched to the stored history it extends, as a
+    stateless response is, and that conversation is compacted; an input that extends none is kept as a log of its
+    own. Either way the anchors of the output are recorded, so the next request, which sends the output back as
+    its history, continues the compacted conversation rather than starting over.
+    """
     resolved = await state.registry.resolve(body.model)
     conversation_id = await _conversation_of(state, tenant, body)
-    ephemeral = conversation_id is None
-    if conversation_id is None:
-        if body.input is None:
-            raise InvalidRequestError("compact needs input, a conversation or a previous_response_id", param="input")
-        conversation_id = (await state.store.conversations.create(tenant=tenant)).id
-    else:
+    entries = parse_input(body.input, max_items=state.config.limits.max_items_per_request) if body.input else []
+    created: str | None = None
+    if conversation_id is None and body.input is None:
+        raise InvalidRequestError("compact needs input, a conversation or a previous_response_id", param="input")
+    if conversation_id is not None:
         await owned_conversation(state, tenant, conversation_id, param="conversation")
     try:
-        async with state.locks.hold(conversation_id):
-            conversation = await state.views.current(conversation_id, resolved.name)
-            if body.input is not None:
-                events = [e for e in parse_input(body.input) if isinstance(e, Event)]
-                if events:
-                    await conversation.append(*events)
+        async with contextlib.AsyncExitStack() as exit:
+            conversation: Conversation | None = None
+            if conversation_id is None:
+                conversation, matched = await hold_stateless(state, exit, tenant, history_of(body.input), resolved.name)
+                if conversation is not None and isinstance(body.input, list):
+                    entries = parse_input(body.input[matched:]) if matched else entries
+                elif conversation is None:
+                    info = await state.store.conversations.create(tenant=tenant, metadata={STATELESS: "hidden"})
+                    conversation_id = created = info.id
+            if conversation is None:
+                assert conversation_id is not None
+                await exit.enter_async_context(state.locks.hold(conversation_id))
+                conversation = await state.views.current(conversation_id, resolved.name)
+            await append_entries(conversation, [e for e in entries if not isinstance(e, ItemReference)])
             budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
-                budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+                budget=budget,
+                summariser=resolved.summariser,
+                trigger="manual",
+                instructions=body.instructions,
+                policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
             )
             if result.compaction_id:
                 state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
             output = _compacted_output(conversation)
-    finally:
-        if ephemeral:
-            state.views.forget(conversation_id)
-            await state.store.conversations.delete(conversation_id)
+            await remember(state, conversation.id, ItemHistory(()), output)
+    except BaseException:
+        if created:
+            state.views.forget(created)
+            await state.store.conversations.delete(created)
+        raise
     usage: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     usage["input_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 0}
     usage["output_tokens_details"] = {"reasoning_tokens": 0}

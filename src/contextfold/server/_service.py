@@ -23,6 +23,7 @@ from .._conversation import Conversation
 from .._errors import BusyError, InvalidEventError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from ..compaction import CompactionPolicy, CompactionResult
 from ..events import (
+    AnyEvent,
     Compaction,
     ConfigChange,
     Event,
@@ -39,6 +40,8 @@ from ._fork import fork
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
+from ._registry import ResolvedModel
+from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
 from ._stream import StreamMapper
@@ -64,7 +67,8 @@ class ResponseRun:
         self.response: dict[str, Any] | None = None
         self.failure: BaseException | None = None
         """Why the turn failed, once it has: a non-streamed response answers with its HTTP error."""
-        self.ephemeral = False
+        self.history: ItemHistory | None = None
+        """A stateless request's history: once answered, its anchors (with the output) are recorded."""
         self.streaming = False
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
@@ -101,13 +105,24 @@ class ResponseRun:
         resolved = await state.registry.resolve(body.model)
 
         conversation_id, previous = await _history(state, tenant, body)
-        ephemeral = conversation_id is None
-        if conversation_id is None:
-            info = await state.store.conversations.create(tenant=tenant)
-            conversation_id = info.id
+        stateless = conversation_id is None  # the client keeps its own history: `input` is all of it
+        history = history_of(body.input) if stateless else None
+        created: str | None = None
         exit = contextlib.AsyncExitStack()
         try:
-            conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
+            conversation: Conversation | None = None
+            if history is not None:
+                conversation, matched = await hold_stateless(state, exit, tenant, history, resolved.name)
+                if matched:  # only what is new is appended; the rest is in the log already
+                    assert isinstance(body.input, list)
+                    entries = parse_input(body.input[matched:], max_items=limits.max_items_per_request)
+            if conversation is None:
+                if conversation_id is None:
+                    kept = {STATELESS: "stored" if body.store else "hidden"}
+                    conversation_id = created = (
+                        await state.store.conversations.create(tenant=tenant, metadata=kept)
+                    ).id
+                conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
             conversation_id = conversation.id
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
@@ -132,7 +147,7 @@ class ResponseRun:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
-                policy=_policy(state, body, budget),
+                policy=_policy(state, body, budget, resolved),
                 budget=budget,
                 context_window=resolved.context_window,
                 max_output_tokens=reserved,
@@ -163,7 +178,7 @@ class ResponseRun:
                 "truncation": body.truncation or "auto",
                 "store": body.store,
                 "user": body.user,
-                "conversation_visible": bool(body.conversation_id) or not ephemeral or body.store,
+                "conversation_visible": not stateless or body.store,
             }
             record = ResponseRecord(
                 id=new_id("resp"),
@@ -178,12 +193,12 @@ class ResponseRun:
             )
         except BaseException:
             await exit.aclose()
-            if ephemeral:
-                await state.store.conversations.delete(conversation_id)
+            if created:
+                await state.store.conversations.delete(created)
             raise
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
-        run.ephemeral = ephemeral and not body.store
+        run.history = history
         run.streaming = body.stream
         return run
 
@@ -270,6 +285,8 @@ class ResponseRun:
             data["error"] = _response_error(error, outcome)
         await self._record(status, data)
         assert self.response is not None
+        if self.history is not None and status == "completed":
+            await remember(self.state, self.conversation.id, self.history, self.response["output"])
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
             self._emit(queue, event)
@@ -326,9 +343,6 @@ class ResponseRun:
 
     async def _release(self) -> None:
         await self.exit.aclose()
-        if self.ephemeral:
-            self.state.views.forget(self.conversation.id)
-            await self.state.store.conversations.delete(self.conversation.id)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -457,6 +471,30 @@ async def _prepare_input(conversation: Conversation, entries: Sequence[object]) 
     return given
 
 
+async def append_entries(conversation: Conversation, entries: Sequence[Event | CompactionInput]) -> list[AnyEvent]:
+    """Add items to a conversation (the Conversations API), in order; the stored events.
+
+    A compaction item means what it means as response input: a summary of what came before it, appended as a
+    compaction that keeps the view and adds the summary. One this conversation already holds (the client writing
+    back the output of a response that compacted it) adds nothing.
+    """
+    stored: list[AnyEvent] = []
+    run: list[Event] = []
+    for entry in entries:
+        if isinstance(entry, Event):
+            run.append(entry)
+            continue
+        if entry.id and await conversation.store.read(conversation.id, ids=[entry.id]):
+            continue
+        if run:
+            stored += await conversation.append(*run)
+            run = []
+        stored += await conversation.append(_seeded_summary(conversation, entry.summary))
+    if run:
+        stored += await conversation.append(*run)
+    return stored
+
+
 def _seeded_summary(conversation: Conversation, summary: str) -> Compaction:
     """A compaction that keeps the whole view and adds `summary` ahead of it: what a compaction item stands for."""
     view = conversation.view
@@ -499,13 +537,21 @@ def _config_changes(conversation: Conversation, instructions: str | None, specs:
     return [ConfigChange(**change)] if change else []
 
 
-def _policy(state: ServerState, body: ResponseCreate, budget: int) -> CompactionPolicy:
+def _policy(state: ServerState, body: ResponseCreate, budget: int, resolved: ResolvedModel) -> CompactionPolicy:
     threshold, target = state.config.compact_threshold, state.config.compact_target
     for setting in body.context_management or ():
         if setting.compact_threshold:
             threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
             target = min(target, threshold * 0.6)
-    return CompactionPolicy(threshold=threshold, target=target)
+    return CompactionPolicy(threshold=threshold, target=target, summariser_input_tokens=summary_input(resolved))
+
+
+def summary_input(resolved: ResolvedModel) -> int:
+    """How much of a folded span the summariser is shown: what fits its window beside the prompt, the previous
+    summary and its answer (its window: the configured one, or the summariser's own when smaller), at most the
+    policy's default. A summary request over the summariser's window would be refused and fall back to a digest."""
+    window = min(resolved.context_window, resolved.summariser.profile.context_window or resolved.context_window)
+    return max(1_000, min(CompactionPolicy().summariser_input_tokens, int(window * 0.6)))
 
 
 def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:

@@ -13,7 +13,9 @@
       response.output_item.done
     response.completed | response.incomplete | response.failed   with the whole response, built from the log
 
-Every event carries `sequence_number`, from 0. Items keep their output index from the moment they are added; their
+Every event carries `sequence_number`, from 0; the item and content-part events also carry the `response_id` (not
+in OpenAI's types, which ignore it; llama-stack-client's require it, and its agent mis-reads the stream without it).
+Items keep their output index from the moment they are added; their
 ids are the ids their events get in the log, announced by the runtime before the events exist.
 """
 
@@ -37,6 +39,14 @@ from ..runtime import (
 from ._items import BUILTIN_SERVER_LABEL
 
 Event = dict[str, Any]
+_WITH_RESPONSE_ID = frozenset(
+    {
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+    }
+)
 
 
 @dataclass(slots=True)
@@ -56,13 +66,18 @@ class StreamMapper:
         self.next_index = 0
         self._open: dict[str, _Open] = {}  # item id -> open item
         self._calls: dict[str, str] = {}  # call id -> item id
+        self.response_id = ""
+        """Learnt from `start`, so that every caller (the live run, the rebuilt stream) stamps it alike."""
 
     def event(self, kind: str, **fields: Any) -> Event:
         out = {"type": kind, "sequence_number": self.sequence, **fields}
+        if kind in _WITH_RESPONSE_ID and self.response_id:
+            out["response_id"] = self.response_id
         self.sequence += 1
         return out
 
     def start(self, response: dict[str, Any]) -> list[Event]:
+        self.response_id = str(response.get("id") or "")
         return [
             self.event("response.created", response=response),
             self.event("response.in_progress", response=response),
