@@ -75,6 +75,8 @@ class Limits:
     max_items_per_request: int = 1_000
     max_tool_output_bytes: int = 1 * 1024 * 1024
     max_instructions_bytes: int = 256 * 1024
+    max_file_bytes: int = 32 * 1024 * 1024
+    """One uploaded file (`POST /v1/files`); the upload's body may exceed `max_body_bytes` by this much."""
 
 
 @dataclass(frozen=True, slots=True)

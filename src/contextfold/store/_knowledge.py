@@ -320,10 +320,23 @@ def fts_match(query: str) -> list[str] | None:
     return query_terms(query) or None
 
 
-def score_of(rank: float) -> float:
-    """A rank where higher is better (BM25 negated, or ts_rank) as a score in (0, 1), as OpenAI reports them."""
+CANDIDATES = 4
+"""Chunks a search reads per result it returns, to re-rank by score."""
+_WORDS = re.compile(r"\w+", re.UNICODE)
+
+
+def score_of(terms: Sequence[str], text: str, rank: float) -> float:
+    """A chunk's score in [0, 1], as OpenAI reports them: mostly the share of the query's words it holds (by a
+    stem-length prefix, as the stemmed index matched them), the rest its full-text rank (BM25 negated, or
+    ts_rank; higher is better). The rank alone is no score: BM25 over a handful of chunks is near zero."""
+    words = {w.lower() for w in _WORDS.findall(text)}
+    held = sum(1 for term in terms if any(w.startswith(term[: max(3, len(term) - 2)]) for w in words))
     positive = max(rank, 0.0)
-    return positive / (1.0 + positive) if positive else 0.0
+    return 0.75 * held / max(1, len(terms)) + 0.25 * (positive / (1.0 + positive))
+
+
+def best_hits(hits: list[ChunkHit], limit: int) -> list[ChunkHit]:
+    return sorted(hits, key=lambda h: -h.score)[:limit]
 
 
 def file_missing(file_id: str) -> NotFoundError:

@@ -17,6 +17,7 @@ from psycopg.rows import TupleRow
 
 from ..events import new_id
 from ._knowledge import (
+    CANDIDATES,
     FILE_COLUMNS,
     STORE_COLUMNS,
     VECTOR_FILE_COLUMNS,
@@ -27,6 +28,7 @@ from ._knowledge import (
     VectorFile,
     VectorStoreRecord,
     after_missing,
+    best_hits,
     check_attributes,
     check_file_ids,
     check_filename,
@@ -102,7 +104,7 @@ class PostgresFiles(_Pooled):
         limit: int = 20,
         order: Order = "desc",
     ) -> list[FileRecord]:
-        check_page_limit(limit, most=10_000)
+        check_page_limit(limit, most=10_001)
         async with self._connect() as conn:
             clause, params = page_clause("%s", order, await _cursor(conn, "files", after, tenant))
             where = " AND purpose = %s" if purpose else ""
@@ -228,7 +230,7 @@ class PostgresVectorFiles(_Pooled):
         limit: int = 20,
         order: Order = "desc",
     ) -> list[VectorFile]:
-        check_page_limit(limit, most=10_000)
+        check_page_limit(limit, most=10_001)
         check_status(status)
         async with self._connect() as conn:
             await _store_row(conn, vector_store_id, tenant)
@@ -359,14 +361,22 @@ class PostgresIndex(_Pooled):
                 await _store_row(conn, vector_store_id, tenant)
             cur = await conn.execute(
                 sql,  # only placeholders are interpolated into the text; the words are bound
-                (*terms, list(vector_store_ids), *([list(file_ids)] if file_ids is not None else []), limit),
+                (
+                    *terms,
+                    list(vector_store_ids),
+                    *([list(file_ids)] if file_ids is not None else []),
+                    limit * CANDIDATES,
+                ),
             )
             rows = await cur.fetchall()
-        # ts_rank is small (about 0.1 for one match): scaled so one good match scores like a BM25 one.
-        return [
-            ChunkHit(str(vs), str(fid), str(name), str(text), score_of(float(rank) * 10), json.loads(attrs))
+        # ts_rank is small (about 0.1 for one match): scaled to weigh in the score as a BM25 rank does
+        hits = [
+            ChunkHit(
+                str(vs), str(fid), str(name), str(text), score_of(terms, text, float(rank) * 10), json.loads(attrs)
+            )
             for vs, fid, name, text, rank, attrs in rows
         ]
+        return best_hits(hits, limit)
 
 
 async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:

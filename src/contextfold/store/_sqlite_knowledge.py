@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import new_id
 from ._knowledge import (
+    CANDIDATES,
     FILE_COLUMNS,
     STORE_COLUMNS,
     VECTOR_FILE_COLUMNS,
@@ -24,6 +25,7 @@ from ._knowledge import (
     VectorFile,
     VectorStoreRecord,
     after_missing,
+    best_hits,
     check_attributes,
     check_file_ids,
     check_filename,
@@ -90,7 +92,7 @@ class SQLiteFiles(_Workers):
         limit: int = 20,
         order: Order = "desc",
     ) -> list[FileRecord]:
-        check_page_limit(limit, most=10_000)
+        check_page_limit(limit, most=10_001)
         return await self._reader.run(_list_files, tenant, purpose, after, limit, order)
 
     async def delete(self, file_id: str, *, tenant: str) -> None:
@@ -157,7 +159,7 @@ class SQLiteVectorFiles(_Workers):
         limit: int = 20,
         order: Order = "desc",
     ) -> list[VectorFile]:
-        check_page_limit(limit, most=10_000)
+        check_page_limit(limit, most=10_001)
         check_status(status)
         return await self._reader.run(
             _list_vector_files, vector_store_id, tenant, status, batch_id, after, limit, order
@@ -197,7 +199,12 @@ class SQLiteIndex(_Workers):
         if terms is None or (file_ids is not None and not file_ids):
             return []
         match = " OR ".join(f'"{term}"' for term in terms)
-        return await self._reader.run(_search, list(vector_store_ids), tenant, match, file_ids, limit)
+        rows = await self._reader.run(_search, list(vector_store_ids), tenant, match, file_ids, limit * CANDIDATES)
+        hits = [
+            ChunkHit(str(vs), str(fid), str(name), str(text), score_of(terms, text, -float(rank)), json.loads(attrs))
+            for vs, fid, name, text, rank, attrs in rows
+        ]
+        return best_hits(hits, limit)
 
 
 # --- functions that run on a worker thread ------------------------------------------------------------------
@@ -478,7 +485,7 @@ def _search(
     match: str,
     file_ids: Sequence[str] | None,
     limit: int,
-) -> list[ChunkHit]:
+) -> list[tuple[Any, ...]]:
     for vector_store_id in vector_store_ids:
         _store_row(conn, vector_store_id, tenant)
     only = "" if file_ids is None else " AND c.file_id IN (SELECT value FROM json_each(?))"
@@ -492,7 +499,4 @@ def _search(
             ORDER BY bm25(chunks_fts), c.file_id, c.position LIMIT ?""",
         (match, json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else []), limit),
     ).fetchall()
-    return [
-        ChunkHit(str(vs), str(fid), str(name), str(text), score_of(-float(rank)), json.loads(attrs))
-        for vs, fid, name, text, rank, attrs in rows
-    ]
+    return [tuple(row) for row in rows]

@@ -1,0 +1,70 @@
+"""Ingestion's text extraction and OpenAI-style static chunking."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contextfold._errors import InvalidRequestError
+from contextfold.runtime._ingest import UnsupportedFile, chunk_text, chunking_of, extract_text
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@given(
+    words=st.lists(st.from_regex(r"[a-z]{1,8}[.,]?", fullmatch=True), max_size=400),
+    size=st.integers(2, 60),
+    data=st.data(),
+)
+def test_chunks_are_slices_within_the_size_and_overlap_their_neighbours(
+    words: list[str], size: int, data: st.DataObject
+) -> None:
+    overlap = data.draw(st.integers(0, size // 2))
+    text = " ".join(words)
+    chunks = chunk_text(text, max_tokens=size, overlap=overlap)
+    tokens = TOKEN.findall(text)
+    assert bool(chunks) == bool(tokens)
+    for chunk in chunks:
+        assert chunk in text
+        assert len(TOKEN.findall(chunk)) <= size
+    if chunks:  # every token is in some chunk: the last chunk ends the text, and they advance size - overlap
+        assert TOKEN.findall(chunks[-1])[-1] == tokens[-1]
+        assert TOKEN.findall(chunks[0]) == tokens[: len(TOKEN.findall(chunks[0]))]
+    for before, after in itertools.pairwise(chunks):
+        shared = TOKEN.findall(before)[size - overlap :]
+        assert TOKEN.findall(after)[: len(shared)] == shared
+
+
+def test_the_defaults_are_openais_and_bad_static_settings_are_refused() -> None:
+    assert chunking_of(None) == {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}
+    assert chunking_of({"type": "auto"}) == chunking_of(None)
+    custom = {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 0}}
+    assert chunking_of(custom) == {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 0}
+    for wrong in (
+        {"type": "static", "static": {"max_chunk_size_tokens": 99, "chunk_overlap_tokens": 0}},
+        {"type": "static", "static": {"max_chunk_size_tokens": 4097, "chunk_overlap_tokens": 0}},
+        {"type": "static", "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 101}},
+        {"type": "semantic"},
+    ):
+        with pytest.raises(InvalidRequestError):
+            chunking_of(wrong)
+
+
+def test_text_is_extracted_from_markdown_json_code_and_html() -> None:
+    assert extract_text("a.md", b"# Title\nbody") == "# Title\nbody"
+    assert extract_text("a.py", b"def f():\n    return 1\n") == "def f():\n    return 1\n"
+    assert extract_text("a.json", b'{"k": "v"}') == '{"k": "v"}'
+    html = b"<html><head><title>t</title></head><body><h1>Head</h1><p>One &amp; two</p><script>x()</script></body>"
+    assert extract_text("a.html", html) == "Head\n\nOne & two"
+    for name, content, code in (
+        ("a.bin", b"\x00\x01", "unsupported_file"),
+        ("a.json", b"{", "invalid_file"),
+        ("a.txt", b"\xff\xfe\xfd", "invalid_file"),
+    ):
+        with pytest.raises(UnsupportedFile) as failed:
+            extract_text(name, content)
+        assert failed.value.code == code
