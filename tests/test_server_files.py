@@ -57,7 +57,9 @@ async def test_an_upload_over_the_file_limit_is_a_413_naming_it(tmp_path: Path) 
     config = ServerConfig(db=str(tmp_path / "s.db"), limits=Limits(max_file_bytes=1000))
     async with serving(config) as served:
         await served.client.files.create(file=("ok.txt", b"x" * 1000), purpose="assistants")
-        reply = await served.http.post("/v1/files", files={"file": ("big.txt", b"x" * 1001)}, data={"purpose": "x"})
+        reply = await served.http.post(
+            "/v1/files", files={"file": ("big.txt", b"x" * 1001)}, data={"purpose": "assistants"}
+        )
         assert "max_file_bytes" in check_error(reply, 413)
         far = await served.http.post("/v1/files", files={"file": ("huge.txt", b"x" * 200_000)})
         assert "max_file_bytes" in check_error(far, 413)

@@ -24,6 +24,8 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 Tenant = Annotated[str, Depends(tenant_of)]
 State = Annotated[ServerState, Depends(state_of)]
 _READ = 1024 * 1024
+Purpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+"""OpenAI's purposes; only `assistants` and `user_data` files are meant for vector stores, but any is stored."""
 
 
 def file_object(record: FileRecord) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def list_page(data: list[dict[str, Any]], more: bool, id_key: str = "id") -> dic
 
 @router.post("")
 async def upload_file(
-    file: UploadFile, tenant: Tenant, state: State, purpose: Annotated[str, Form()] = "assistants"
+    file: UploadFile, tenant: Tenant, state: State, purpose: Annotated[Purpose, Form()] = "assistants"
 ) -> dict[str, Any]:
     limit = state.config.limits.max_file_bytes
     parts: list[bytes] = []

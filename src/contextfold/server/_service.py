@@ -36,6 +36,7 @@ from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
 from ._fork import fork
+from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
@@ -98,6 +99,8 @@ class ResponseRun:
         _check_outputs(entries, limits.max_tool_output_bytes)
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
+        include = check_include(body.include)
+        hosted = await hosted_tools(state, tenant, body.tools)
         resolved = await state.registry.resolve(body.model)
 
         conversation_id, previous = await _history(state, tenant, body)
@@ -128,6 +131,7 @@ class ResponseRun:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
+                hosted=hosted.tools,
                 policy=_policy(state, body, budget),
                 budget=budget,
                 max_output_tokens=reserved,
@@ -145,7 +149,8 @@ class ResponseRun:
             data = {
                 "model": resolved.name,
                 "instructions": body.instructions,
-                "tools": tool_dicts(specs),
+                "tools": [*tool_dicts(specs), *hosted.shown],
+                "include": include,
                 "tool_choice": body.tool_choice if isinstance(body.tool_choice, (str, dict)) else "auto",
                 "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
                 "temperature": body.temperature,
@@ -178,6 +183,7 @@ class ResponseRun:
         run.exit = exit
         run.ephemeral = ephemeral and not body.store
         run.streaming = body.stream
+        run.mapper.include = frozenset(include)
         return run
 
     # --- running --------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@
     response.output_item.added (mcp_call)       a built-in tool (recall, expand) the server runs itself
       response.mcp_call_arguments.delta/done, response.mcp_call.in_progress, response.mcp_call.completed|failed,
       response.output_item.done
+    response.output_item.added (file_search_call)   a hosted file_search (see `_hosted`)
+      response.file_search_call.in_progress, .searching, .completed, response.output_item.done
     response.completed | response.incomplete | response.failed   with the whole response, built from the log
 
 Every event carries `sequence_number`, from 0. Items keep their output index from the moment they are added; their
@@ -34,6 +36,7 @@ from ..runtime import (
     ToolCallStartedDelta,
     TurnEvent,
 )
+from ._hosted import HOSTED_NAMES, RESULTS_INCLUDE, search_item
 from ._items import BUILTIN_SERVER_LABEL
 
 Event = dict[str, Any]
@@ -56,6 +59,8 @@ class StreamMapper:
         self.next_index = 0
         self._open: dict[str, _Open] = {}  # item id -> open item
         self._calls: dict[str, str] = {}  # call id -> item id
+        self.include: frozenset[str] = frozenset()
+        """The request's `include`: a file_search_call's results are streamed only when it names them."""
 
     def event(self, kind: str, **fields: Any) -> Event:
         out = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -143,6 +148,14 @@ class StreamMapper:
     def _call_started(self, delta: ToolCallStartedDelta) -> list[Event]:
         builtin = delta.tool_name in self.builtin_tools
         item: dict[str, Any]
+        if delta.tool_name in HOSTED_NAMES:
+            item = {"type": "file_search_call", "id": delta.item_id, "queries": [], "status": "in_progress"}
+            opened = self._open[delta.item_id] = _Open(self._take_index(), item)
+            self._calls[delta.call_id] = delta.item_id
+            return [
+                self.event("response.output_item.added", output_index=opened.index, item={**item, "results": None}),
+                self.event("response.file_search_call.in_progress", item_id=delta.item_id, output_index=opened.index),
+            ]
         if builtin:
             item = {
                 "type": "mcp_call",
@@ -171,6 +184,8 @@ class StreamMapper:
         if opened is None or item_id is None:
             return []
         opened.text.append(delta.arguments_delta)
+        if opened.item["type"] == "file_search_call":
+            return []  # OpenAI streams no arguments for a file search: its queries come with the item
         kind = "response.mcp_call_arguments.delta" if opened.item["type"] == "mcp_call" else None
         return [
             self.event(
@@ -190,6 +205,8 @@ class StreamMapper:
     def _call_completed(self, delta: ToolCallCompletedDelta) -> list[Event]:
         item_id = self._calls.get(delta.call_id)
         opened = self._open.pop(item_id or "", None)
+        if opened is not None and item_id is not None and opened.item["type"] == "file_search_call":
+            return self._file_search_completed(delta, item_id, opened)
         if opened is None or item_id is None or opened.item["type"] != "mcp_call":
             return []
         item = {**opened.item, "status": "completed", "output": delta.result}
@@ -200,6 +217,15 @@ class StreamMapper:
         kind = "response.mcp_call.failed" if delta.is_error else "response.mcp_call.completed"
         return [
             self.event(kind, item_id=item_id, output_index=opened.index),
+            self.event("response.output_item.done", output_index=opened.index, item=item),
+        ]
+
+    def _file_search_completed(self, delta: ToolCallCompletedDelta, item_id: str, opened: _Open) -> list[Event]:
+        results = RESULTS_INCLUDE in self.include
+        item = search_item(item_id, opened.final or "{}", delta.result, is_error=delta.is_error, results=results)
+        common = {"item_id": item_id, "output_index": opened.index}
+        return [
+            self.event("response.file_search_call.completed", **common),
             self.event("response.output_item.done", output_index=opened.index, item=item),
         ]
 
@@ -231,6 +257,11 @@ class StreamMapper:
                 )
                 out.append(self.event("response.output_item.done", output_index=opened.index, item=item))
                 del self._open[item_id]
+            elif kind == "file_search_call":  # complete: it searches next
+                arguments = opened.final or _arguments(text)
+                opened.final = arguments
+                common = {"item_id": item_id, "output_index": opened.index}
+                out.append(self.event("response.file_search_call.searching", **common))
             else:  # a built-in call: its arguments are complete; it runs next
                 arguments = opened.final or _arguments(text)
                 opened.item = {**opened.item, "arguments": arguments}
