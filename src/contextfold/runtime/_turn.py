@@ -177,7 +177,8 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
             used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
             # a library agent's own server-side tools (file_search, MCP) run in the server-side step too
             runs_here = {t.name for t in builtins} | {n for n, t in setup.tools.items() if t.server_side}
-            server = [c for c in response.tool_calls if c.name in runs_here]
+            # a server-side tool the caller must approve first waits like a deferred one
+            server = [c for c in response.tool_calls if c.name in runs_here and c.name not in setup.deferred]
             deferred = [c for c in response.tool_calls if c not in server and c.name in setup.deferred]
             client = [c for c in response.tool_calls if c not in server and c not in deferred]
             reason = _INCOMPLETE.get(response.stop_reason) if not response.tool_calls else None

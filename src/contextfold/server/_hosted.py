@@ -8,6 +8,8 @@ One table, `BUILDERS`, maps each hosted type to what builds its tools, so adding
 search provider) touches this file only:
 - `file_search`: searches the tenant's vector stores (`vector_store_ids`, `max_num_results`, `filters`,
   `ranking_options`) and shows as a `file_search_call` item;
+- `mcp`: a remote MCP server's tools (`server_label`, `server_url`, `headers`, `allowed_tools`,
+  `require_approval`), listed once per conversation (see `_mcp_hosted`);
 - `web_search` (and its preview names): refused with a 400 that says why: no search provider is configured.
 
 The items and stream events of a `file_search` call are built here too (`file_search_item`, `FileSearchEvents`),
@@ -26,7 +28,9 @@ from openai.types.responses import ResponseIncludable
 from .._errors import InvalidRequestError
 from ..events import ToolCall, ToolResult
 from ..runtime._file_search import FILE_SEARCH, file_search_tool, parse_output, search_options
+from ..runtime._mcp import split_name
 from ..runtime._tools import Tool
+from ._mcp_hosted import add_mcp_server, mcp_item, prior_listings
 
 if TYPE_CHECKING:  # the items and stream modules import this one, and the state imports them
     from ._state import ServerState
@@ -37,39 +41,57 @@ _WEB_SEARCH = ("web_search", "web_search_preview", "web_search_2025_08_26", "web
 
 @dataclass(slots=True)
 class Hosted:
+    """What a request's hosted tools add to its turn and its response; each builder adds its part."""
+
     tools: list[Tool] = field(default_factory=list)
     shown: list[dict[str, Any]] = field(default_factory=list)
-    """The tools as the response object echoes them."""
+    """The tools as the response object echoes them (without credentials)."""
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    """`mcp_list_tools` items this response lists first (a listing not yet in the conversation)."""
+    listings: dict[str, Any] = field(default_factory=dict)
+    """The MCP listings in force after this response, by server label (kept on the response record)."""
+    approvals: set[str] = field(default_factory=set)
+    """Tool names whose calls wait for the client's approval: a call to one ends the response."""
 
 
-Builder = Callable[["ServerState", str, Mapping[str, Any], str], Awaitable[tuple[list[Tool], dict[str, Any]]]]
+@dataclass(frozen=True, slots=True)
+class Context:
+    state: ServerState
+    tenant: str
+    conversation_id: str
+    prior: Mapping[str, Any]
+    """The conversation's MCP listings so far, by server label."""
 
 
-async def _file_search(
-    state: ServerState, tenant: str, spec: Mapping[str, Any], param: str
-) -> tuple[list[Tool], dict[str, Any]]:
+Builder = Callable[[Context, Mapping[str, Any], str, Hosted], Awaitable[None]]
+
+
+async def _file_search(ctx: Context, spec: Mapping[str, Any], param: str, out: Hosted) -> None:
     ids = spec.get("vector_store_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise InvalidRequestError(
             "a file_search tool needs vector_store_ids: a non-empty list of vector store ids",
             param=f"{param}.vector_store_ids",
         )
+    knowledge = ctx.state.store.knowledge
     for vector_store_id in ids:  # another tenant's store is as missing as one never made: 404 before any turn
-        await state.store.knowledge.vector_stores.get(vector_store_id, tenant=tenant)
+        await knowledge.vector_stores.get(vector_store_id, tenant=ctx.tenant)
     options = search_options(spec.get("max_num_results"), spec.get("filters"), spec.get("ranking_options"), param=param)
-    shown = {
-        "type": "file_search",
-        "vector_store_ids": ids,
-        "max_num_results": options.max_num_results,
-        "filters": spec.get("filters"),
-        "ranking_options": spec.get("ranking_options") or {"ranker": "auto", "score_threshold": 0.0},
-    }
-    return [file_search_tool(state.store.knowledge, tenant, ids, options)], shown
+    if any(t.name == FILE_SEARCH for t in out.tools):
+        raise InvalidRequestError("send one file_search tool per request (list all its stores in it)", param=param)
+    out.tools.append(file_search_tool(knowledge, ctx.tenant, ids, options))
+    out.shown.append(
+        {
+            "type": "file_search",
+            "vector_store_ids": ids,
+            "max_num_results": options.max_num_results,
+            "filters": spec.get("filters"),
+            "ranking_options": spec.get("ranking_options") or {"ranker": "auto", "score_threshold": 0.0},
+        }
+    )
 
 
-async def _no_web_search(
-    state: ServerState, tenant: str, spec: Mapping[str, Any], param: str
-) -> tuple[list[Tool], dict[str, Any]]:
+async def _no_web_search(ctx: Context, spec: Mapping[str, Any], param: str, out: Hosted) -> None:
     raise InvalidRequestError(
         f"tool type {spec.get('type')!r} is not available: no web search provider is configured on this server; "
         "use file_search over your own files, or a function tool that searches the web",
@@ -77,23 +99,33 @@ async def _no_web_search(
     )
 
 
-BUILDERS: dict[str, Builder] = {FILE_SEARCH: _file_search, **dict.fromkeys(_WEB_SEARCH, _no_web_search)}
+BUILDERS: dict[str, Builder] = {
+    FILE_SEARCH: _file_search,
+    "mcp": add_mcp_server,
+    **dict.fromkeys(_WEB_SEARCH, _no_web_search),
+}
 HOSTED_TYPES = frozenset(BUILDERS)
 HOSTED_NAMES = frozenset({FILE_SEARCH})
-"""The tool names of hosted calls in the log, each shown as its own item type rather than a function call."""
+"""The tool names of hosted calls in the log, each shown as its own item type rather than a function call
+(MCP tools too: their names start with `mcp__`)."""
 
 
-async def hosted_tools(state: ServerState, tenant: str, tools: Sequence[Mapping[str, Any]] | None) -> Hosted:
+def is_hosted(name: str) -> bool:
+    return name in HOSTED_NAMES or split_name(name) is not None
+
+
+async def hosted_tools(
+    state: ServerState, tenant: str, tools: Sequence[Mapping[str, Any]] | None, conversation_id: str
+) -> Hosted:
     out = Hosted()
+    if not any(isinstance(spec, Mapping) and spec.get("type") in BUILDERS for spec in tools or ()):
+        return out
+    ctx = Context(state, tenant, conversation_id, await prior_listings(state, conversation_id))
+    out.listings = dict(ctx.prior)  # listings of servers this request does not name stay for later ones
     for n, spec in enumerate(tools or ()):
         builder = BUILDERS.get(str(spec.get("type")))
-        if builder is None:
-            continue
-        made, shown = await builder(state, tenant, spec, f"tools[{n}]")
-        if {t.name for t in made} & {t.name for t in out.tools}:
-            raise InvalidRequestError(f"send one {spec.get('type')} tool per request", param=f"tools[{n}]")
-        out.tools += made
-        out.shown.append(shown)
+        if builder is not None:
+            await builder(ctx, spec, f"tools[{n}]", out)
     return out
 
 
@@ -109,6 +141,13 @@ def check_include(include: Sequence[str] | None) -> list[str]:
 
 
 # --- items and stream events ------------------------------------------------------------------------------------
+
+
+def hosted_item(call: ToolCall, result: ToolResult | None) -> dict[str, Any]:
+    """The item of a hosted call in the log and its result (None while it runs, or awaits approval)."""
+    if split_name(call.name) is not None:
+        return mcp_item(call, result)
+    return file_search_item(call, result)
 
 
 def file_search_item(call: ToolCall, result: ToolResult | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ..events import AnyEvent, ToolSpec, Usage
 from ..store import ResponseRecord
 from ._hosted import without_results
 from ._items import output_items
+from ._mcp_hosted import listing_items
 
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
@@ -52,7 +53,7 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
     turn = [e for e in events if record.first_seq <= e.seq <= last]
     shown = record.status != "failed" and output_seq > 0
     output = output_items([e for e in turn if e.seq >= output_seq]) if shown else []
-    output = without_results(output, data.get("include"))
+    output = [*listing_items(data), *without_results(output, data.get("include"))] if shown else []
     return {
         "id": record.id,
         "object": "response",

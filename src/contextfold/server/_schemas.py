@@ -199,7 +199,7 @@ def function_tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec] | None:
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("a function tool needs a name", param=f"tools[{n}].name")
-        if name in _RESERVED_TOOLS:
+        if name in _RESERVED_TOOLS or name.startswith("mcp__"):
             raise InvalidRequestError(
                 f"tool name {name!r} is reserved for contextfold's built-in tool; rename yours",
                 param=f"tools[{n}].name",

@@ -39,6 +39,7 @@ from ._fork import fork
 from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
+from ._mcp_hosted import answer_approvals, split_approvals
 from ._objects import response_object, tool_dicts
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
@@ -95,12 +96,12 @@ class ResponseRun:
             raise PayloadTooLargeError(
                 f"instructions are over the {limits.max_instructions_bytes}-byte limit", param="instructions"
             )
-        entries = parse_input(body.input, max_items=limits.max_items_per_request)
+        given_input, approvals = split_approvals(body.input)
+        entries = parse_input(given_input, max_items=limits.max_items_per_request)
         _check_outputs(entries, limits.max_tool_output_bytes)
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
         include = check_include(body.include)
-        hosted = await hosted_tools(state, tenant, body.tools)
         resolved = await state.registry.resolve(body.model)
 
         conversation_id, previous = await _history(state, tenant, body)
@@ -112,6 +113,8 @@ class ResponseRun:
         try:
             conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
             conversation_id = conversation.id
+            hosted = await hosted_tools(state, tenant, body.tools, conversation_id)
+            entries = [*await answer_approvals(conversation, approvals, hosted.tools), *entries]
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
             reserved = resolved.reserved_output(body.max_output_tokens)
@@ -144,13 +147,15 @@ class ResponseRun:
                     parallel_tool_calls=body.parallel_tool_calls,
                 ),
                 compact=body.truncation != "disabled",
-                deferred=frozenset(s.name for s in specs or ()),
+                deferred=frozenset(s.name for s in specs or ()) | hosted.approvals,
             )
             data = {
                 "model": resolved.name,
                 "instructions": body.instructions,
                 "tools": [*tool_dicts(specs), *hosted.shown],
                 "include": include,
+                "mcp_listings": hosted.listings,
+                "mcp_list_items": hosted.listed,
                 "tool_choice": body.tool_choice if isinstance(body.tool_choice, (str, dict)) else "auto",
                 "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
                 "temperature": body.temperature,
@@ -184,6 +189,8 @@ class ResponseRun:
         run.ephemeral = ephemeral and not body.store
         run.streaming = body.stream
         run.mapper.include = frozenset(include)
+        run.mapper.approvals = frozenset(setup.deferred & hosted.approvals)
+        run.mapper.listing = list(hosted.listed)
         return run
 
     # --- running --------------------------------------------------------------------------------------------------

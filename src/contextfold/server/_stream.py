@@ -13,6 +13,10 @@
       response.output_item.done
     response.output_item.added (file_search_call)   a hosted file_search (see `_hosted`)
       response.file_search_call.in_progress, .searching, .completed, response.output_item.done
+    response.output_item.added (mcp_list_tools)     first, for each MCP server listed (see `_mcp_hosted`)
+      response.mcp_list_tools.in_progress, .completed|failed, response.output_item.done
+    an MCP server's tool: as a built-in's mcp_call, under its own server_label; one that needs approval:
+      response.output_item.added/done (mcp_approval_request), and the response ends
     response.completed | response.incomplete | response.failed   with the whole response, built from the log
 
 Every event carries `sequence_number`, from 0. Items keep their output index from the moment they are added; their
@@ -36,6 +40,7 @@ from ..runtime import (
     ToolCallStartedDelta,
     TurnEvent,
 )
+from ..runtime._mcp import split_name
 from ._hosted import HOSTED_NAMES, RESULTS_INCLUDE, search_item
 from ._items import BUILTIN_SERVER_LABEL
 
@@ -60,6 +65,10 @@ class StreamMapper:
         self._open: dict[str, _Open] = {}  # item id -> open item
         self._calls: dict[str, str] = {}  # call id -> item id
         self.include: frozenset[str] = frozenset()
+        self.approvals: frozenset[str] = frozenset()
+        """MCP tools whose calls wait for approval: shown as `mcp_approval_request` items."""
+        self.listing: list[dict[str, Any]] = []
+        """The `mcp_list_tools` items this response lists, streamed right after it starts."""
         """The request's `include`: a file_search_call's results are streamed only when it names them."""
 
     def event(self, kind: str, **fields: Any) -> Event:
@@ -68,10 +77,19 @@ class StreamMapper:
         return out
 
     def start(self, response: dict[str, Any]) -> list[Event]:
-        return [
+        out = [
             self.event("response.created", response=response),
             self.event("response.in_progress", response=response),
         ]
+        for item in self.listing:
+            index = self._take_index()
+            common = {"item_id": item["id"], "output_index": index}
+            done = "response.mcp_list_tools.failed" if item.get("error") else "response.mcp_list_tools.completed"
+            out.append(self.event("response.output_item.added", output_index=index, item={**item, "tools": []}))
+            out.append(self.event("response.mcp_list_tools.in_progress", **common))
+            out.append(self.event(done, **common))
+            out.append(self.event("response.output_item.done", output_index=index, item=item))
+        return out
 
     def finish(self, response: dict[str, Any]) -> list[Event]:
         status = response["status"]
@@ -156,12 +174,20 @@ class StreamMapper:
                 self.event("response.output_item.added", output_index=opened.index, item={**item, "results": None}),
                 self.event("response.file_search_call.in_progress", item_id=delta.item_id, output_index=opened.index),
             ]
-        if builtin:
+        remote = split_name(delta.tool_name)
+        if remote is not None and delta.tool_name in self.approvals:
+            label, name = remote
+            item = {"type": "mcp_approval_request", "id": delta.item_id, "server_label": label, "name": name}
+            opened = self._open[delta.item_id] = _Open(self._take_index(), {**item, "arguments": ""})
+            self._calls[delta.call_id] = delta.item_id
+            return [self.event("response.output_item.added", output_index=opened.index, item=opened.item)]
+        if builtin or remote is not None:
+            label, name = remote or (BUILTIN_SERVER_LABEL, delta.tool_name)
             item = {
                 "type": "mcp_call",
                 "id": delta.item_id,
-                "server_label": BUILTIN_SERVER_LABEL,
-                "name": delta.tool_name,
+                "server_label": label,
+                "name": name,
                 "arguments": "",
                 "status": "in_progress",
             }
@@ -184,8 +210,8 @@ class StreamMapper:
         if opened is None or item_id is None:
             return []
         opened.text.append(delta.arguments_delta)
-        if opened.item["type"] == "file_search_call":
-            return []  # OpenAI streams no arguments for a file search: its queries come with the item
+        if opened.item["type"] in ("file_search_call", "mcp_approval_request"):
+            return []  # OpenAI streams no arguments for these: they come with the item
         kind = "response.mcp_call_arguments.delta" if opened.item["type"] == "mcp_call" else None
         return [
             self.event(
@@ -255,6 +281,10 @@ class StreamMapper:
                         arguments=arguments,
                     )
                 )
+                out.append(self.event("response.output_item.done", output_index=opened.index, item=item))
+                del self._open[item_id]
+            elif kind == "mcp_approval_request":  # complete: the response ends, waiting for the approval
+                item = {**opened.item, "arguments": opened.final or _arguments(text)}
                 out.append(self.event("response.output_item.done", output_index=opened.index, item=item))
                 del self._open[item_id]
             elif kind == "file_search_call":  # complete: it searches next
