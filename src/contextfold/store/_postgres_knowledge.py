@@ -349,19 +349,24 @@ class PostgresIndex(_Pooled):
             return []
         tsquery = " || ".join(["plainto_tsquery('english', %s)"] * len(terms))
         only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
-        sql = f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, ts_rank(c.tsv, q.q) AS rank, v.attributes
-                  FROM chunks c
+        # The query is spelled inline (not joined from a subquery) so the planner sees a constant and reads the GIN
+        # index; the best chunks are picked first and only they are joined to their files.
+        sql = f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, top.rank, v.attributes
+                  FROM (SELECT c.id, ts_rank(c.tsv, {tsquery}) AS rank FROM chunks c
+                        WHERE c.tsv @@ ({tsquery}) AND c.vector_store_id = ANY(%s::text[]){only}
+                        ORDER BY rank DESC LIMIT %s) AS top
+                  JOIN chunks c ON c.id = top.id
                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
-                  JOIN files f ON f.id = c.file_id,
-                  (SELECT {tsquery} AS q) AS q
-                  WHERE c.tsv @@ q.q AND c.vector_store_id = ANY(%s::text[]) AND v.status = 'completed'{only}
-                  ORDER BY rank DESC, c.file_id, c.position LIMIT %s"""
+                  JOIN files f ON f.id = c.file_id
+                  WHERE v.status = 'completed'
+                  ORDER BY top.rank DESC, c.file_id, c.position"""
         async with self._connect() as conn:
             for vector_store_id in vector_store_ids:
                 await _store_row(conn, vector_store_id, tenant)
             cur = await conn.execute(
                 sql,  # only placeholders are interpolated into the text; the words are bound
                 (
+                    *terms,
                     *terms,
                     list(vector_store_ids),
                     *([list(file_ids)] if file_ids is not None else []),
