@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ._state import ServerState
 
 APPROVAL_RESPONSE = "mcp_approval_response"
+LISTING_TIMEOUT = 10.0
 _PRIOR_RESPONSES = 50
 
 
@@ -121,7 +123,8 @@ async def add_mcp_server(ctx: Context, spec: Mapping[str, Any], param: str, out:
     else:
         item: dict[str, Any] = {"type": "mcp_list_tools", "id": new_id("mcpl"), "server_label": server.label}
         try:
-            listing = await list_tools(server)
+            # listed while the conversation is held, before its lease is renewed: well within the lease's time
+            listing = await list_tools(dataclasses.replace(server, timeout=min(server.timeout, LISTING_TIMEOUT)))
             item["tools"] = [_tool_dict(t) for t in listing]
             out.listings[server.label] = {"key": key, "tools": [_tool_dict(t) for t in listing]}
         except McpListingError as exc:  # no tools from it this time; the next response tries again
