@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +17,11 @@ from contextfold.events import ToolResult
 from contextfold.models import ModelProfile, ModelResponse, ScriptedModel, ToolCallRequest
 from contextfold.runtime import StepStarted
 from contextfold.runtime._mcp import McpServer, list_tools, mcp_tools
+from contextfold.server import ServerConfig
 from contextfold.store import Store
 
 from .fakes.mcp_server import mcp_server
-from .server_fixtures import Served, check_error
+from .server_fixtures import Served, check_error, serving
 
 SECRET = "Bearer sk-mcp-very-secret"
 
@@ -84,6 +86,16 @@ async def test_tool_errors_and_refused_connections_are_errors_the_model_reads(se
     assert listing["type"] == "mcp_list_tools"
     assert "cannot list the tools of MCP server 'gone'" in listing["error"]
     assert refused["status"] == "completed"
+
+
+async def test_a_call_over_the_timeout_is_an_error_the_model_reads(tmp_path: Path, mcp_url: str) -> None:
+    async with serving(ServerConfig(db=str(tmp_path / "s.db"), mcp_timeout=0.5)) as served:
+        timed = await served.respond(input='/tool mcp__kb__slow {"seconds": 5}', tools=[mcp(mcp_url)])
+        call = timed["output"][1]
+        assert call["type"] == "mcp_call"
+        assert "timed out after 0.5s" in call["output"]
+        assert call["error"]["type"] == "mcp_tool_execution_error"
+        assert timed["status"] == "completed"
 
 
 async def test_a_call_that_needs_approval_ends_the_response_until_approved(served: Served, mcp_url: str) -> None:

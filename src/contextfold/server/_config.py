@@ -106,6 +106,8 @@ class ServerConfig:
     log_level: str = "info"
     lease_ttl: float = 30.0
     """Seconds a turn lease lasts without renewal (a crashed replica's turn is free again after this)."""
+    mcp_timeout: float = 30.0
+    """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
 
 
 ENV_PREFIX = "CONTEXTFOLD_"
@@ -313,6 +315,7 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "log_format": _choice("text", "json"),
     "log_level": _choice(*LOG_LEVELS),
     "lease_ttl": _seconds,
+    "mcp_timeout": _seconds,
 }  # the Limits fields are all positive integers
 
 

@@ -39,7 +39,7 @@ LISTING_TIMEOUT = 10.0
 _PRIOR_RESPONSES = 50
 
 
-def server_of(spec: Mapping[str, Any], param: str) -> McpServer:
+def server_of(spec: Mapping[str, Any], param: str, *, timeout: float = 30.0) -> McpServer:
     """A request's mcp tool as a server to connect to; every mistake a 400 naming the field."""
     if spec.get("connector_id"):
         raise InvalidRequestError(
@@ -69,6 +69,7 @@ def server_of(spec: Mapping[str, Any], param: str) -> McpServer:
             allowed_tools=frozenset(allowed) if allowed is not None else None,
             require_approval=default,
             approval_overrides=overrides,
+            timeout=timeout,
         )
     except InvalidRequestError as exc:
         raise InvalidRequestError(str(exc), param=f"{param}.{exc.param}") from None
@@ -113,7 +114,7 @@ async def prior_listings(state: ServerState, conversation_id: str) -> dict[str, 
 
 
 async def add_mcp_server(ctx: Context, spec: Mapping[str, Any], param: str, out: Hosted) -> None:
-    server = server_of(spec, param)
+    server = server_of(spec, param, timeout=ctx.state.config.mcp_timeout)
     if any(s.get("type") == "mcp" and s.get("server_label") == server.label for s in out.shown):
         raise InvalidRequestError(f"two mcp tools have server_label {server.label!r}; labels must differ", param)
     key = _key(server)
