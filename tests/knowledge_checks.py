@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from openai.types import FileDeleted, FileObject, VectorStore, VectorStoreDeleted, VectorStoreSearchResponse
-from openai.types.vector_stores import VectorStoreFile, VectorStoreFileBatch, VectorStoreFileDeleted
+from openai.types.vector_stores import (
+    FileContentResponse,
+    VectorStoreFile,
+    VectorStoreFileBatch,
+    VectorStoreFileDeleted,
+)
 
 _MODELS: dict[str, Any] = {
     "file": FileObject,
@@ -29,6 +34,9 @@ def check_knowledge(body: Any, path: str) -> bool:
     elif kind == "list":
         for entry in body["data"]:
             check_knowledge(entry, path)
+    elif kind == "vector_store.file_content.page":
+        for part in body["data"]:
+            FileContentResponse.model_validate(part)
     elif kind == "vector_store.search_results.page":
         for result in body["data"]:
             VectorStoreSearchResponse.model_validate(result)

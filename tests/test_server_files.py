@@ -146,6 +146,10 @@ async def test_batches_chunking_and_file_removal(served: Served) -> None:
     assert (batch.status, batch.file_counts.completed) == ("completed", 3)
     listed = await client.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=store.id)
     assert sorted(f.id for f in listed.data) == sorted(ids)
+    parts = [p.text or "" async for p in client.vector_stores.files.content(file_id=ids[1], vector_store_id=store.id)]
+    assert len(parts) == 9  # 500 words in windows of 100 tokens starting at 0, 50, ..., 400
+    assert parts[0].startswith("word0 word1")
+    assert parts[-1].endswith("word499")
     one = await client.vector_stores.files.retrieve(file_id=ids[0], vector_store_id=store.id)
     assert one.chunking_strategy is not None
     assert one.chunking_strategy.model_dump()["static"] == {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50}

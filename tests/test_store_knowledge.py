@@ -59,6 +59,11 @@ async def test_ingestion_completes_search_ranks_and_deletion_erases_chunks(
     record = await knowledge.vector_stores.get(vs.id, tenant="acme")
     assert record.counts.completed == 2
     assert record.data == {"provider_id": "x"}
+    chunks = await knowledge.index.chunks(vs.id, doc.id, tenant="acme")
+    assert len(chunks) == 4  # 308 tokens in windows of 100 starting at 0, 80, 160, 240 (the last ends the text)
+    assert chunks[-1].endswith("7741")
+    with pytest.raises(NotFoundError):
+        await knowledge.index.chunks(vs.id, doc.id, tenant="other")
     hits = await knowledge.index.search([vs.id], "heron launch code", tenant="acme", limit=5)
     assert hits[0].file_id == doc.id
     assert "7741" in hits[0].text

@@ -2,6 +2,7 @@
 
     POST/GET /v1/vector_stores, GET/POST/DELETE /v1/vector_stores/{id}
     POST/GET …/{id}/files, GET/POST/DELETE …/{id}/files/{file_id}     status in_progress -> completed | failed
+    GET …/{id}/files/{file_id}/content                                its chunks
     POST …/{id}/file_batches, GET …/file_batches/{batch}, POST …/cancel, GET …/file_batches/{batch}/files
     POST …/{id}/search                                                query, filters, max_num_results, ranking
 
@@ -218,6 +219,14 @@ async def list_files(
 @router.get("/{vector_store_id}/files/{file_id}")
 async def retrieve_file(vector_store_id: str, file_id: str, tenant: Tenant, state: State) -> dict[str, Any]:
     return vector_file_object(await state.store.knowledge.vector_files.get(vector_store_id, file_id, tenant=tenant))
+
+
+@router.get("/{vector_store_id}/files/{file_id}/content")
+async def file_content(vector_store_id: str, file_id: str, tenant: Tenant, state: State) -> dict[str, Any]:
+    """The file's chunks, as the store searches them (OpenAI's parsed content)."""
+    chunks = await state.store.knowledge.index.chunks(vector_store_id, file_id, tenant=tenant)
+    data = [{"type": "text", "text": text} for text in chunks]
+    return {"object": "vector_store.file_content.page", "data": data, "has_more": False, "next_page": None}
 
 
 @router.post("/{vector_store_id}/files/{file_id}")

@@ -199,6 +199,10 @@ class Index(Protocol):
         """Mark the batch's files still `in_progress` `cancelled`; returns how many."""
         ...
 
+    async def chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
+        """The file's chunks in that store, in order (none until it is `completed`)."""
+        ...
+
     async def search(
         self,
         vector_store_ids: Sequence[str],

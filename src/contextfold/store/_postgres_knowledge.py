@@ -335,6 +335,15 @@ class PostgresIndex(_Pooled):
             )
             return int(cur.rowcount)
 
+    async def chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
+        async with self._connect() as conn:
+            await _vector_file(conn, vector_store_id, file_id, tenant)
+            cur = await conn.execute(
+                "SELECT text FROM chunks WHERE vector_store_id = %s AND file_id = %s ORDER BY position",
+                (vector_store_id, file_id),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def search(
         self,
         vector_store_ids: Sequence[str],

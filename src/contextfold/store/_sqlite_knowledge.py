@@ -185,6 +185,9 @@ class SQLiteIndex(_Workers):
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         return await self._writer.run(_cancel, vector_store_id, batch_id, tenant)
 
+    async def chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
+        return await self._reader.run(_chunks, vector_store_id, file_id, tenant)
+
     async def search(
         self,
         vector_store_ids: Sequence[str],
@@ -466,6 +469,15 @@ def _finish(
         conn.execute("ROLLBACK")
         raise
     return True
+
+
+def _chunks(conn: sqlite3.Connection, vector_store_id: str, file_id: str, tenant: str) -> list[str]:
+    _vector_file(conn, vector_store_id, file_id, tenant)
+    rows = conn.execute(
+        "SELECT text FROM chunks WHERE vector_store_id = ? AND file_id = ? ORDER BY position",
+        (vector_store_id, file_id),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def _cancel(conn: sqlite3.Connection, vector_store_id: str, batch_id: str, tenant: str) -> int:
