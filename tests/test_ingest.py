@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from contextfold._errors import InvalidRequestError
-from contextfold.runtime._ingest import UnsupportedFile, chunk_text, chunking_of, extract_text
+from contextfold.runtime._ingest import Ingestor, UnsupportedFile, chunk_text, chunking_of, extract_text
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -98,3 +99,32 @@ def test_pdf_text_is_extracted_with_the_pdf_extra() -> None:
     with pytest.raises(UnsupportedFile) as broken:
         extract_text("broken.pdf", b"%PDF-1.4\nnot really a pdf")
     assert broken.value.code == "invalid_file"
+
+
+async def test_a_file_that_breaks_the_reader_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextfold.runtime import _ingest
+    from contextfold.store import SQLiteStore
+
+    store = await SQLiteStore.open(tmp_path / "k.db")
+    try:
+        knowledge = store.knowledge
+        bad = await knowledge.files.put("t", "bad.txt", "assistants", b"breaks the reader")
+        good = await knowledge.files.put("t", "good.txt", "assistants", b"fine words")
+        vs = await knowledge.vector_stores.create("t", name=None, metadata={}, data={})
+        chunking = chunking_of(None)
+        await knowledge.vector_files.add(vs.id, [bad.id, good.id], tenant="t", attributes={}, chunking=chunking)
+        real = _ingest.extract_text
+
+        def flaky(filename: str, content: bytes) -> str:
+            if filename == "bad.txt":
+                raise RuntimeError("a bug")
+            return real(filename, content)
+
+        monkeypatch.setattr(_ingest, "extract_text", flaky)
+        assert await Ingestor(knowledge).drain() == 2
+        failed = await knowledge.vector_files.get(vs.id, bad.id, tenant="t")
+        assert failed.status == "failed"
+        assert (failed.last_error or {}).get("code") == "server_error"
+        assert (await knowledge.vector_files.get(vs.id, good.id, tenant="t")).status == "completed"
+    finally:
+        await store.close()

@@ -212,4 +212,8 @@ class Ingestor:
         except UnsupportedFile as exc:
             error = {"code": exc.code, "message": str(exc)}
             return await index.finish(queued.vector_store_id, queued.file_id, chunks=None, error=error)
+        except Exception as exc:  # a bug in reading this file must not hold up every file queued after it
+            log.exception("ingesting %s failed", queued.file_id)
+            error = {"code": "server_error", "message": f"the file could not be read: {type(exc).__name__}"}
+            return await index.finish(queued.vector_store_id, queued.file_id, chunks=None, error=error)
         return await index.finish(queued.vector_store_id, queued.file_id, chunks=chunks)
