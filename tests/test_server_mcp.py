@@ -133,6 +133,12 @@ async def test_a_call_that_needs_approval_ends_the_response_until_approved(serve
         },
     )
     check_error(reply, 400, param="input[0].approval_request_id")
+    waiting = await served.respond(input='/tool mcp__kb__add {"a": 1, "b": 1}', tools=[tool])
+    moved_on = await served.http.post(
+        "/v1/responses",
+        json={"model": "test", "input": "never mind", "tools": [tool], "previous_response_id": waiting["id"]},
+    )
+    assert "mcp_approval_response" in check_error(moved_on, 400, param="input")
 
 
 async def test_streamed_mcp_events(served: Served, mcp_url: str) -> None:

@@ -489,7 +489,7 @@ def _check_answered(conversation: Conversation, given: Sequence[Event]) -> None:
     if missing:
         raise InvalidRequestError(
             f"no tool output found for function call {', '.join(missing)}; send a function_call_output item for "
-            "each call of the previous response",
+            "each call of the previous response (an mcp_approval_response for each mcp_approval_request)",
             param="input",
         )
 
