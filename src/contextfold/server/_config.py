@@ -78,6 +78,8 @@ class Limits:
     max_instructions_bytes: int = 256 * 1024
     max_header_bytes: int = 64 * 1024
     """The request line and headers together, counted as they arrive (before the parser holds them whole)."""
+    max_file_bytes: int = 32 * 1024 * 1024
+    """One uploaded file (`POST /v1/files`); the upload's body may exceed `max_body_bytes` by this much."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class ServerConfig:
     """Seconds SIGTERM or SIGINT waits for running requests before cancelling them (their turns are marked)."""
     max_replay_bytes: int = 64 * 1024 * 1024
     """Memory kept for resuming streams (encoded events); the oldest finished streams are let go first."""
+    mcp_timeout: float = 30.0
+    """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
 
 
 ENV_PREFIX = "CONTEXTFOLD_"
@@ -327,6 +331,7 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "first_byte_timeout": _seconds,
     "turn_timeout": _seconds,
     "shutdown_grace": _seconds,
+    "mcp_timeout": _seconds,
 }  # the Limits fields (and max_replay_bytes) are positive integers
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..events import AnyEvent, Compaction, FilePart, ImagePart, Message, Part, Reasoning, TextPart, ToolCall, ToolResult
 from ..runtime._builtin import EXPAND, RECALL
+from ._hosted import hosted_item, is_hosted
 from ._items_input import BUILTIN_SERVER_LABEL, CompactionInput, InputEntry, ItemReference, parse_input
 
 __all__ = [
@@ -54,7 +55,11 @@ def output_items(events: Sequence[AnyEvent], *, builtin_tools: Collection[str] =
         event = events[index]
         if isinstance(event, ToolResult):
             following[event.call_id] = event
-        elif isinstance(event, ToolCall) and event.name in builtin_tools and event.call_id in following:
+        elif (
+            isinstance(event, ToolCall)
+            and (event.name in builtin_tools or is_hosted(event.name))
+            and event.call_id in following
+        ):
             pairs[index] = following.pop(event.call_id)
     absorbed = {id(result) for result in pairs.values()}
     out: list[Item] = []
@@ -80,6 +85,8 @@ def conversation_item(
     if isinstance(event, Message):
         return _message(event)
     if isinstance(event, ToolCall):
+        if is_hosted(event.name):
+            return hosted_item(event, result)
         return _mcp_call(event, result) if event.name in builtin_tools else _function_call(event)
     if isinstance(event, ToolResult):
         return {

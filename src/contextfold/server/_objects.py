@@ -12,7 +12,9 @@ from typing import Any
 
 from ..events import AnyEvent, ToolSpec, Usage
 from ..store import ResponseRecord
+from ._hosted import without_results
 from ._items import output_items
+from ._mcp_hosted import listing_items
 
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
@@ -51,6 +53,8 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
     turn = [e for e in events if record.first_seq <= e.seq <= last]
     shown = record.status != "failed" and output_seq > 0
     output = output_items([e for e in turn if e.seq >= output_seq]) if shown else []
+    if shown:  # a response's MCP listings come first; file search results only when `include` asked for them
+        output = [*listing_items(data), *without_results(output, data.get("include"))]
     return {
         "id": record.id,
         "object": "response",

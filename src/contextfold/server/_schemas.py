@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .._errors import InvalidRequestError
 from ..events import ToolSpec
+from ._hosted import HOSTED_TYPES
 
 Metadata = Annotated[dict[str, str], Field(max_length=16)]
-_RESERVED_TOOLS = ("recall", "expand")
+_RESERVED_TOOLS = ("recall", "expand", "file_search")
 _CHOICES: dict[str, Literal["auto", "none", "required"]] = {"auto": "auto", "none": "none", "required": "required"}
 
 
@@ -90,6 +91,7 @@ class ResponseCreate(_Body):
     context_management: list[CompactionSetting] | None = None
     background: bool | None = None
     user: str | None = None
+    include: list[str] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -180,12 +182,14 @@ def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
 
 
 def function_tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec] | None:
-    """The request's function tools as specs; other tool types are refused with the reason."""
+    """The request's function tools as specs; hosted types are left to `_hosted`, others refused with the reason."""
     if tools is None:
         return None
     specs: list[ToolSpec] = []
     for n, tool in enumerate(tools):
         kind = tool.get("type")
+        if kind in HOSTED_TYPES:
+            continue
         if kind != "function":
             raise InvalidRequestError(
                 f"tool type {kind!r} is not supported here; use function tools (the built-in recall and expand are "
@@ -195,7 +199,7 @@ def function_tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec] | None:
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("a function tool needs a name", param=f"tools[{n}].name")
-        if name in _RESERVED_TOOLS:
+        if name in _RESERVED_TOOLS or name.startswith("mcp__"):
             raise InvalidRequestError(
                 f"tool name {name!r} is reserved for contextfold's built-in tool; rename yours",
                 param=f"tools[{n}].name",

@@ -37,8 +37,10 @@ from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
 from ._fork import fork
+from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
+from ._mcp_hosted import answer_approvals, split_approvals
 from ._objects import response_object, tool_dicts
 from ._registry import ResolvedModel
 from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
@@ -98,10 +100,12 @@ class ResponseRun:
             raise PayloadTooLargeError(
                 f"instructions are over the {limits.max_instructions_bytes}-byte limit", param="instructions"
             )
-        entries = parse_input(body.input, max_items=limits.max_items_per_request, answered=True)
+        given_input, approvals = split_approvals(body.input)
+        entries = parse_input(given_input, max_items=limits.max_items_per_request, answered=True)
         _check_outputs(entries, limits.max_tool_output_bytes)
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
+        include = check_include(body.include)
         resolved = await state.registry.resolve(body.model)
 
         conversation_id, previous = await _history(state, tenant, body)
@@ -124,6 +128,8 @@ class ResponseRun:
                     ).id
                 conversation = await _hold(state, exit, conversation_id, previous, tenant, resolved.name)
             conversation_id = conversation.id
+            hosted = await hosted_tools(state, tenant, body.tools, conversation_id)
+            entries = [*await answer_approvals(conversation, approvals, hosted.tools), *entries]
             # every check before anything is appended: a refused request leaves the conversation as it was
             _check_answered(conversation, [e for e in entries if isinstance(e, Event)])
             try:  # the conversation's own append check (a call id already in its view), naming the field
@@ -147,6 +153,7 @@ class ResponseRun:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
+                hosted=hosted.tools,
                 policy=_policy(state, body, budget, resolved),
                 budget=budget,
                 context_window=resolved.context_window,
@@ -162,12 +169,15 @@ class ResponseRun:
                     )
                 ),
                 compact=body.truncation != "disabled",
-                deferred=frozenset(s.name for s in specs or ()),
+                deferred=frozenset(s.name for s in specs or ()) | hosted.approvals,
             )
             data = {
                 "model": resolved.name,
                 "instructions": body.instructions,
-                "tools": tool_dicts(specs),
+                "tools": [*tool_dicts(specs), *hosted.shown],
+                "include": include,
+                "mcp_listings": hosted.listings,
+                "mcp_list_items": hosted.listed,
                 "tool_choice": body.tool_choice if isinstance(body.tool_choice, (str, dict)) else "auto",
                 "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
                 "temperature": body.temperature,
@@ -200,6 +210,9 @@ class ResponseRun:
         run.exit = exit
         run.history = history
         run.streaming = body.stream
+        run.mapper.include = frozenset(include)
+        run.mapper.approvals = frozenset(setup.deferred & hosted.approvals)
+        run.mapper.listing = list(hosted.listed)
         return run
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -521,7 +534,7 @@ def _check_answered(conversation: Conversation, given: Sequence[Event]) -> None:
     if missing:
         raise InvalidRequestError(
             f"no tool output found for function call {', '.join(missing)}; send a function_call_output item for "
-            "each call of the previous response",
+            "each call of the previous response (an mcp_approval_response for each mcp_approval_request)",
             param="input",
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime._ingest import Ingestor
 from ..store import ServerStore
 from ._config import ServerConfig
 from ._locks import ConversationLocks, ViewCache
@@ -31,6 +32,8 @@ class ServerState:
     metrics: Metrics
     streams: StreamBuffers
     keys_required: bool
+    ingestor: Ingestor | None = None
+    """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
 
     def __post_init__(self) -> None:
         self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it

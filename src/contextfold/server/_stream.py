@@ -11,6 +11,12 @@
     response.output_item.added (mcp_call)       a built-in tool (recall, expand) the server runs itself
       response.mcp_call_arguments.delta/done, response.mcp_call.in_progress, response.mcp_call.completed|failed,
       response.output_item.done
+    response.output_item.added (file_search_call)   a hosted file_search (see `_hosted`)
+      response.file_search_call.in_progress, .searching, .completed, response.output_item.done
+    response.output_item.added (mcp_list_tools)     first, for each MCP server listed (see `_mcp_hosted`)
+      response.mcp_list_tools.in_progress, .completed|failed, response.output_item.done
+    an MCP server's tool: as a built-in's mcp_call, under its own server_label; one that needs approval:
+      response.output_item.added/done (mcp_approval_request), and the response ends
     response.completed | response.incomplete | response.failed   with the whole response, built from the log
 
 Every event carries `sequence_number`, from 0; the item and content-part events also carry the `response_id` (not
@@ -36,6 +42,8 @@ from ..runtime import (
     ToolCallStartedDelta,
     TurnEvent,
 )
+from ..runtime._mcp import split_name
+from ._hosted import HOSTED_NAMES, RESULTS_INCLUDE, search_item
 from ._items import BUILTIN_SERVER_LABEL
 
 Event = dict[str, Any]
@@ -68,6 +76,12 @@ class StreamMapper:
         self._calls: dict[str, str] = {}  # call id -> item id
         self.response_id = ""
         """Learnt from `start`, so that every caller (the live run, the rebuilt stream) stamps it alike."""
+        self.include: frozenset[str] = frozenset()
+        """The request's `include`: a file_search_call's results are streamed only when it names them."""
+        self.approvals: frozenset[str] = frozenset()
+        """MCP tools whose calls wait for approval: shown as `mcp_approval_request` items."""
+        self.listing: list[dict[str, Any]] = []
+        """The `mcp_list_tools` items this response lists, streamed right after it starts."""
 
     def event(self, kind: str, **fields: Any) -> Event:
         out = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -78,10 +92,19 @@ class StreamMapper:
 
     def start(self, response: dict[str, Any]) -> list[Event]:
         self.response_id = str(response.get("id") or "")
-        return [
+        out = [
             self.event("response.created", response=response),
             self.event("response.in_progress", response=response),
         ]
+        for item in self.listing:
+            index = self._take_index()
+            common = {"item_id": item["id"], "output_index": index}
+            done = "response.mcp_list_tools.failed" if item.get("error") else "response.mcp_list_tools.completed"
+            out.append(self.event("response.output_item.added", output_index=index, item={**item, "tools": []}))
+            out.append(self.event("response.mcp_list_tools.in_progress", **common))
+            out.append(self.event(done, **common))
+            out.append(self.event("response.output_item.done", output_index=index, item=item))
+        return out
 
     def finish(self, response: dict[str, Any]) -> list[Event]:
         status = response["status"]
@@ -158,12 +181,28 @@ class StreamMapper:
     def _call_started(self, delta: ToolCallStartedDelta) -> list[Event]:
         builtin = delta.tool_name in self.builtin_tools
         item: dict[str, Any]
-        if builtin:
+        if delta.tool_name in HOSTED_NAMES:
+            item = {"type": "file_search_call", "id": delta.item_id, "queries": [], "status": "in_progress"}
+            opened = self._open[delta.item_id] = _Open(self._take_index(), item)
+            self._calls[delta.call_id] = delta.item_id
+            return [
+                self.event("response.output_item.added", output_index=opened.index, item={**item, "results": None}),
+                self.event("response.file_search_call.in_progress", item_id=delta.item_id, output_index=opened.index),
+            ]
+        remote = split_name(delta.tool_name)
+        if remote is not None and delta.tool_name in self.approvals:
+            label, name = remote
+            item = {"type": "mcp_approval_request", "id": delta.item_id, "server_label": label, "name": name}
+            opened = self._open[delta.item_id] = _Open(self._take_index(), {**item, "arguments": ""})
+            self._calls[delta.call_id] = delta.item_id
+            return [self.event("response.output_item.added", output_index=opened.index, item=opened.item)]
+        if builtin or remote is not None:
+            label, name = remote or (BUILTIN_SERVER_LABEL, delta.tool_name)
             item = {
                 "type": "mcp_call",
                 "id": delta.item_id,
-                "server_label": BUILTIN_SERVER_LABEL,
-                "name": delta.tool_name,
+                "server_label": label,
+                "name": name,
                 "arguments": "",
                 "status": "in_progress",
             }
@@ -186,6 +225,8 @@ class StreamMapper:
         if opened is None or item_id is None:
             return []
         opened.text.append(delta.arguments_delta)
+        if opened.item["type"] in ("file_search_call", "mcp_approval_request"):
+            return []  # OpenAI streams no arguments for these: they come with the item
         kind = "response.mcp_call_arguments.delta" if opened.item["type"] == "mcp_call" else None
         return [
             self.event(
@@ -205,6 +246,8 @@ class StreamMapper:
     def _call_completed(self, delta: ToolCallCompletedDelta) -> list[Event]:
         item_id = self._calls.get(delta.call_id)
         opened = self._open.pop(item_id or "", None)
+        if opened is not None and item_id is not None and opened.item["type"] == "file_search_call":
+            return self._file_search_completed(delta, item_id, opened)
         if opened is None or item_id is None or opened.item["type"] != "mcp_call":
             return []
         item = {**opened.item, "status": "completed", "output": delta.result}
@@ -215,6 +258,15 @@ class StreamMapper:
         kind = "response.mcp_call.failed" if delta.is_error else "response.mcp_call.completed"
         return [
             self.event(kind, item_id=item_id, output_index=opened.index),
+            self.event("response.output_item.done", output_index=opened.index, item=item),
+        ]
+
+    def _file_search_completed(self, delta: ToolCallCompletedDelta, item_id: str, opened: _Open) -> list[Event]:
+        results = RESULTS_INCLUDE in self.include
+        item = search_item(item_id, opened.final or "{}", delta.result, is_error=delta.is_error, results=results)
+        common = {"item_id": item_id, "output_index": opened.index}
+        return [
+            self.event("response.file_search_call.completed", **common),
             self.event("response.output_item.done", output_index=opened.index, item=item),
         ]
 
@@ -246,6 +298,15 @@ class StreamMapper:
                 )
                 out.append(self.event("response.output_item.done", output_index=opened.index, item=item))
                 del self._open[item_id]
+            elif kind == "mcp_approval_request":  # complete: the response ends, waiting for the approval
+                item = {**opened.item, "arguments": opened.final or _arguments(text)}
+                out.append(self.event("response.output_item.done", output_index=opened.index, item=item))
+                del self._open[item_id]
+            elif kind == "file_search_call":  # complete: it searches next
+                arguments = opened.final or _arguments(text)
+                opened.final = arguments
+                common = {"item_id": item_id, "output_index": opened.index}
+                out.append(self.event("response.file_search_call.searching", **common))
             else:  # a built-in call: its arguments are complete; it runs next
                 arguments = opened.final or _arguments(text)
                 opened.item = {**opened.item, "arguments": arguments}

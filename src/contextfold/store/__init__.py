@@ -5,6 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._knowledge import (
+    ChunkHit,
+    FileCounts,
+    FileRecord,
+    Files,
+    Index,
+    Knowledge,
+    VectorFile,
+    VectorFiles,
+    VectorStoreRecord,
+    VectorStores,
+)
 from ._protocol import (
     Anchor,
     Anchors,
@@ -55,9 +67,15 @@ __all__ = [
     "Anchors",
     "ApiKey",
     "Checkpoint",
+    "ChunkHit",
     "ConversationInfo",
     "Conversations",
+    "FileCounts",
+    "FileRecord",
+    "Files",
+    "Index",
     "Keys",
+    "Knowledge",
     "Leases",
     "PostgresStore",
     "ResponseRecord",
@@ -66,6 +84,10 @@ __all__ = [
     "SearchHit",
     "ServerStore",
     "Store",
+    "VectorFile",
+    "VectorFiles",
+    "VectorStoreRecord",
+    "VectorStores",
     "open_server_store",
     "open_store",
 ]

@@ -133,6 +133,68 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
         ),
     ),
+    Migration(
+        5,
+        "files, vector stores and their chunks",
+        (
+            """CREATE TABLE files (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                filename TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                bytes INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                content BLOB NOT NULL
+            )""",
+            "CREATE INDEX files_by_tenant ON files(tenant, created_at, id)",
+            """CREATE TABLE vector_stores (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                name TEXT,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                data TEXT NOT NULL DEFAULT '{}',
+                last_active_at REAL NOT NULL
+            )""",
+            "CREATE INDEX vector_stores_by_tenant ON vector_stores(tenant, created_at, id)",
+            """CREATE TABLE vector_store_files (
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+                tenant TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                status TEXT NOT NULL,
+                attributes TEXT NOT NULL DEFAULT '{}',
+                chunking TEXT NOT NULL,
+                last_error TEXT,
+                usage_bytes INTEGER NOT NULL DEFAULT 0,
+                batch_id TEXT,
+                PRIMARY KEY (vector_store_id, file_id)
+            )""",
+            # A deleted file cascades here, and ingestion asks for what is still in progress.
+            "CREATE INDEX vector_store_files_by_file ON vector_store_files(file_id)",
+            "CREATE INDEX vector_store_files_by_status ON vector_store_files(status, created_at)",
+            """CREATE TABLE chunks (
+                rowid INTEGER PRIMARY KEY,
+                vector_store_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                FOREIGN KEY (vector_store_id, file_id)
+                    REFERENCES vector_store_files(vector_store_id, file_id) ON DELETE CASCADE
+            )""",
+            "CREATE INDEX chunks_by_file ON chunks(vector_store_id, file_id)",
+            """CREATE VIRTUAL TABLE chunks_fts USING fts5(
+                text, content='chunks', content_rowid='rowid', tokenize='porter unicode61'
+            )""",
+            """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+                INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
+            END""",
+            # Cascaded deletions fire this too, so a deleted file leaves nothing in the index.
+            """CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+                INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+            END""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -219,6 +281,62 @@ POSTGRES: tuple[Migration, ...] = (
             )""",
             # Deleting a conversation cascades here; without this index every deletion would scan every anchor.
             "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
+        ),
+    ),
+    Migration(
+        5,
+        "files, vector stores and their chunks",
+        (
+            """CREATE TABLE files (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                filename TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                bytes BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                content BYTEA NOT NULL
+            )""",
+            "CREATE INDEX files_by_tenant ON files(tenant, created_at, id)",
+            """CREATE TABLE vector_stores (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                name TEXT,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                data TEXT NOT NULL DEFAULT '{}',
+                last_active_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX vector_stores_by_tenant ON vector_stores(tenant, created_at, id)",
+            """CREATE TABLE vector_store_files (
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+                tenant TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                status TEXT NOT NULL,
+                attributes TEXT NOT NULL DEFAULT '{}',
+                chunking TEXT NOT NULL,
+                last_error TEXT,
+                usage_bytes BIGINT NOT NULL DEFAULT 0,
+                batch_id TEXT,
+                PRIMARY KEY (vector_store_id, file_id)
+            )""",
+            # A deleted file cascades here, and ingestion asks for what is still in progress.
+            "CREATE INDEX vector_store_files_by_file ON vector_store_files(file_id)",
+            "CREATE INDEX vector_store_files_by_status ON vector_store_files(status, created_at)",
+            """CREATE TABLE chunks (
+                id BIGSERIAL PRIMARY KEY,
+                vector_store_id TEXT NOT NULL,
+                file_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
+                FOREIGN KEY (vector_store_id, file_id)
+                    REFERENCES vector_store_files(vector_store_id, file_id) ON DELETE CASCADE
+            )""",
+            "CREATE INDEX chunks_by_file ON chunks(vector_store_id, file_id)",
+            # A small pending list: inserts stay batched (ingestion is several times faster than without one), and
+            # it is merged often enough that the planner, which prices it as cost, keeps choosing the index.
+            "CREATE INDEX chunks_search ON chunks USING GIN (tsv) WITH (gin_pending_list_limit = 256)",
         ),
     ),
 )

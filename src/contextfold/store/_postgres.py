@@ -51,6 +51,7 @@ from ._common import (
 )
 from ._migrations import POSTGRES, Migration, plan
 from ._postgres_anchors import PostgresAnchors
+from ._postgres_knowledge import PostgresKnowledge
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
@@ -105,6 +106,7 @@ class PostgresStore:
         self._keys = PostgresKeys(self._connection)
         self._leases = PostgresLeases(self._connection)
         self._anchors = PostgresAnchors(self._connection)
+        self._knowledge = PostgresKnowledge(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
@@ -125,6 +127,10 @@ class PostgresStore:
     @property
     def anchors(self) -> PostgresAnchors:
         return self._anchors
+
+    @property
+    def knowledge(self) -> PostgresKnowledge:
+        return self._knowledge
 
     @classmethod
     async def open(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..events import AnyEvent, Compaction, Event
+from ._knowledge import Knowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,3 +248,8 @@ class ServerStore(Store, Protocol):
 
     @property
     def anchors(self) -> Anchors: ...
+
+    @property
+    def knowledge(self) -> Knowledge:
+        """Files, vector stores and their chunks (see `_knowledge`)."""
+        ...

@@ -36,6 +36,7 @@ from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
+from ._sqlite_knowledge import SQLiteKnowledge
 from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
 
 T = TypeVar("T")
@@ -138,6 +139,7 @@ class SQLiteStore:
         # Leases are written on every turn, so they queue on the writer thread like an append.
         self._leases = SQLiteLeases(self._writer)
         self._anchors = SQLiteAnchors(self._writer, self._reader)
+        self._knowledge = SQLiteKnowledge(self._writer, self._reader)
 
     @property
     def conversations(self) -> _SQLiteConversations:
@@ -158,6 +160,10 @@ class SQLiteStore:
     @property
     def anchors(self) -> SQLiteAnchors:
         return self._anchors
+
+    @property
+    def knowledge(self) -> SQLiteKnowledge:
+        return self._knowledge
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
