@@ -20,6 +20,7 @@ from contextfold.events import (
     ToolResult,
 )
 from contextfold.server._items import (
+    ApprovalInput,
     CompactionInput,
     InputEntry,
     ItemReference,
@@ -106,11 +107,18 @@ BAD: list[tuple[object, str, str]] = [
     ([{"type": "compaction"}], "input[0].encrypted_content", "missing"),
     ([{"type": "item_reference", "id": ""}], "input[0].id", "empty"),
     ([{"type": "item_reference"}], "input[0].id", "missing"),
+    (_with(MCP, server_label=None), "input[0].server_label", "is missing"),
+    (_with(MCP, server_label=""), "input[0].server_label", "empty"),
+    ([{"type": "file_search_call", "id": "fs_1", "queries": "q"}], "input[0].queries", "must be an array"),
+    ([{"type": "file_search_call", "id": "fs_1", "queries": [1]}], "input[0].queries[0]", "must be a string"),
+    ([{"type": "file_search_call", "id": "fs_1", "queries": [], "results": [1]}], "input[0].results[0]", "object"),
+    ([{"type": "mcp_list_tools", "server_label": "kb", "tools": None}], "input[0].tools", "missing"),
     (
-        _with(MCP, server_label="github"),
-        "input[0].server_label",
-        "'github'; only mcp_call items of the built-in server",
+        [{"type": "mcp_approval_response", "approval_request_id": "ev_1", "approve": "yes"}],
+        "input[0].approve",
+        "must be a boolean",
     ),
+    ([{"type": "mcp_approval_response", "approve": True}], "input[0].approval_request_id", "missing"),
     (_with(MCP), "input[0].output", "is missing and so is its error"),
     (_with(MCP, error="boom"), "input[0].error", "must be an object"),
     (_with(MCP, output=1), "input[0].output", "string or null"),
@@ -147,9 +155,10 @@ json_values = st.recursive(
 )
 # fmt: off
 ITEM_TYPES = ["message", "function_call", "function_call_output", "reasoning", "compaction", "item_reference",
-              "mcp_call", "web_search_call"]
+              "mcp_call", "file_search_call", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
+              "web_search_call"]
 ITEM_KEYS = ["role", "content", "id", "call_id", "name", "arguments", "output", "summary", "error", "server_label",
-             "encrypted_content"]
+             "encrypted_content", "queries", "results", "status", "tools", "approve", "approval_request_id"]
 PART_TYPES = ["input_text", "output_text", "text", "refusal", "input_image", "input_file", "summary_text",
               "reasoning_text", "mcp_tool_execution_error", "http_error", "input_audio"]
 PART_KEYS = ["text", "refusal", "image_url", "file_id", "file_data", "file_url", "detail", "filename", "message",
@@ -190,5 +199,5 @@ def test_any_json_either_parses_or_is_refused_with_our_errors(value: object) -> 
     if refused is not None:
         assert refused.param is not None
         assert refused.param.startswith("input")
-    kinds = (Message, ToolCall, ToolResult, Reasoning, CompactionInput, ItemReference)
+    kinds = (Message, ToolCall, ToolResult, Reasoning, CompactionInput, ItemReference, ApprovalInput)
     assert all(isinstance(e, kinds) for e in entries)

@@ -35,7 +35,8 @@ import msgspec
 from .._errors import InvalidRequestError
 from ..events import Event, FilePart, ImagePart, Message, Part, Role, TextPart, ToolCall, ToolResult, ToolSpec, new_id
 from ..models import ModelSettings
-from ._items_input import _DETAILS, _IMAGE_URL_SCHEMES, Item, _kind, _object, _optional_string, _shown, _string, _wrong
+from ._items_fields import Item, _kind, _object, _optional_string, _shown, _string, _wrong
+from ._items_input import _DETAILS, _IMAGE_URL_SCHEMES
 from ._proxy_types import ClientMessage, ProxyRequest
 
 _MAPPED = frozenset(

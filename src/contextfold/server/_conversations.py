@@ -19,11 +19,13 @@ from fastapi import APIRouter, Depends, Query
 from .._conversation import Conversation
 from .._errors import InvalidEventError, InvalidRequestError, NotFoundError
 from ..compaction import CompactionPolicy, CompactionResult
-from ..events import AnyEvent, Event, Pin, ToolCall, ToolResult, TurnMarker
+from ..events import AnyEvent, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
 from ..view import TokenEstimator, View
 from ._fork import fork
-from ._items import BUILTIN_TOOLS, CompactionInput, ItemReference, conversation_item, output_items, parse_input
+from ._items import BUILTIN_TOOLS, ItemReference, conversation_item, output_items, parse_input
+from ._items_input import InputEntry
+from ._mcp_hosted import written_approvals
 from ._responses import page
 from ._responses_history import STATELESS
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
@@ -43,7 +45,7 @@ def conversation_object(info: ConversationInfo) -> dict[str, Any]:
 
 @router.post("")
 async def create_conversation(body: ConversationCreate, tenant: Tenant, state: State) -> dict[str, Any]:
-    entries = _entries(body.items, state) if body.items else []
+    entries = await written_approvals(state.store, None, _entries(body.items, state)) if body.items else []
     info = await state.store.conversations.create(metadata=body.metadata or {}, tenant=tenant)
     if entries:
         try:
@@ -84,7 +86,7 @@ async def add_items(conversation_id: str, body: ItemsCreate, tenant: Tenant, sta
     entries = _entries(body.items, state, param="items")
     async with state.locks.hold(conversation_id):
         conversation = await state.views.current(conversation_id, None)
-        stored = await append_entries(conversation, entries)
+        stored = await append_entries(conversation, await written_approvals(state.store, conversation_id, entries))
     items = output_items(stored)
     return {
         "object": "list",
@@ -254,7 +256,7 @@ async def fork_conversation(conversation_id: str, body: ForkRequest, tenant: Ten
 # --- helpers ------------------------------------------------------------------------------------------------------
 
 
-def _entries(items: list[Any], state: ServerState, *, param: str = "items") -> list[Event | CompactionInput]:
+def _entries(items: list[Any], state: ServerState, *, param: str = "items") -> list[InputEntry]:
     """The items to add: events, and compaction items (which mean here what they mean as input: see
     `append_entries`). An item reference names an item already stored, which adding again would duplicate."""
     entries = parse_input(items, param=param, max_items=state.config.limits.max_items_per_request)

@@ -26,11 +26,12 @@ from typing import Any
 from ..events import AnyEvent, Compaction, FilePart, ImagePart, Message, Part, Reasoning, TextPart, ToolCall, ToolResult
 from ..runtime._builtin import EXPAND, RECALL
 from ._hosted import hosted_item, is_hosted
-from ._items_input import BUILTIN_SERVER_LABEL, CompactionInput, InputEntry, ItemReference, parse_input
+from ._items_input import BUILTIN_SERVER_LABEL, ApprovalInput, CompactionInput, InputEntry, ItemReference, parse_input
 
 __all__ = [
     "BUILTIN_SERVER_LABEL",
     "BUILTIN_TOOLS",
+    "ApprovalInput",
     "CompactionInput",
     "InputEntry",
     "ItemReference",

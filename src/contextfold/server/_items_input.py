@@ -11,11 +11,10 @@ Mapping (what our events cannot hold is refused, never dropped silently, unless 
   `high`, the closest we store); `input_image` with only `file_id` -> `FilePart(media_type="image/*", file_id=...)`,
   which the Responses renderer sends back as an `input_image` by file id; `input_file` -> `FilePart` (the media type
   from a `data:` URL, else guessed from the filename, else `application/octet-stream`);
-- a run of consecutive `function_call` / contextfold `mcp_call` items -> `ToolCall`s sharing one new batch id (the
-  model's parallel calls); a contextfold `mcp_call` carries its result, whose `ToolResult` follows the run's calls
-  so the batch stays one group of calls followed by results;
-- `function_call_output` -> `ToolResult` (a list of text parts is joined with newlines; the Responses wire has no
-  error flag, so `is_error` is false);
+- a run of consecutive calls (`function_call`, `mcp_call`, `file_search_call`, `mcp_approval_request`) ->
+  `ToolCall`s sharing one new batch id (the model's parallel calls); the results that hosted call items carry
+  follow the run's calls, so the batch stays one group of calls followed by results. What each tool item means is
+  in `_items_tools`;
 - `reasoning` -> `Reasoning(provider="openai")` whose `data` keeps what was given (id, summary, encrypted_content,
   content) so it can be passed back upstream, and whose `text` is the summary texts joined;
 - `compaction` -> `CompactionInput`, `item_reference` (or an object with only an `id`) -> `ItemReference`.
@@ -24,7 +23,6 @@ Event ids, turn ids and sequence numbers are left for the server to stamp.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,16 +30,22 @@ from typing import Any, Literal
 
 from .._errors import InvalidRequestError, PayloadTooLargeError
 from ..events import Event, FilePart, ImagePart, Message, Part, Reasoning, Role, TextPart, ToolCall, ToolResult, new_id
-
-BUILTIN_SERVER_LABEL = "contextfold"
-"""The `server_label` of the `mcp_call` items that stand for our built-in tools (recall, expand)."""
+from ._items_fields import _TEXT_PARTS, Item, _kind, _list, _object, _optional_string, _shown, _string, _wrong
+from ._items_tools import (
+    BUILTIN_SERVER_LABEL,
+    RUN_ITEMS,
+    ApprovalInput,
+    approval_response,
+    check_listing,
+    function_call,
+    function_call_output,
+)
 
 _ROLES: dict[str, Role] = {"user": "user", "system": "system", "developer": "developer", "assistant": "assistant"}
-_TEXT_PARTS = ("input_text", "output_text", "text")
 _PART_TYPES = "input_text, output_text, text, refusal, input_image or input_file"
 _ITEM_TYPES = (
-    "message, function_call, function_call_output, reasoning, compaction, item_reference "
-    f"or mcp_call (server_label {BUILTIN_SERVER_LABEL!r})"
+    "message, function_call, function_call_output, reasoning, compaction, item_reference, mcp_call, "
+    "file_search_call, mcp_list_tools, mcp_approval_request or mcp_approval_response"
 )
 _DETAILS: dict[str, Literal["auto", "low", "high"]] = {"auto": "auto", "low": "low", "high": "high", "original": "high"}
 _IMAGE_URL_SCHEMES = ("http://", "https://", "data:")
@@ -62,8 +66,8 @@ class ItemReference:
     id: str
 
 
-InputEntry = Event | CompactionInput | ItemReference
-Item = dict[str, object]
+InputEntry = Event | CompactionInput | ItemReference | ApprovalInput
+__all__ = ["BUILTIN_SERVER_LABEL", "ApprovalInput", "CompactionInput", "InputEntry", "ItemReference", "parse_input"]
 
 
 def parse_input(
@@ -118,14 +122,19 @@ class _Parser:
         if not isinstance(kind, str):
             raise InvalidRequestError(f"{path}.type must be a string, not {_kind(kind)}", f"{path}.type")
         if kind == "function_call":
-            call = self._unique(_function_call(item, path, self._batch()), f"{path}.call_id")
+            call = self._unique(function_call(item, path, self._batch()), f"{path}.call_id")
             self.out.append(call)
             self.waiting[call.call_id] = path
             return
-        if kind == "mcp_call":
-            call, result = _mcp_call(item, path, self._batch())
+        run_item = RUN_ITEMS.get(kind)
+        if run_item is not None:  # an approval request waits for its mcp_approval_response, not for an output
+            call, result = run_item(item, path, self._batch())
             self.out.append(self._unique(call, f"{path}.id"))
-            self.run_results.append(result)
+            if result is not None:
+                self.run_results.append(result)
+            return
+        if kind == "mcp_list_tools":
+            check_listing(item, path)
             return
         self._end_run()
         parse = _PARSERS.get(kind)
@@ -173,72 +182,6 @@ class _Parser:
         self.out.extend(self.run_results)
         self.run_results = []
         self.batch = None
-
-
-# --- field access ---------------------------------------------------------------------------------------------
-
-
-def _kind(value: object) -> str:
-    """The JSON name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A found value for a message: `missing`, a quoted string, or the JSON type."""
-    if value is None:
-        return "missing"
-    return repr(value) if isinstance(value, str) else _kind(value)
-
-
-def _wrong(where: str, expected: str, value: object) -> InvalidRequestError:
-    """The error for a field that is missing (null counts as missing) or not of the `expected` kind."""
-    if value is None:
-        return InvalidRequestError(f"{where} is missing; it must be {expected}", where)
-    return InvalidRequestError(f"{where} must be {expected}, not {_kind(value)}", where)
-
-
-def _object(value: object, path: str) -> Item:
-    if not isinstance(value, dict):
-        raise InvalidRequestError(f"{path} must be an object, not {_kind(value)}", path)
-    return value
-
-
-def _string(item: Item, key: str, path: str, *, non_empty: bool = False) -> str:
-    """A required string field (`non_empty`: and not empty)."""
-    where = f"{path}.{key}"
-    value = item.get(key)
-    if not isinstance(value, str):
-        raise _wrong(where, "a string", value)
-    if non_empty and not value:
-        raise InvalidRequestError(f"{where} is empty; it must be a non-empty string", where)
-    return value
-
-
-def _optional_string(item: Item, key: str, path: str) -> str | None:
-    """An optional string field: absent and null both give None."""
-    value = item.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise InvalidRequestError(f"{path}.{key} must be a string or null, not {_kind(value)}", f"{path}.{key}")
-
-
-def _list(item: Item, key: str, path: str) -> list[object]:
-    value = item.get(key)
-    if not isinstance(value, list):
-        raise _wrong(f"{path}.{key}", "an array", value)
-    return value
 
 
 # --- messages -------------------------------------------------------------------------------------------------
@@ -325,85 +268,6 @@ def _file(part: Item, path: str) -> FilePart:
     )
 
 
-# --- tools ----------------------------------------------------------------------------------------------------
-
-
-def _function_call(item: Item, path: str, batch: str) -> ToolCall:
-    return ToolCall(
-        call_id=_string(item, "call_id", path, non_empty=True),
-        name=_string(item, "name", path, non_empty=True),
-        arguments=_string(item, "arguments", path),
-        batch_id=batch,
-    )
-
-
-def _function_call_output(item: Item, path: str) -> ToolResult:
-    call_id = _string(item, "call_id", path, non_empty=True)
-    output = item.get("output")
-    where = f"{path}.output"
-    if isinstance(output, str):
-        return ToolResult(call_id=call_id, output=output)
-    if not isinstance(output, list):
-        raise _wrong(where, "a string or an array of input_text parts", output)
-    texts: list[str] = []
-    for index, raw in enumerate(output):
-        part_path = f"{where}[{index}]"
-        part = _object(raw, part_path)
-        kind = part.get("type")
-        if kind not in _TEXT_PARTS:
-            raise InvalidRequestError(
-                f"{part_path}.type is {_shown(kind)}; tool outputs may only hold text (input_text parts)",
-                f"{part_path}.type",
-            )
-        texts.append(_string(part, "text", part_path))
-    return ToolResult(call_id=call_id, output="\n".join(texts))
-
-
-def _mcp_call(item: Item, path: str, batch: str) -> tuple[ToolCall, ToolResult]:
-    label = item.get("server_label")
-    if label != BUILTIN_SERVER_LABEL:
-        raise InvalidRequestError(
-            f"{path}.server_label is {_shown(label)}; only mcp_call items of the built-in server "
-            f"{BUILTIN_SERVER_LABEL!r} are accepted (other MCP servers are not supported)",
-            f"{path}.server_label",
-        )
-    call_id = _string(item, "id", path, non_empty=True)
-    call = ToolCall(
-        call_id=call_id,
-        name=_string(item, "name", path, non_empty=True),
-        arguments=_string(item, "arguments", path),
-        batch_id=batch,
-    )
-    output = _optional_string(item, "output", path)
-    error = item.get("error")
-    if error is None:
-        if output is None:
-            raise InvalidRequestError(
-                f"{path}.output is missing and so is its error; only completed contextfold calls can be given back",
-                f"{path}.output",
-            )
-        return call, ToolResult(call_id=call_id, output=output)
-    text = output if output is not None else _error_text(_object(error, f"{path}.error"))
-    return call, ToolResult(call_id=call_id, output=text, is_error=True)
-
-
-def _error_text(error: Item) -> str:
-    """The readable text of an MCP call error (protocol and HTTP errors carry a message, execution errors content)."""
-    message = error.get("message")
-    if isinstance(message, str):
-        return message
-    content = error.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        if texts:
-            return "\n".join(texts)
-    if content is not None:
-        return json.dumps(content, default=str)
-    return "the tool call failed"
-
-
 # --- reasoning, compaction, references ------------------------------------------------------------------------
 
 
@@ -445,7 +309,8 @@ def _item_reference(item: Item, path: str) -> ItemReference:
 
 _PARSERS: dict[str, Callable[[Item, str], InputEntry]] = {
     "message": _message,
-    "function_call_output": _function_call_output,
+    "function_call_output": function_call_output,
+    "mcp_approval_response": approval_response,
     "reasoning": _reasoning,
     "compaction": _compaction,
     "item_reference": _item_reference,

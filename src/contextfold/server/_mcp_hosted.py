@@ -25,13 +25,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidRequestError, NotFoundError
-from ..events import ToolCall, ToolResult, new_id
+from ..events import Event, ToolCall, ToolResult, new_id
 from ..runtime._mcp import McpListingError, McpServer, McpTool, call_tool, list_tools, mcp_tools, split_name
+from ._items_input import CompactionInput, ItemReference
+from ._items_tools import ApprovalInput
 
 if TYPE_CHECKING:
     from .._conversation import Conversation
     from ..runtime._tools import Tool
+    from ..store import Store
     from ._hosted import Context, Hosted
+    from ._items_input import InputEntry
     from ._state import ServerState
 
 APPROVAL_RESPONSE = "mcp_approval_response"
@@ -222,8 +226,7 @@ async def answer_approvals(
         tool = by_name.get(call.name)
         if not approve:
             reason = approval.get("reason")
-            text = "the user declined this call" + (f": {reason}" if isinstance(reason, str) and reason else "")
-            results.append(ToolResult(call_id=call.call_id, output=text, is_error=True))
+            results.append(declined(call.call_id, reason if isinstance(reason, str) else None))
             continue
         if tool is None:
             label = (split_name(call.name) or ("", ""))[0]
@@ -236,3 +239,44 @@ async def answer_approvals(
         output, is_error = await call_tool(server, remote, arguments if isinstance(arguments, dict) else {})
         results.append(ToolResult(call_id=call.call_id, output=output, is_error=is_error))
     return results
+
+
+def declined(call_id: str, reason: str | None) -> ToolResult:
+    """The result of a call the user declined to approve: an error the model reads."""
+    text = "the user declined this call" + (f": {reason}" if reason else "")
+    return ToolResult(call_id=call_id, output=text, is_error=True)
+
+
+async def written_approvals(
+    store: Store, conversation_id: str | None, entries: Sequence[InputEntry]
+) -> list[Event | CompactionInput]:
+    """Entries written to a log directly (a conversation's items, a compact's input), their approval responses
+    answered: a refusal becomes the result of the call it names (in these entries, or stored), as a Responses
+    request records it. An approval cannot be: its call runs on a response, with the mcp tool. Item references
+    are left out (the callers refuse or skip them)."""
+    asked = {e.call_id for e in entries if isinstance(e, ToolCall)}
+    out: list[Event | CompactionInput] = []
+    for entry in entries:
+        if isinstance(entry, ItemReference):
+            continue
+        if not isinstance(entry, ApprovalInput):
+            out.append(entry)
+            continue
+        if entry.approve:
+            raise InvalidRequestError(
+                "an approving mcp_approval_response cannot be written to a log directly: the call it approves runs "
+                "on a response; send it as input of POST /v1/responses with the conversation and its mcp tool",
+                param=entry.path,
+            )
+        call_id = entry.request_id if entry.request_id in asked else None
+        if call_id is None and conversation_id is not None:
+            found = await store.read(conversation_id, ids=[entry.request_id])
+            if found and isinstance(found[0], ToolCall) and split_name(found[0].name) is not None:
+                call_id = found[0].call_id
+        if call_id is None:
+            raise InvalidRequestError(
+                f"{entry.request_id!r} is not an mcp_approval_request of this conversation or these items",
+                param=f"{entry.path}.approval_request_id",
+            )
+        out.append(declined(call_id, entry.reason))
+    return out

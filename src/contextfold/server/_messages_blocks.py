@@ -22,7 +22,7 @@ import json
 
 from .._errors import InvalidRequestError
 from ..events import Event, FilePart, ImagePart, Message, Part, Reasoning, TextPart, ToolCall, ToolResult, new_id
-from ._items_input import _kind
+from ._items_fields import _kind
 
 PROVIDER = "anthropic"
 """The `Reasoning.provider` of thinking blocks, as the Anthropic adapter stores them."""

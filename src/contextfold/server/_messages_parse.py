@@ -24,7 +24,7 @@ import msgspec
 from .._errors import InvalidRequestError
 from ..events import Event, Message, TextPart, ToolSpec
 from ..models import ModelSettings
-from ._items_input import _kind
+from ._items_fields import _kind
 from ._messages_blocks import (
     Body,
     assistant_events,

@@ -18,7 +18,8 @@ from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
 from ._gone import gone, unless_gone
-from ._items import CompactionInput, ItemReference, conversation_item, output_items, parse_input
+from ._items import CompactionInput, conversation_item, output_items, parse_input
+from ._mcp_hosted import written_approvals
 from ._objects import response_object
 from ._replay import rebuilt
 from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
@@ -180,7 +181,7 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
                 assert conversation_id is not None
                 await exit.enter_async_context(state.locks.hold(conversation_id))
                 conversation = await state.views.current(conversation_id, resolved.name)
-            await append_entries(conversation, [e for e in entries if not isinstance(e, ItemReference)])
+            await append_entries(conversation, await written_approvals(state.store, conversation.id, entries))
             budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
                 budget=budget,

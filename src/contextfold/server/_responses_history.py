@@ -22,7 +22,7 @@ from typing import Any
 
 from .._conversation import Conversation
 from ..events import Event, FilePart, ImagePart, Message, Reasoning, TextPart, ToolCall, ToolResult
-from ._items_input import CompactionInput, InputEntry, ItemReference, parse_input
+from ._items_input import ApprovalInput, CompactionInput, InputEntry, ItemReference, parse_input
 from ._match_log import hold_match, tail_holds
 from ._proxy_match import History, find
 from ._state import ServerState
@@ -32,7 +32,16 @@ STATELESS = "contextfold.stateless"
 """Metadata of the conversations that stateless requests fold into: `stored`, or `hidden` when the request that
 made it had `store: false` (such a conversation is not listed: the client never asked for one to be kept)."""
 
-_ASSISTANT_ITEMS = ("function_call", "mcp_call", "reasoning", "compaction")
+_ASSISTANT_ITEMS = (
+    "function_call",
+    "mcp_call",
+    "file_search_call",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "reasoning",
+    "compaction",
+)
+_ANSWERS = ("function_call_output", "mcp_approval_response")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +79,7 @@ def history_of(items: object) -> ItemHistory:
 def input_item(item: object) -> InputItem:
     entries = tuple(parse_input([item]))
     kind = item.get("type") if isinstance(item, dict) else None
-    role = "assistant" if kind in _ASSISTANT_ITEMS else "tool" if kind == "function_call_output" else "user"
+    role = "assistant" if kind in _ASSISTANT_ITEMS else "tool" if kind in _ANSWERS else "user"
     if isinstance(item, dict) and isinstance(item.get("role"), str) and kind in (None, "message"):
         role = str(item["role"])
     canonical = json.dumps([_canonical(e) for e in entries], separators=(",", ":"), ensure_ascii=False)
@@ -95,6 +104,8 @@ def _canonical(entry: InputEntry) -> object:
         return ["compaction", entry.summary]
     if isinstance(entry, ItemReference):
         return ["reference", entry.id]
+    if isinstance(entry, ApprovalInput):
+        return ["approval", entry.request_id, entry.approve]
     return [type(entry).__name__]
 
 

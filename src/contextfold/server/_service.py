@@ -119,7 +119,8 @@ class ResponseRun:
                 conversation, matched = await hold_stateless(state, exit, tenant, history, resolved.name)
                 if matched:  # only what is new is appended; the rest is in the log already
                     assert isinstance(body.input, list)
-                    entries = parse_input(body.input[matched:], max_items=limits.max_items_per_request)
+                    new_items = split_approvals(body.input[matched:])[0]  # the approvals are answered below
+                    entries = parse_input(new_items, max_items=limits.max_items_per_request)
             if conversation is None:
                 if conversation_id is None:
                     kept = {STATELESS: "stored" if body.store else "hidden"}
