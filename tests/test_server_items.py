@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from contextfold.events import (
     user,
 )
 from contextfold.server._items import (
+    ApprovalInput,
     CompactionInput,
     InputEntry,
     ItemReference,
@@ -493,3 +495,80 @@ def test_parts_round_trip_as_far_as_the_wire_carries_them() -> None:
         FilePart(media_type="image/*", file_id="file-img"),
         FilePart(media_type="application/octet-stream", file_id="file-txt"),
     ]
+
+
+# --- the items of hosted tools ----------------------------------------------------------------------------------
+
+search_results = st.lists(
+    st.fixed_dictionaries(
+        {
+            "file_id": texts,
+            "filename": texts,
+            "score": st.floats(0, 1),
+            "text": texts,
+            "attributes": st.dictionaries(texts, texts | st.integers(), max_size=2),
+        }
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(texts, max_size=3), search_results, texts, texts, st.booleans())
+def test_hosted_calls_round_trip_through_items(
+    queries: list[str], results: list[dict[str, Any]], arguments: str, output: str, failed: bool
+) -> None:
+    """A file_search and a remote MCP call as the runtime logs them come back, from their items, as the same
+    calls and results: so the model reads the same whether the server or the client kept the history."""
+    search = ToolCall(
+        call_id="call_1",
+        name="file_search",
+        arguments=json.dumps({"queries": queries}, ensure_ascii=False),
+        batch_id="batch_1",
+    )
+    mcp = ToolCall(call_id="call_2", name="mcp__kb__lookup", arguments=arguments, batch_id=search.batch_id)
+    written = [{key: r[key] for key in ("file_id", "filename", "score", "text", "attributes")} for r in results]
+    found = json.dumps({"queries": queries, "results": written}, ensure_ascii=False)  # as the tool writes it
+    events: list[AnyEvent] = [
+        search,
+        mcp,
+        ToolResult(call_id="call_1", output=found),
+        ToolResult(call_id="call_2", output=output, is_error=failed),
+    ]
+    items = output_items(events)
+    assert [i["type"] for i in items] == ["file_search_call", "mcp_call"]
+    for item in items:
+        RESPONSE_ITEM.validate_python(item)
+    renamed = {search.call_id: search.id, mcp.call_id: mcp.id}  # hosted items are named by their event ids
+    assert _content(parse_input(items, answered=True), {}) == _content(events, renamed)
+
+
+def test_a_file_search_call_without_its_results_says_so() -> None:
+    item = {"type": "file_search_call", "id": "fs_1", "queries": ["launch code"], "status": "completed"}
+    call, result = parse_input([item, {**item, "id": "fs_2", "status": "failed"}])[:2]
+    assert isinstance(call, ToolCall)
+    assert isinstance(result, ToolResult)
+    assert (call.call_id, call.name, json.loads(call.arguments)) == (
+        "fs_1",
+        "file_search",
+        {"queries": ["launch code"]},
+    )
+    assert "not included" in result.output
+    assert '["launch code"]' in result.output
+    assert not result.is_error
+    failed = parse_input([{**item, "status": "failed"}])[1]
+    assert isinstance(failed, ToolResult)
+    assert failed.is_error
+
+
+def test_mcp_listings_and_approvals_as_input() -> None:
+    listing = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "kb", "tools": [{"name": "add"}]}
+    asked = {"type": "mcp_approval_request", "id": "ev_9", "server_label": "kb", "name": "add", "arguments": "{}"}
+    answer = {"type": "mcp_approval_response", "approval_request_id": "ev_9", "approve": False, "reason": "no"}
+    # a listing is nothing the model reads; a request is the call, waiting (even in an answered Responses input)
+    (call,) = parse_input([listing, asked], answered=True)
+    assert isinstance(call, ToolCall)
+    assert (call.call_id, call.name) == ("ev_9", "mcp__kb__add")
+    assert output_items([call]) == [{**asked, "id": call.id}]
+    *_, approval = parse_input([asked, answer])
+    assert approval == ApprovalInput(request_id="ev_9", approve=False, reason="no", path="input[1]")
