@@ -545,7 +545,7 @@ def test_hosted_calls_round_trip_through_items(
 
 def test_a_file_search_call_without_its_results_says_so() -> None:
     item = {"type": "file_search_call", "id": "fs_1", "queries": ["launch code"], "status": "completed"}
-    call, result = parse_input([item, {**item, "id": "fs_2", "status": "failed"}])[:2]
+    call, result = parse_input([item])
     assert isinstance(call, ToolCall)
     assert isinstance(result, ToolResult)
     assert (call.call_id, call.name, json.loads(call.arguments)) == (
