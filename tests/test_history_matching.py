@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from contextfold.events import Message, text_of
+from contextfold.events import Message, ToolResult, text_of
 
+from .fakes.mcp_server import mcp_server
 from .server_fixtures import Served, check_error
 from .test_proxy import CONVERSATION, ChatClient
+from .test_server_file_search import RESULTS, knowledge_base
 
 
 async def _texts(served: Served, conversation: str, role: str = "user") -> list[str]:
@@ -206,4 +208,54 @@ async def test_every_item_the_server_outputs_can_be_given_back(served: Served) -
     assert [item["type"] for item in written] == [item["type"] for item in given]
 
     follow = await served.respond(input=[*given, {"role": "user", "content": "go on"}], store=False)
+    assert follow["status"] == "completed"
+
+
+async def test_hosted_tool_items_are_given_back_and_written_to_a_conversation(served: Served) -> None:
+    """file_search and remote MCP items (a real MCP server on loopback): a client that keeps its own history sends
+    them back, approvals included, and the turns go on in one conversation; written to a conversation they mean
+    the same (the listing adds nothing for the model; a declined approval is the call's result)."""
+    store_id = await knowledge_base(served.client)
+    with mcp_server("streamable") as url:
+        tools: Any = [
+            {"type": "file_search", "vector_store_ids": [store_id]},
+            {"type": "mcp", "server_label": "kb", "server_url": url, "require_approval": "never"},
+            {"type": "mcp", "server_label": "ask", "server_url": url},  # every call waits for an approval
+        ]
+        history: list[Any] = [{"role": "user", "content": '/tool file_search {"queries": ["heron launch code"]}'}]
+        searched = await served.respond(input=history, tools=tools, include=RESULTS)
+        assert searched["status"] == "completed"
+        conversation = searched["conversation"]["id"]
+        history += [*searched["output"], {"role": "user", "content": '/tool mcp__kb__lookup {"key": "heron"}'}]
+        looked = await served.respond(input=history, tools=tools, include=RESULTS)
+        assert looked["conversation"]["id"] == conversation  # matched: the items sent back are the stored ones
+        assert [i["type"] for i in looked["output"]] == ["mcp_call", "message"]
+        history += [*looked["output"], {"role": "user", "content": '/tool mcp__ask__add {"a": 20, "b": 22}'}]
+        asked = await served.respond(input=history, tools=tools, include=RESULTS)
+        request = asked["output"][-1]
+        assert request["type"] == "mcp_approval_request"
+        history += asked["output"]
+        approve = {"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}
+        approved = await served.respond(input=[*history, approve], tools=tools, include=RESULTS)
+        assert approved["conversation"]["id"] == conversation
+        assert "42" in approved["output"][-1]["content"][0]["text"]
+    kinds = {i.get("type", "message") for i in history}
+    assert {"file_search_call", "mcp_list_tools", "mcp_call", "mcp_approval_request"} <= kinds
+
+    # written to a conversation: every item but the listing is stored, and renders to the model as the log's own
+    target = (await served.post("/v1/conversations", json={}))["id"]
+    refused = await served.http.post(f"/v1/conversations/{target}/items", json={"items": [*history, approve]})
+    check_error(refused, 400, param=f"items[{len(history)}]")  # an approved call runs on a response only
+    assert (await served.get(f"/v1/conversations/{target}/items"))["data"] == []  # nothing half-written
+    decline = {**approve, "approve": False}
+    await served.post(f"/v1/conversations/{target}/items", json={"items": [*history, decline]})
+    written = (await served.get(f"/v1/conversations/{target}/items", order="asc", limit=100))["data"]
+    expected = [k for k in (i.get("type", "message") for i in history) if k != "mcp_list_tools"]
+    assert [i["type"] for i in written] == [t.replace("mcp_approval_request", "mcp_call") for t in expected]
+    assert "declined" in written[-1]["output"]
+    log = await served.store.read(target)
+    results = [e.output for e in log if isinstance(e, ToolResult)]
+    assert "7741" in results[0]  # the search's results, as the tool gave them to the model
+    assert results[1] == "The launch code for project heron is 7741."
+    follow = await served.respond(input="what is the launch code?", conversation=target)
     assert follow["status"] == "completed"
