@@ -239,6 +239,11 @@ async def test_hosted_tool_items_are_given_back_and_written_to_a_conversation(se
         approved = await served.respond(input=[*history, approve], tools=tools, include=RESULTS)
         assert approved["conversation"]["id"] == conversation
         assert "42" in approved["output"][-1]["content"][0]["text"]
+        # without the results the items still match the stored history (which has them)
+        plain = await served.respond(input=history[:1], tools=tools)
+        assert plain["output"][0].get("results") is None
+        again = await served.respond(input=[*history[:1], *plain["output"], {"role": "user", "content": "thanks"}])
+        assert again["conversation"]["id"] == plain["conversation"]["id"]
     kinds = {i.get("type", "message") for i in history}
     assert {"file_search_call", "mcp_list_tools", "mcp_call", "mcp_approval_request"} <= kinds
 
