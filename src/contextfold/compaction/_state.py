@@ -1,0 +1,228 @@
+"""The carried state: the statements a fold must not lose, kept near-verbatim and keyed so newer ones supersede.
+
+From each folded span, the sentences of user messages (and the decisions in assistant messages) are sorted into
+kinds by how they are worded in plain English (modal verbs for rules, a limit word next to a number for
+constraints, "prefer"/"rather" for preferences, and so on), never by labels a test or a user might put in front of
+them. Each statement is keyed by what it is about: its content words, stemmed, without the values (numbers,
+identifiers, dates) and without the words that only say how it is meant ("never", "actually", "now"). A later
+statement whose key overlaps an earlier one's enough supersedes it: the earlier stays in the log and in recall, but
+leaves the state. The state lives on the compaction event, so replay and load get it back exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from ..events import CarriedFact, Item, Message, TextPart
+from ..view import text_tokens
+
+STATE_HEADER = "## Carried state (still in force; a later message in this conversation overrides any of it)"
+
+_KINDS = ("rule", "constraint", "preference", "decision", "goal", "fact")
+"""Rendering order; eviction (when the state outgrows its room) takes the other end first."""
+
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z\"'(\[`])|\n+")
+_IDENTIFIER = re.compile(
+    r"https?://\S+|\S+@\S+\.\w+|(?:~|\.{0,2})/[\w./-]+|\b\w+\.\w{1,5}\b|\bv?\d+(?:[.:,/-]\d+)+\b|\b\d+\b"
+    r"|\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z]{2,}[\w-]*\b|`[^`]+`|\"[^\"]{2,60}\""
+)
+
+_RULE = re.compile(
+    r"\b(never|always|must|mustn't|shall|should|shouldn't|don't|do not|does not|doesn't|avoid|forbidden|"
+    r"not allowed|no one|nobody|under no circumstances|make sure|ensure|required|mandatory|prohibited|"
+    r"not permitted|only ever|refrain|is off limits|are off limits|stay away from)\b"
+)
+_PREFERENCE = re.compile(
+    r"\b(prefer|preferably|preferred|i like|i'd like|i would like|i'd rather|i would rather|rather than|"
+    r"i love|i hate|i dislike|my favou?rite|works best for me|i'm a fan of|instead of)\b"
+)
+_DECISION = re.compile(
+    r"\b(decided|we'll go with|we will go with|going with|go with|let's use|let's go|we chose|chosen|"
+    r"settled on|agreed|the plan is|we're using|we are using|switch(?:ed)? to|picked|opted|will use|"
+    r"i'll use|we'll use|sticking with|stick with)\b"
+)
+_LIMIT = re.compile(
+    r"\b(at most|at least|no more than|no less than|not more than|fewer than|less than|more than|up to|"
+    r"maximum|minimum|max|min|limit|limits|limited|cap|capped|budget|deadline|due|by|before|until|no later|"
+    r"within|under|below|above|over|exceed|exceeds|ceiling|quota|timeout|allowed)\b"
+)
+_QUANTITY = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|fifty|hundred|"
+    r"thousand|million|monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|"
+    r"may|june|july|august|september|october|november|december|noon|midnight|tomorrow|tonight)\b"
+)
+_GOAL = re.compile(
+    r"\b(goal|aim|aiming|objective|purpose|mission|we want to|i want to|we need to|i need to|trying to|"
+    r"the point is|end result|milestone|currently|right now|at the moment|so far|status|is done|"
+    r"are done|in progress|next step|blocked on|working on|focus|priority)\b"
+)
+_LINK = re.compile(
+    r"\b(is|are|was|were|lives|live|runs|run|sits|uses|use|means|equals|points|has|have|called|named|"
+    r"stored|kept|located|listens|set|holds|belongs|owns|owned|maintained|becomes|became|moved|changed)\b|[=:]"
+)
+
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+|^[A-Z][a-z]+(?= (?:is|was|are|has|will|owns|runs|leads)\b)")
+"""A proper noun: a capitalised word inside a sentence, or one that starts it as the subject of a link verb."""
+_VALUE = re.compile(r"\d|[/@_.:=<>#$%]")
+_FILLER_WORDS = """a an the and or but if then than so to of in on at by for from with without into onto about
+    as is are was
+    were be been being am it its it's this that these those there here we our us i me my you your they them their he
+    she his her what which who whom whose when where why how all any each every some no not nor only own same too
+    very can could will would shall should may might must do does did done doing don't doesn't didn't have has had
+    having let let's lets get gets got make makes made keep keeps kept go goes going went please just also still
+    even ever never always again now anymore longer actually instead correction update updated change changed
+    changes changing scratch new newer latest moving forward turns out okay ok right well sure fine really one more
+    rather prefer preferably preferred like love hate dislike favourite favorite decided decide agreed chose chosen
+    settled plan use using used want wants need needs needed try trying aim goal note noted remember mind heads
+    thing things stuff bit lot way ensure sure avoid important i'd we'll we're i'm i'll you'll it'll that's
+    there's here's let's what's"""
+_FILLER = frozenset(_FILLER_WORDS.split())
+
+
+def extract(items: Iterable[Item]) -> list[CarriedFact]:
+    """The statements in `items` worth carrying forward, in log order."""
+    found: list[CarriedFact] = []
+    for item in items:
+        if not isinstance(item, Message) or item.redacted or item.role not in ("user", "assistant", "developer"):
+            continue
+        text = "\n".join(part.text for part in item.content if isinstance(part, TextPart))
+        for sentence in _sentences(text):
+            kind = classify(sentence)
+            if kind is None or (item.role == "assistant" and kind != "decision"):
+                continue
+            key = subject_key(sentence)
+            if key:
+                found.append(CarriedFact(kind=kind, key=key, text=sentence, seq=item.seq))
+    return found
+
+
+def _sentences(text: str) -> list[str]:
+    out = []
+    for raw in _SENTENCE.split(text):
+        sentence = " ".join(raw.split()).lstrip("-*• ").strip()
+        if 12 <= len(sentence) <= 400 and not sentence.endswith("?"):
+            out.append(sentence)
+    return out
+
+
+def classify(sentence: str) -> str | None:
+    """The kind of statement `sentence` is, judged from its wording, or None when it is none of them."""
+    low = sentence.lower()
+    if _RULE.search(low):
+        return "rule"
+    if _LIMIT.search(low) and _QUANTITY.search(low):
+        return "constraint"
+    if _PREFERENCE.search(low):
+        return "preference"
+    if _DECISION.search(low):
+        return "decision"
+    if _GOAL.search(low):
+        return "goal"
+    if (_IDENTIFIER.search(sentence) or _NAME.search(sentence)) and _LINK.search(low):
+        return "fact"
+    return None
+
+
+def subject_key(sentence: str) -> str:
+    """What `sentence` is about: its content words, stemmed and sorted, without values and wording cues.
+
+    Values are what a later statement about the same thing changes: numbers, dates, identifiers (anything with a
+    digit, a path or an underscore) and proper nouns (capitalised words inside the sentence)."""
+    words: set[str] = set()
+    for n, raw in enumerate(sentence.split()):
+        token = raw.strip(".,;:!?()[]{}\"'`*")
+        if not token or _VALUE.search(token) or (n > 0 and token[0].isupper() and not token.isupper()):
+            continue
+        low = token.lower()
+        if low in _FILLER:
+            continue
+        for part in re.split(r"[-'/]", low.removesuffix("'s")):
+            if len(part) >= 3 and part not in _FILLER and not _QUANTITY.fullmatch(part):
+                words.add(_stem(part))
+    return " ".join(sorted(words))
+
+
+def _stem(word: str) -> str:
+    for suffix, keep in (
+        ("ies", "y"),
+        ("ing", ""),
+        ("ed", ""),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("xes", "x"),
+        ("s", ""),
+    ):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)] + keep
+    return word
+
+
+def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
+    """Whether `newer` is about the same thing as `older` (and so replaces it)."""
+    a, b = set(newer.key.split()), set(older.key.split())
+    shared = len(a & b)
+    smaller = min(len(a), len(b))
+    if smaller == 0 or shared == 0:
+        return False
+    if smaller == 1:
+        return shared == 1 and max(len(a), len(b)) <= 3
+    return shared >= 2 and shared / smaller >= 0.75
+
+
+def merge(state: Sequence[CarriedFact], new: Iterable[CarriedFact]) -> list[CarriedFact]:
+    """`state` with `new` folded in, in seq order: each statement drops the older ones it supersedes."""
+    merged = list(state)
+    for fact in sorted(new, key=lambda f: f.seq):
+        merged = [old for old in merged if not (old.seq <= fact.seq and supersedes(fact, old))]
+        merged.append(fact)
+    return merged
+
+
+def overridden(state: Sequence[CarriedFact], later: Iterable[CarriedFact]) -> list[CarriedFact]:
+    """`state` without the statements that `later` ones (still shown verbatim) supersede."""
+    newer = list(later)
+    return [old for old in state if not any(f.seq > old.seq and supersedes(f, old) for f in newer)]
+
+
+def render(state: Sequence[CarriedFact]) -> str:
+    """The state as the summary shows it: one line per statement, grouped by kind, oldest first in each."""
+    if not state:
+        return ""
+    order = {kind: n for n, kind in enumerate(_KINDS)}
+    lines = [STATE_HEADER]
+    for fact in sorted(state, key=lambda f: (order.get(f.kind, len(order)), f.seq)):
+        lines.append(f"- [{fact.kind}] {fact.text}")
+    return "\n".join(lines)
+
+
+def fit(state: Sequence[CarriedFact], max_tokens: int, chars_per_token: float) -> list[CarriedFact]:
+    """The state cut to `max_tokens` when rendered: plain facts go first, then goals, ..., rules last; oldest first
+    within a kind (what recall still finds)."""
+    kept = list(state)
+    order = {kind: n for n, kind in enumerate(reversed(_KINDS))}
+    victims = sorted(kept, key=lambda f: (order.get(f.kind, -1), f.seq))
+    while kept and text_tokens(render(kept), chars_per_token) > max_tokens:
+        victim = victims.pop(0)
+        kept.remove(victim)
+    return kept
+
+
+def split_summary(text: str | None) -> tuple[str, str]:
+    """A summary's text as (its carried-state block, the rest)."""
+    if not text:
+        return "", ""
+    if not text.startswith(STATE_HEADER):
+        return "", text
+    block, _, rest = text.partition("\n\n")
+    return block, rest
+
+
+def identifiers(text: str) -> list[str]:
+    """The identifiers (paths, numbers, versions, names with digits or underscores, URLs) in `text`, in order."""
+    seen: dict[str, None] = {}
+    for match in _IDENTIFIER.finditer(text):
+        token = match.group(0).strip('"`.,;:()[]')
+        if len(token) >= 2:
+            seen.setdefault(token, None)
+    return list(seen)
