@@ -57,7 +57,7 @@ def check_summary(
     if not missing:
         return Verdict(text, "accepted")
     added = f"{text}\n## Identifiers the summary left out\n"
-    listed = []
+    listed: list[str] = []
     for token in missing[:_MAX_LISTED]:
         if text_tokens(added + ", ".join([*listed, token]), ratio) > max_tokens:
             break
