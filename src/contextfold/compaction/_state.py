@@ -31,7 +31,9 @@ _IDENTIFIER = re.compile(
 _RULE = re.compile(
     r"\b(never|always|must|mustn't|shall|should|shouldn't|don't|do not|does not|doesn't|avoid|forbidden|"
     r"not allowed|no one|nobody|under no circumstances|make sure|ensure|required|mandatory|prohibited|"
-    r"not permitted|only ever|refrain|is off limits|are off limits|stay away from)\b"
+    r"not permitted|only ever|refrain|off limits|off the table|stay away from|allowed to|permitted to|fine to|"
+    r"okay to|ok to|free to|can now|may now|no longer need|is banned|are banned|"
+    r"(?:is|are) (?:now )?(?:fine|okay|ok|allowed|permitted|acceptable))\b"
 )
 _PREFERENCE = re.compile(
     r"\b(prefer|preferably|preferred|i like|i'd like|i would like|i'd rather|i would rather|rather than|"
@@ -66,7 +68,7 @@ _NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+|^[A-Z][a-z]+(?= (?:is|was|are|has|
 """A proper noun: a capitalised word inside a sentence, or one that starts it as the subject of a link verb."""
 _VALUE = re.compile(r"\d|[/@_.:=<>#$%]")
 _FILLER_WORDS = """a an the and or but if then than so to of in on at by for from with without into onto about
-    as is are was
+    as is are was over under below above before after between through per via across against until within around
     were be been being am it its it's this that these those there here we our us i me my you your they them their he
     she his her what which who whom whose when where why how all any each every some no not nor only own same too
     very can could will would shall should may might must do does did done doing don't doesn't didn't have has had
@@ -125,22 +127,42 @@ def classify(sentence: str) -> str | None:
 
 
 def subject_key(sentence: str) -> str:
-    """What `sentence` is about: its content words, stemmed and sorted, without values and wording cues.
+    """What `sentence` is about, as `subject | words`: the content words of its grammatical subject (the words
+    before its first verb, modal or clause break, when there are any) and the content words of the whole sentence,
+    each stemmed and sorted, without values and wording cues.
 
     Values are what a later statement about the same thing changes: numbers, dates, identifiers (anything with a
-    digit, a path or an underscore) and proper nouns (capitalised words inside the sentence)."""
+    digit, a path or an underscore) and proper nouns (capitalised words inside the sentence, or a name that is the
+    sentence's subject)."""
+    subject: set[str] = set()
     words: set[str] = set()
+    in_subject = True
+    starts_with_name = bool(_NAME.match(sentence))
     for n, raw in enumerate(sentence.split()):
         token = raw.strip(".,;:!?()[]{}\"'`*")
-        if not token or _VALUE.search(token) or (n > 0 and token[0].isupper() and not token.isupper()):
-            continue
         low = token.lower()
-        if low in _FILLER:
-            continue
-        for part in re.split(r"[-'/]", low.removesuffix("'s")):
-            if len(part) >= 3 and part not in _FILLER and not _QUANTITY.fullmatch(part):
-                words.add(_stem(part))
-    return " ".join(sorted(words))
+        if in_subject and (low in _PIVOTS or low.endswith("n't")):
+            in_subject = False
+        value = not token or _VALUE.search(token) or (token[0].isupper() and (n > 0 or starts_with_name))
+        if not value and low not in _FILLER:
+            for part in re.split(r"[-'/]", low.removesuffix("'s")):
+                stem = _stem(part)
+                if len(part) >= 3 and part not in _FILLER and stem not in _FILLER and not _QUANTITY.fullmatch(part):
+                    words.add(stem)
+                    if in_subject:
+                        subject.add(stem)
+        if in_subject and raw.endswith((",", ":", ";")) and subject:
+            in_subject = False  # a lead-in with no content ("Actually,", "Change of plan:") leaves it open
+    if not words:
+        return ""
+    return " ".join(sorted(subject)) + " | " + " ".join(sorted(words))
+
+
+_PIVOT_WORDS = """is are was were be been lives live runs run sits uses means equals points has have stays remains
+    moved moves
+    becomes became changed changes goes listens belongs holds must should shall can could may might will would need
+    needs prefer prefers like likes rather want wants love hate never always don't do does please owns leads"""
+_PIVOTS = frozenset(_PIVOT_WORDS.split())
 
 
 def _stem(word: str) -> str:
@@ -158,15 +180,29 @@ def _stem(word: str) -> str:
     return word
 
 
+def _parts(fact: CarriedFact) -> tuple[set[str], set[str]]:
+    subject, _, words = fact.key.partition(" | ")
+    return set(subject.split()), set(words.split())
+
+
 def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
-    """Whether `newer` is about the same thing as `older` (and so replaces it)."""
-    a, b = set(newer.key.split()), set(older.key.split())
-    shared = len(a & b)
-    smaller = min(len(a), len(b))
+    """Whether `newer` is about the same thing as `older` (and so replaces it).
+
+    Two statements of one kind with the same subject are; so is one whose subject is all there in the other (at
+    least two words of it: "force-pushing to main is fine now" after "never force-push to the main branch"); and
+    two that share most of their content words."""
+    (sa, wa), (sb, wb) = _parts(newer), _parts(older)
+    if sa and sb and newer.kind == older.kind:
+        shared = len(sa & sb)
+        if shared and shared / min(len(sa), len(sb)) >= 0.75 and (shared >= 2 or max(len(sa), len(sb)) <= 2):
+            return True
+    if (len(sa) >= 2 and sa <= wb and not sb) or (len(sb) >= 2 and sb <= wa and not sa):
+        return True
+    shared, smaller = len(wa & wb), min(len(wa), len(wb))
     if smaller == 0 or shared == 0:
         return False
     if smaller == 1:
-        return shared == 1 and max(len(a), len(b)) <= 3
+        return shared == 1 and max(len(wa), len(wb)) <= 3
     return shared >= 2 and shared / smaller >= 0.75
 
 
