@@ -32,12 +32,13 @@ _RULE = re.compile(
     r"\b(never|always|must|mustn't|shall|should|shouldn't|don't|do not|does not|doesn't|avoid|forbidden|"
     r"not allowed|no one|nobody|under no circumstances|make sure|ensure|required|mandatory|prohibited|"
     r"not permitted|only ever|refrain|off limits|off the table|stay away from|allowed to|permitted to|fine to|"
+    r"circumstances|"
     r"okay to|ok to|free to|can now|may now|no longer need|is banned|are banned|"
     r"(?:is|are) (?:now )?(?:fine|okay|ok|allowed|permitted|acceptable))\b"
 )
 _PREFERENCE = re.compile(
     r"\b(prefer|preferably|preferred|i like|i'd like|i would like|i'd rather|i would rather|rather than|"
-    r"i love|i hate|i dislike|my favou?rite|works best for me|i'm a fan of|instead of)\b"
+    r"preference|i love|i hate|i dislike|my favou?rite|works? best for me|i'm a fan of|instead of)\b"
 )
 _DECISION = re.compile(
     r"\b(decided|we'll go with|we will go with|going with|go with|let's use|let's go|we chose|chosen|"
@@ -47,6 +48,7 @@ _DECISION = re.compile(
 _LIMIT = re.compile(
     r"\b(at most|at least|no more than|no less than|not more than|fewer than|less than|more than|up to|"
     r"maximum|minimum|max|min|limit|limits|limited|cap|capped|budget|deadline|due|by|before|until|no later|"
+    r"as (?:long|large|many|much|big|high|low|small|few) as|"
     r"within|under|below|above|over|exceed|exceeds|ceiling|quota|timeout|allowed)\b"
 )
 _QUANTITY = re.compile(
@@ -54,8 +56,14 @@ _QUANTITY = re.compile(
     r"thousand|million|monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|"
     r"may|june|july|august|september|october|november|december|noon|midnight|tomorrow|tonight)\b"
 )
+_GOAL_WORD = re.compile(r"\b(goal|goals|aim|aiming|objective|milestone|mission|purpose|focus)\b")
+_AMOUNT = re.compile(
+    r"\d[\d,.]*\s*(?:%|percent|[kmgt]i?b|bytes?|ms|s|sec|seconds?|minutes?|mins?|hours?|days?|weeks?|words?|lines?|"
+    r"files?|tokens?|requests?|users?|dollars?|euros?|usd|eur|calls?|retries|times|items?|rows?|characters?|chars?)\b"
+)
 _GOAL = re.compile(
-    r"\b(goal|aim|aiming|objective|purpose|mission|we want to|i want to|we need to|i need to|trying to|"
+    r"\b(goal|aim|aiming|objective|purpose|mission|(?:we|i)(?: \w+)? (?:want|need|aim|hope|plan|intend) to|"
+    r"trying to|"
     r"the point is|end result|milestone|currently|right now|at the moment|so far|status|is done|"
     r"are done|in progress|next step|blocked on|working on|focus|priority)\b"
 )
@@ -64,6 +72,11 @@ _LINK = re.compile(
     r"stored|kept|located|listens|set|holds|belongs|owns|owned|maintained|becomes|became|moved|changed)\b|[=:]"
 )
 
+_DATE = re.compile(
+    r"\b(?:january|february|march|april|may|june|july|august|september|october|november|december|monday|"
+    r"tuesday|wednesday|thursday|friday|saturday|sunday|tomorrow|tonight|\d{4}-\d\d-\d\d)\b",
+    re.IGNORECASE,
+)
 _NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+|^[A-Z][a-z]+(?= (?:is|was|are|has|will|owns|runs|leads)\b)")
 """A proper noun: a capitalised word inside a sentence, or one that starts it as the subject of a link verb."""
 _VALUE = re.compile(r"\d|[/@_.:=<>#$%]")
@@ -77,7 +90,9 @@ _FILLER_WORDS = """a an the and or but if then than so to of in on at by for fro
     changes changing scratch new newer latest moving forward turns out okay ok right well sure fine really one more
     rather prefer preferably preferred like love hate dislike favourite favorite decided decide agreed chose chosen
     settled plan use using used want wants need needs needed try trying aim goal note noted remember mind heads
-    thing things stuff bit lot way ensure sure avoid important i'd we'll we're i'm i'll you'll it'll that's
+    thing things stuff bit lot way ensure sure avoid important circumstance circumstances most least
+    rule rules allow allowed permit permitted nobody anything something everything nothing whatever whenever
+    however i'd we'll we're i'm i'll you'll it'll that's
     there's here's let's what's"""
 _FILLER = frozenset(_FILLER_WORDS.split())
 
@@ -93,7 +108,7 @@ def extract(items: Iterable[Item]) -> list[CarriedFact]:
             kind = classify(sentence)
             if kind is None or (item.role == "assistant" and kind != "decision"):
                 continue
-            key = subject_key(sentence)
+            key = subject_key(sentence, deadline=kind == "constraint" and bool(_DATE.search(sentence)))
             if key:
                 found.append(CarriedFact(kind=kind, key=key, text=sentence, seq=item.seq))
     return found
@@ -111,10 +126,12 @@ def _sentences(text: str) -> list[str]:
 def classify(sentence: str) -> str | None:
     """The kind of statement `sentence` is, judged from its wording, or None when it is none of them."""
     low = sentence.lower()
+    if _GOAL_WORD.search(low):
+        return "goal"
+    if (_LIMIT.search(low) and _QUANTITY.search(low)) or (_RULE.search(low) and _AMOUNT.search(low)):
+        return "constraint"
     if _RULE.search(low):
         return "rule"
-    if _LIMIT.search(low) and _QUANTITY.search(low):
-        return "constraint"
     if _PREFERENCE.search(low):
         return "preference"
     if _DECISION.search(low):
@@ -126,16 +143,16 @@ def classify(sentence: str) -> str | None:
     return None
 
 
-def subject_key(sentence: str) -> str:
+def subject_key(sentence: str, *, deadline: bool = False) -> str:
     """What `sentence` is about, as `subject | words`: the content words of its grammatical subject (the words
     before its first verb, modal or clause break, when there are any) and the content words of the whole sentence,
     each stemmed and sorted, without values and wording cues.
 
     Values are what a later statement about the same thing changes: numbers, dates, identifiers (anything with a
     digit, a path or an underscore) and proper nouns (capitalised words inside the sentence, or a name that is the
-    sentence's subject)."""
+    sentence's subject). A constraint on a date is about a deadline, however it is worded ("finish by May 3")."""
     subject: set[str] = set()
-    words: set[str] = set()
+    words: set[str] = {"deadline"} if deadline else set()
     in_subject = True
     starts_with_name = bool(_NAME.match(sentence))
     for n, raw in enumerate(sentence.split()):
@@ -155,13 +172,16 @@ def subject_key(sentence: str) -> str:
             in_subject = False  # a lead-in with no content ("Actually,", "Change of plan:") leaves it open
     if not words:
         return ""
+    if in_subject:
+        subject = set()  # no verb or clause break: nothing marks a subject, so the sentence has none we can tell
     return " ".join(sorted(subject)) + " | " + " ".join(sorted(words))
 
 
 _PIVOT_WORDS = """is are was were be been lives live runs run sits uses means equals points has have stays remains
     moved moves
     becomes became changed changes goes listens belongs holds must should shall can could may might will would need
-    needs prefer prefers like likes rather want wants love hate never always don't do does please owns leads"""
+    needs prefer prefers like likes rather want wants love hate never always don't do does please owns leads allowed
+    permitted free fine okay ok welcome"""
 _PIVOTS = frozenset(_PIVOT_WORDS.split())
 
 
@@ -192,15 +212,29 @@ def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
     least two words of it: "force-pushing to main is fine now" after "never force-push to the main branch"); and
     two that share most of their content words."""
     (sa, wa), (sb, wb) = _parts(newer), _parts(older)
-    if sa and sb and newer.kind == older.kind:
-        shared = len(sa & sb)
-        if shared and shared / min(len(sa), len(sb)) >= 0.75 and (shared >= 2 or max(len(sa), len(sb)) <= 2):
-            return True
-    if (len(sa) >= 2 and sa <= wb and not sb) or (len(sb) >= 2 and sb <= wa and not sa):
-        return True
+    same = newer.kind == older.kind
     shared, smaller = len(wa & wb), min(len(wa), len(wb))
+    if sa and sb and same:
+        common = len(sa & sb)
+        # Goals and preferences are about their subject ("for the exporter, the goal is ..."); what they say of it
+        # is the value. Other statements of one-word subjects must share more than the subject.
+        loose = newer.kind in ("goal", "preference") or shared >= max(2, smaller / 2)
+        if common >= 2 and common / min(len(sa), len(sb)) >= 0.75:
+            return True
+        if common == 1 and (max(len(sa), len(sb)) <= 2 or min(len(sa), len(sb)) == 1) and loose:
+            return True  # "answers should stay below 150 words", "the worker's memory budget is 1 GB"
+    for subject, other_subject, other_words in ((sa, sb, wb), (sb, sa, wa)):
+        if same and subject and not other_subject and subject <= other_words:
+            return True
     if smaller == 0 or shared == 0:
         return False
+    if shared >= 3 and shared >= 0.8 * smaller:
+        return True  # one restates nearly everything the other is about
+    if same and not sa and not sb and shared >= 2 and shared >= 0.6 * smaller:
+        return True  # two rules (or two preferences...) about one action, in different words around it
+    for subject, other_words in ((sa, wb), (sb, wa)):
+        if subject and len(subject & other_words) / len(subject) < 0.6:
+            return False  # about something the other barely mentions: what they share is value-like words
     if smaller == 1:
         return shared == 1 and max(len(wa), len(wb)) <= 3
     return shared >= 2 and shared / smaller >= 0.75
