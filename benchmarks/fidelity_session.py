@@ -2,9 +2,10 @@
 
 A session is 700+ turns of agent work: a user request (one of many task phrasings, with file names, tests and
 functions drawn at random), 0-2 tool calls with outputs of 1-30 KB (log-uniform: mostly a few KB, some large), and
-the agent's answer. Into it go 30 planted items, two of each kind (rules, constraints, facts, goals, preferences) at
-each position (early, middle, late), each written in one of several plain-language phrasings with random values;
-about a third of the early and middle ones are updated later, in a different phrasing. Everything comes from one
+the agent's answer (a few sentences of explanation, often with the code it changed). Into it go 30 planted items,
+two of each kind (rules, constraints, facts, goals, preferences) at each position (early, middle, late), each
+written in one of several plain-language phrasings with random values; about a third of the early and middle ones
+are updated later, in a different phrasing. Everything comes from one
 seeded generator. The extraction under test knows none of these templates: the benchmark counts what survives.
 """
 
@@ -100,7 +101,9 @@ def _rules(rng: random.Random) -> list[tuple[str, list[str], list[str]]]:
 
 
 def _constraints(rng: random.Random) -> list[tuple[str, list[str], list[str]]]:
-    n = lambda lo, hi: rng.randrange(lo, hi)  # noqa: E731
+    def n(lo: int, hi: int) -> int:
+        return rng.randrange(lo, hi)
+
     a, b = rng.sample(MONTHS, 2)
     w1, w2, m1, m2, t1, t2 = n(80, 200), n(250, 400), n(256, 900), n(1000, 4000), n(2, 9), n(10, 30)
     d1, d2, f1, f2, j1, j2, i1, i2 = (
@@ -332,6 +335,21 @@ _ANSWERS = [
     "Nothing else calls {func}; it is safe to change.",
     "The suite is green apart from {test}, which is flaky on timing.",
 ]
+_EXPLANATIONS = [
+    "The root cause is that {func} reads the cached value before the refresh finishes, so the first call sees stale "
+    "data and the retry path in {file} never runs.",
+    "I traced the call chain from {func} down to the parser; the branch that handles an empty header returns early "
+    "without closing the file, which is what {test} trips over.",
+    "Two approaches would work here: guard the call site in {file}, or change {func} to raise instead of returning "
+    "None. The second is cleaner but touches more callers.",
+    "The failing assertion compares the rendered output with a fixture that still has the old column order; after "
+    "the change to {func} the order follows the schema instead.",
+    "Running the suite with -x stops at {test}; the traceback points at line {n} of {file}, inside the retry loop.",
+    "I left the behaviour of {func} unchanged for valid input and only tightened the error path, so existing callers "
+    "keep working.",
+    "The slow import comes from {file} building its lookup table at module level; moving that into {func} makes it "
+    "lazy and the import drops well below the threshold we measured earlier.",
+]
 _TOOLS = ["read_file", "run_tests", "grep", "run_command"]
 
 
@@ -364,6 +382,19 @@ def _output(rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+def _answer(rng: random.Random) -> str:
+    """An agent's answer: what it did and why, in a few sentences, sometimes with the code it changed."""
+    parts = [_fill(rng, rng.choice(_ANSWERS))]
+    parts += [_fill(rng, rng.choice(_EXPLANATIONS)) for _ in range(rng.randrange(2, 8))]
+    if rng.random() < 0.7:
+        body = [
+            f"    {rng.choice(['if', 'return', 'for', 'with'])} {rng.choice(_FUNCS)}(x{k}):"
+            for k in range(rng.randrange(10, 50))
+        ]
+        parts.append("```python\ndef " + rng.choice(_FUNCS) + "(x):\n" + "\n".join(body) + "\n```")
+    return "\n\n".join(parts)
+
+
 def generate(seed: int, turns: int = 720) -> Session:
     rng = random.Random(seed)
     planted_at: dict[int, list[str]] = {}
@@ -391,8 +422,8 @@ def generate(seed: int, turns: int = 720) -> Session:
         user = " ".join([*statements, task] if rng.random() < 0.5 else [task, *statements])
         calls = [
             Call(name, f'{{"target": "{rng.choice(_FILES)}"}}', _output(rng))
-            for name in rng.sample(_TOOLS, rng.choice([0, 1, 1, 1, 2]))
+            for name in rng.sample(_TOOLS, rng.choice([0, 0, 1, 1, 2]))
         ]
-        session_turns.append(Turn(user, calls, _fill(rng, rng.choice(_ANSWERS))))
+        session_turns.append(Turn(user, calls, _answer(rng)))
     system = "You are a coding agent working in a repository. Use the tools to read and run code."
     return Session(system, session_turns, planted)

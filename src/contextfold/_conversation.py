@@ -269,8 +269,8 @@ class Conversation:
     async def recall(self, query: str, *, limit: int = 5) -> list[RecallHit]:
         """Full-text search over what is no longer shown in full: folded items and masked tool outputs.
 
-        What is current comes first: a hit stating something a later statement (in the carried state, in the view
-        or in another hit) supersedes is marked `superseded` and ranked after the hits that are not, so of two
+        What is current comes first: a hit stating something that a later statement (in the carried state, in the
+        view or in another hit) supersedes is marked `superseded` and ranked after the hits that are not, so of two
         statements about one thing the newer is above the older.
         """
         hits: list[RecallHit] = []
@@ -300,8 +300,7 @@ class Conversation:
         marked = []
         for hit in hits:
             facts = stated.get(hit.seq, [])
-            current = any(fact in pool and not _superseded(fact, pool) for fact in facts)
-            if facts and not current:
+            if any(_superseded(fact, pool) for fact in facts):
                 hit = dataclasses.replace(hit, superseded=True)
             marked.append(hit)
         return marked

@@ -24,7 +24,7 @@ _KINDS = ("rule", "constraint", "preference", "decision", "goal", "fact")
 
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z\"'(\[`])|\n+")
 _IDENTIFIER = re.compile(
-    r"https?://\S+|\S+@\S+\.\w+|(?:~|\.{0,2})/[\w./-]+|\b\w+\.\w{1,5}\b|\bv?\d+(?:[.:,/-]\d+)+\b|\b\d+\b"
+    r"https?://\S+|\S+@\S+\.\w+|[\w.~-]*/[\w./-]+|\b\w+\.\w{1,5}\b|\bv?\d+(?:[.:,/-]\d+)+\b|\b\d+\b"
     r"|\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z]{2,}[\w-]*\b|`[^`]+`|\"[^\"]{2,60}\""
 )
 
@@ -144,14 +144,17 @@ def classify(sentence: str) -> str | None:
 
 
 def subject_key(sentence: str, *, deadline: bool = False) -> str:
-    """What `sentence` is about, as `subject | words`: the content words of its grammatical subject (the words
-    before its first verb, modal or clause break, when there are any) and the content words of the whole sentence,
-    each stemmed and sorted, without values and wording cues.
+    """What `sentence` is about, as `subject | words | head`: the content words of its grammatical subject (the
+    words before its first verb, modal or clause break, when there are any), the content words of the whole
+    sentence, each stemmed and sorted, without values and wording cues, and the subject's last word (its head noun:
+    "the staging database password" is about a password, "the staging database" about a database).
 
     Values are what a later statement about the same thing changes: numbers, dates, identifiers (anything with a
     digit, a path or an underscore) and proper nouns (capitalised words inside the sentence, or a name that is the
     sentence's subject). A constraint on a date is about a deadline, however it is worded ("finish by May 3")."""
     subject: set[str] = set()
+    order: list[str] = []  # the subject's words as written: its last is the head noun ("database password")
+    nested = False  # a preposition in the subject ("the focus on the reports page"): no simple head to tell
     words: set[str] = {"deadline"} if deadline else set()
     in_subject = True
     starts_with_name = bool(_NAME.match(sentence))
@@ -168,13 +171,17 @@ def subject_key(sentence: str, *, deadline: bool = False) -> str:
                     words.add(stem)
                     if in_subject:
                         subject.add(stem)
+                        order.append(stem)
+        if in_subject and low in _PREPOSITIONS:
+            nested = True
         if in_subject and raw.endswith((",", ":", ";")) and subject:
             in_subject = False  # a lead-in with no content ("Actually,", "Change of plan:") leaves it open
     if not words:
         return ""
     if in_subject:
-        subject = set()  # no verb or clause break: nothing marks a subject, so the sentence has none we can tell
-    return " ".join(sorted(subject)) + " | " + " ".join(sorted(words))
+        subject, order = set(), []  # no verb or clause break: nothing marks a subject, so the sentence has none
+    head = "" if nested else next((word for word in reversed(order) if word in subject), "")
+    return " | ".join([" ".join(sorted(subject)), " ".join(sorted(words)), head])
 
 
 _PIVOT_WORDS = """is are was were be been lives live runs run sits uses means equals points has have stays remains
@@ -183,6 +190,7 @@ _PIVOT_WORDS = """is are was were be been lives live runs run sits uses means eq
     needs prefer prefers like likes rather want wants love hate never always don't do does please owns leads allowed
     permitted free fine okay ok welcome"""
 _PIVOTS = frozenset(_PIVOT_WORDS.split())
+_PREPOSITIONS = frozenset(["for", "of", "on", "in", "at", "with", "to", "from", "about", "into", "under", "over", "by"])
 
 
 def _stem(word: str) -> str:
@@ -200,9 +208,9 @@ def _stem(word: str) -> str:
     return word
 
 
-def _parts(fact: CarriedFact) -> tuple[set[str], set[str]]:
-    subject, _, words = fact.key.partition(" | ")
-    return set(subject.split()), set(words.split())
+def _parts(fact: CarriedFact) -> tuple[set[str], set[str], str]:
+    subject, words, head = ([*fact.key.split(" | "), "", ""])[:3]
+    return set(subject.split()), set(words.split()), head
 
 
 def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
@@ -211,7 +219,7 @@ def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
     Two statements of one kind with the same subject are; so is one whose subject is all there in the other (at
     least two words of it: "force-pushing to main is fine now" after "never force-push to the main branch"); and
     two that share most of their content words."""
-    (sa, wa), (sb, wb) = _parts(newer), _parts(older)
+    (sa, wa, ha), (sb, wb, hb) = _parts(newer), _parts(older)
     same = newer.kind == older.kind
     shared, smaller = len(wa & wb), min(len(wa), len(wb))
     if sa and sb and same:
@@ -219,7 +227,7 @@ def supersedes(newer: CarriedFact, older: CarriedFact) -> bool:
         # Goals and preferences are about their subject ("for the exporter, the goal is ..."); what they say of it
         # is the value. Other statements of one-word subjects must share more than the subject.
         loose = newer.kind in ("goal", "preference") or shared >= max(2, smaller / 2)
-        if common >= 2 and common / min(len(sa), len(sb)) >= 0.75:
+        if common >= 2 and common / min(len(sa), len(sb)) >= 0.75 and (ha == hb or not ha or not hb):
             return True
         if common == 1 and (max(len(sa), len(sb)) <= 2 or min(len(sa), len(sb)) == 1) and loose:
             return True  # "answers should stay below 150 words", "the worker's memory budget is 1 GB"
