@@ -239,7 +239,12 @@ async def proxy_run(session: Session, fraction: float, mode: str, folder: Path) 
     started = time.perf_counter()
     db = str(folder / f"proxy-{fraction}-{mode}.db")
     conversation_id = None
-    with _upstream(mode) as upstream, serve_process(db, upstream, "--context-window", str(budget + RESERVED)) as url:
+    config = folder / "limits.toml"
+    # A client arriving with a 740-turn history sends thousands of messages and megabytes in its first request:
+    # over the default per-request limits, which an operator serving such clients raises.
+    config.write_text("[limits]\nmax_items_per_request = 10000\nmax_body_bytes = 67108864\n")
+    flags = ("--config", str(config), "--context-window", str(budget + RESERVED))
+    with _upstream(mode) as upstream, serve_process(db, upstream, *flags) as url:
         first = len(session.turns) - PROXY_TAIL
         messages = _history(session, first)
         async with httpx.AsyncClient(base_url=url, timeout=900) as client:
@@ -342,6 +347,7 @@ def tables(outcomes: Sequence[Outcome], session: Session) -> list[Table]:
             "summariser",
             "in window",
             "answerable",
+            "recall (folded)",
             "stale as current",
             "over budget",
             "extends previous",
@@ -355,6 +361,7 @@ def tables(outcomes: Sequence[Outcome], session: Session) -> list[Table]:
                 o.path,
                 f"{o.fraction:.0%} ({o.budget:,})",
                 MODES[o.mode],
+                None,
                 None,
                 None,
                 None,
@@ -379,6 +386,7 @@ def tables(outcomes: Sequence[Outcome], session: Session) -> list[Table]:
             MODES[o.mode],
             f"{o.total_in_window}/{planted}",
             f"{o.total_answerable}/{planted}",
+            f"{o.recalled}/{o.folded}",
             o.stale,
             f"{o.over_budget}/{o.requests}",
             f"{o.extends}/{o.compared}" if o.compared else None,
