@@ -314,3 +314,19 @@ async def test_recall_marks_superseded_hits_and_ranks_the_current_one_first(sqli
 def test_render_groups_by_kind() -> None:
     state = merge([], [*_fact(1, "I prefer tabs over spaces."), *_fact(2, "Never touch the vendor folder.")])
     assert render(state).splitlines()[1].startswith("- [rule]")
+
+
+async def test_a_stateless_responses_call_with_the_whole_history_folds(tmp_path: Path) -> None:
+    config = ServerConfig(db=str(tmp_path / "s.db"))
+    recording = RecordingModel(context_window=6_000)
+    async with serving(config, registry=ServerFixtureRegistry(config, recording)) as served:
+        items: list[dict[str, Any]] = []
+        for n in range(40):
+            items.append({"role": "user", "content": f"question {n}: " + "q" * 1_000})
+            items.append({"role": "assistant", "content": "a" * 1_000})
+        items.append({"role": "user", "content": "the newest question"})
+        body = {"model": "recording", "input": items, "store": False}
+        response = await served.http.post("/v1/responses", json=body)
+        assert response.status_code == 200, response.text
+        assert max(recording.windows) <= 6_000 - min(1_024, 6_000 // 4)
+        assert recording.texts[-1] == "the newest question"
