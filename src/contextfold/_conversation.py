@@ -269,9 +269,10 @@ class Conversation:
     async def recall(self, query: str, *, limit: int = 5) -> list[RecallHit]:
         """Full-text search over what is no longer shown in full: folded items and masked tool outputs.
 
-        What is current comes first: a hit stating something that a later statement (in the carried state, in the
-        view or in another hit) supersedes is marked `superseded` and ranked after the hits that are not, so of two
-        statements about one thing the newer is above the older.
+        What is current comes first: folded messages whose statements the carried state holds and that are about
+        the query come before the index's hits; a hit stating something that a later statement (in the carried
+        state, in the view or in another hit) supersedes is marked `superseded` and ranked after the hits that are
+        not, so of two statements about one thing the newer is above the older.
         """
         hits: list[RecallHit] = []
         wanted = max(limit * 4, 20)  # candidates, so a current statement ranked low by the index still surfaces
@@ -286,7 +287,32 @@ class Conversation:
                 break
             offset += page
         hits = await self._mark_superseded(hits)
-        return sorted(hits, key=lambda hit: hit.superseded)[:limit]  # stable: the index's order otherwise
+        ranked = sorted(hits, key=lambda hit: hit.superseded)  # stable: the index's order otherwise
+        stated = await self._stated(query, top=max((hit.score for hit in hits), default=1.0))
+        seen = {hit.seq for hit in stated}
+        return [*stated, *(hit for hit in ranked if hit.seq not in seen)][:limit]
+
+    async def _stated(self, query: str, *, top: float) -> list[RecallHit]:
+        """The folded messages whose statements the carried state holds (current by construction) and that are
+        about the query's words, best match first: the index ranks them among everything that shares a word."""
+        summary = self.view.active_summary()
+        wanted = set(_state.subject_key(query).split(" | ")[1].split()) if summary else set()
+        if not wanted or summary is None:
+            return []
+        scored = []
+        for fact in summary.state:
+            words = set(fact.key.split(" | ")[1].split()) if " | " in fact.key else set(fact.key.split())
+            overlap = len(wanted & words)
+            if overlap * 2 >= len(wanted) and fact.seq not in self.view.items:
+                scored.append((-overlap, -fact.seq, fact))
+        scored.sort(key=lambda entry: entry[:2])
+        seqs = list(dict.fromkeys(fact.seq for _, _, fact in scored))
+        events = {event.seq: event for event in await self.store.read(self.id, seqs=seqs)} if seqs else {}
+        return [
+            RecallHit(events[seq].id, seq, events[seq].type_name(), _snippet(scored, seq), top)
+            for seq in seqs
+            if seq in events and not getattr(events[seq], "redacted", False)
+        ]
 
     async def _mark_superseded(self, hits: list[RecallHit]) -> list[RecallHit]:
         events = await self.store.read(self.id, ids=[hit.event_id for hit in hits]) if hits else []
@@ -484,6 +510,10 @@ class Conversation:
 
 
 _KEEP_ROLES = ("system", "developer")
+
+
+def _snippet(scored: list[tuple[int, int, CarriedFact]], seq: int) -> str:
+    return " ".join(fact.text for _, _, fact in scored if fact.seq == seq)
 
 
 def _superseded(fact: CarriedFact, pool: list[CarriedFact]) -> bool:
