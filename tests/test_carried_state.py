@@ -131,7 +131,7 @@ async def test_the_state_is_carried_across_compactions_and_superseded_values_lea
     await conv.compact(budget=10_000, policy=POLICY, summariser=None)
     first = conv.view.active_summary()
     assert first is not None
-    assert [f.kind for f in first.state] == ["rule", "fact"]
+    assert [f.kind for f in first.carried] == ["rule", "fact"]
     await conv.append(*turn("Heads up: the staging database moved to port 6432."))
     await grow(conv, 8, start=8)
     await conv.compact(budget=10_000, policy=POLICY, summariser=None)

@@ -300,7 +300,7 @@ class Conversation:
         if not wanted or summary is None:
             return []
         scored = []
-        for fact in summary.state:
+        for fact in summary.carried:
             words = set(fact.key.split(" | ")[1].split()) if " | " in fact.key else set(fact.key.split())
             overlap = len(wanted & words)
             if overlap * 2 >= len(wanted) and fact.seq not in self.view.items:
@@ -319,7 +319,7 @@ class Conversation:
         stated = {event.seq: _state.extract([event]) for event in events if isinstance(event, Message)}
         summary = self.view.active_summary()
         pool = [
-            *(summary.state if summary else []),
+            *(summary.carried if summary else []),
             *_state.extract(self.view.items.values()),
             *(fact for facts in stated.values() for fact in facts),
         ]

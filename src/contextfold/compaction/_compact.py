@@ -57,7 +57,7 @@ async def compact(
     roomy = max(target, int((policy.target + policy.threshold) / 2 * budget))
     ratio = estimator.ratio(summariser.name if summariser else None)
     active = view.active_summary()
-    prior_state = list(active.state) if active else []
+    prior_state = list(active.carried) if active else []
     protected = protected_seqs(view, policy)
     protected_cost = sum(cost(view, seq, view.masked) for seq in protected)
     # Room planned for the carried state before the tail is chosen: what it would need were everything but the
@@ -172,7 +172,7 @@ async def compact(
         model=summariser.name if summariser else None,
         usage=usage,
         error=error,
-        state=state,
+        carried=state,
         check=check,
     )
     return _finish(view, folding, budget, estimator, started)

@@ -191,7 +191,7 @@ class Compaction(Event, tag="compaction", frozen=True):
     them interrupted. `totals` carries the conversation's running totals up to (not including) this event, so a
     view loaded from this checkpoint knows them without reading the whole log. Strategy `clear` starts a fresh view:
     it keeps only the instructions, the configuration and pinned items, and has no summary.
-    `state` is the carried state (the statements of everything folded so far that still hold, superseded ones
+    `carried` is the carried state (the statements of everything folded so far that still hold, superseded ones
     dropped), which the summary text renders and the next compaction builds on; `check` records what became of the
     model's summary (accepted, completed or replaced by the deterministic digest, and why). Both are additive:
     events written before them read as an empty state and no check.
@@ -218,7 +218,7 @@ class Compaction(Event, tag="compaction", frozen=True):
     error: str | None = None
     totals: Totals | None = None
     redacted: bool = False
-    state: list[CarriedFact] = msgspec.field(default_factory=list)
+    carried: list[CarriedFact] = msgspec.field(default_factory=list)
     check: str | None = None
 
 
