@@ -295,9 +295,7 @@ async def score(conv: Conversation, session: Session, outcome: Outcome) -> None:
     window = conv.window()
     shown = _normal("\n".join([window.system_prompt or "", *(text_of(item) for item in window.items)]))
     summary = conv.view.active_summary()
-    state_block = ""
-    if summary is not None and summary.summary and summary.summary.startswith("## Carried state"):
-        state_block = _normal(summary.summary.split("\n\n", 1)[0])
+    summarised = _normal(summary.summary or "") if summary is not None else ""
     last = len(session.turns) - 1
     for item in session.planted:
         cell = (item.kind, item.position)
@@ -305,7 +303,7 @@ async def score(conv: Conversation, session: Session, outcome: Outcome) -> None:
         current = item.current if updated else item.text
         visible = _normal(current) in shown
         outcome.in_window[cell] = outcome.in_window.get(cell, 0) + visible
-        if updated and _normal(item.text) in shown and (not visible or _normal(item.text) in state_block):
+        if updated and _normal(item.text) in shown and (not visible or _normal(item.text) in summarised):
             outcome.stale += 1
         recalled = await _recalled(conv, item, current)
         if not await _shown_in_full(conv, current):

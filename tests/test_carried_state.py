@@ -330,3 +330,25 @@ async def test_a_stateless_responses_call_with_the_whole_history_folds(tmp_path:
         assert response.status_code == 200, response.text
         assert max(recording.windows) <= 6_000 - min(1_024, 6_000 // 4)
         assert recording.texts[-1] == "the newest question"
+
+
+@pytest.mark.parametrize("summary", [None, "quote"])
+async def test_a_summary_never_quotes_a_superseded_statement_as_current(
+    sqlite_store: Store, summary: str | None
+) -> None:
+    conv = await Conversation.create(sqlite_store)
+    await conv.append(*turn("We are fixing the exporter today."))
+    await conv.append(*turn("The staging database listens on port 5433."))
+    await conv.append(*turn("Heads up: the staging database moved to port 6432."))
+    await grow(conv, 8)
+
+    def quoting(window: Window) -> str:  # a model that copies the folded lines, old values included
+        return "## Identifiers\n" + "\n".join(ln for ln in window_text(window).splitlines() if "port" in ln)
+
+    model = None if summary is None else ScriptedModel([quoting])
+    await conv.compact(budget=10_000, policy=POLICY, summariser=model)
+    shown = window_text(conv.window())
+    assert "moved to port 6432" in shown
+    assert "5433" not in shown
+    hits = await conv.recall("staging database port 5433")
+    assert any("5433" in hit.snippet for hit in hits)  # still in the log and in recall

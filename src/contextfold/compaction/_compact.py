@@ -115,6 +115,7 @@ async def compact(
     span_facts = _state.extract(span)
     staying = [view.items[seq] for seq in view.items if seq not in folded]
     state = _state.overridden(_state.merge(prior_state, span_facts), _state.extract(staying))
+    superseded = [fact for fact in [*prior_state, *span_facts] if fact not in state]
     fixed = view.fixed_tokens + sum(cost(view, s, masked) for s in protected)
     fixed += sum(cost(view, s, masked) for g in part.tail for s in g)
     state = _state.fit(state, max(0, roomy - fixed - _MIN_SUMMARY_TOKENS), ratio)
@@ -160,6 +161,7 @@ async def compact(
         text = digest(span, previous, error, text_budget, ratio)
         check = check or f"replaced: {error}"
     assert text is not None
+    text = _state.scrub(text, superseded)  # a quoted old value must not read as current
     prior_covers = view.covers if (active or stale) else []
     folding = event(
         strategy="summary" if error is None else "fallback",

@@ -263,6 +263,23 @@ def overridden(state: Sequence[CarriedFact], later: Iterable[CarriedFact]) -> li
     return [old for old in state if not any(f.seq > old.seq and supersedes(f, old) for f in newer)]
 
 
+def scrub(text: str, superseded: Iterable[CarriedFact]) -> str:
+    """`text` with every superseded statement replaced by a marker, so a summary or digest that quotes the folded
+    span never shows an old value as if it still held (the statement itself stays in the log and in recall)."""
+    for fact in superseded:
+        probe = fact.text[:40]  # a digest clips its lines: the statement may be cut short there
+        start = text.find(probe)
+        while start >= 0:
+            if text.startswith(fact.text, start):
+                end = start + len(fact.text)
+            else:
+                end = text.find("\n", start)
+                end = len(text) if end < 0 else end
+            text = text[:start] + "[superseded]" + text[end:]
+            start = text.find(probe, start + len("[superseded]"))
+    return text
+
+
 def render(state: Sequence[CarriedFact]) -> str:
     """The state as the summary shows it: one line per statement, grouped by kind, oldest first in each."""
     if not state:
