@@ -18,7 +18,7 @@ from typing import Any
 # `tests.pgserver` and `contextfold` import from the repository root, wherever this is started from.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import appends, apply, bytes_per_turn, erase, load, proxy, server, turns
+from benchmarks import appends, apply, bytes_per_turn, erase, fidelity, load, proxy, server, turns
 from benchmarks._report import Table
 from benchmarks._stores import Context, Postgres
 
@@ -31,6 +31,7 @@ SECTIONS: dict[str, Callable[[Context], Awaitable[list[Table]]]] = {
     "turns": turns.run,
     "server": server.run,
     "proxy": proxy.run,
+    "fidelity": fidelity.run,
 }
 
 
