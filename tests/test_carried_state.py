@@ -295,8 +295,8 @@ def test_the_built_in_tool_specs_are_small() -> None:
     assert tools_tokens(specs) < 200
 
 
-async def test_recall_marks_superseded_hits_and_ranks_the_current_one_first(sqlite_store: Store) -> None:
-    conv = await Conversation.create(sqlite_store)
+async def test_recall_marks_superseded_hits_and_ranks_the_current_one_first(store: Store) -> None:
+    conv = await Conversation.create(store)
     await conv.append(*turn("We are fixing the exporter today."))
     await conv.append(*turn("The nightly job timeout is 40 minutes."))
     await grow(conv, 3)
