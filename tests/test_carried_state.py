@@ -306,6 +306,7 @@ async def test_recall_marks_superseded_hits_and_ranks_the_current_one_first(stor
     hits = await conv.recall("nightly job timeout")
     assert "90 minutes" in hits[0].snippet
     assert not hits[0].superseded
+    assert await conv.recall("ZEBRA-4471") == []  # only values in the query: no statement to match, no error
     old = [h for h in hits if "40 minutes" in h.snippet]
     assert old
     assert old[0].superseded

@@ -296,7 +296,8 @@ class Conversation:
         """The folded messages whose statements the carried state holds (current by construction) and that are
         about the query's words, best match first: the index ranks them among everything that shares a word."""
         summary = self.view.active_summary()
-        wanted = set(_state.subject_key(query).split(" | ")[1].split()) if summary else set()
+        key = _state.subject_key(query).split(" | ")
+        wanted = set(key[1].split()) if summary is not None and len(key) > 1 else set()
         if not wanted or summary is None:
             return []
         scored = []
