@@ -12,7 +12,9 @@ class CompactionPolicy:
     """Trigger above `threshold` x budget, compact down to `target` x budget (the gap keeps compactions rare).
 
     `head_items` first items and the last `tail_turns` turns stay verbatim; the tail gives up its oldest turn while it
-    alone takes more than `tail_share` of the target. A summary may take up to `summary_share` of the budget.
+    alone takes more than `tail_share` of the target. A summary takes what its span needs (about a tenth of it), up
+    to `summary_share` of the budget; the carried state in front of it takes what it holds, within the room up to
+    halfway between target and threshold.
     """
 
     threshold: float = 0.8

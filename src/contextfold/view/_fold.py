@@ -333,6 +333,7 @@ class View:
                 sorted((name, change.seq) for name, change in self.config_events.items()),
             ),
             "summary": None if summary is None else (summary.seq, summary.summary),
+            "carried": [] if summary is None else list(summary.carried),
             "stale": self.summary_stale,
             "covers": self.covers,
             "open_turns": sorted(self.open_turns.items()),
