@@ -80,7 +80,8 @@ class TurnSetup:
     session_id: str
     conversation: Conversation
     model: Model
-    summariser: Model
+    summariser: Model | None
+    """None: deterministic compaction only (masking, then the digest)."""
     tools: Mapping[str, Tool]
     builtins: Sequence[Tool]
     policy: CompactionPolicy
