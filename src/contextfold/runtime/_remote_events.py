@@ -172,7 +172,9 @@ class ResponseTranslator:
         if kind == "compaction" and self._compaction is not None:
             out.append(CompactionDone(self._compaction, str(_get(item, "id", ""))))
             self._compaction = None
-        elif kind == "function_call" and self._inference is not None:
+        elif kind == "function_call":
+            out += self._open_inference()  # a stream joined late still reads the call
+            assert self._inference is not None
             call = ToolCallRequest(str(_get(item, "call_id")), str(_get(item, "name")), str(_get(item, "arguments")))
             self._inference.calls.append(call)
             self._inference.closing = True
