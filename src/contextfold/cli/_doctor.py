@@ -22,7 +22,7 @@ from ._output import stderr, stdout, table
 
 if TYPE_CHECKING:
     from ..server._config import ModelRoute, ServerConfig
-    from ..server._registry import ModelRegistry
+    from ..server._registry import ModelRegistry, ResolvedModel
     from ..store import ServerStore
 
 PROBE_TIMEOUT = 5.0
@@ -276,7 +276,8 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
         return Check(label, "fail", f"resolving it took over {RESOLVE_TIMEOUT:g}s (the upstream did not answer)")
     except ContextfoldError as exc:
         return Check(label, "fail", str(exc))
-    lines = budget_lines(resolved, None, config.compact_threshold, config.compact_target)
+    settings = resolved.compaction
+    lines = budget_lines(resolved, None, settings.threshold, settings.target)
     configured = route.context_window if route is not None else config.context_window
     if configured:
         source = "configured"
@@ -290,5 +291,18 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
         label,
         "pass",
         f"{lines['context_window']:,} tokens ({source}); budget {lines['budget']:,}, compaction at "
-        f"{lines['trigger_tokens']:,} down to {lines['target_tokens']:,}",
+        f"{lines['trigger_tokens']:,} down to {lines['target_tokens']:,}; {_policy_text(resolved)}",
+    )
+
+
+def _policy_text(resolved: ResolvedModel) -> str:
+    """The rest of the compaction policy in force for a model, on one line."""
+    from ..server._window import summariser_name
+
+    settings = resolved.compaction
+    cap = f"{settings.summary_max_tokens:,} tokens" if settings.summary_max_tokens else "its share of the budget"
+    return (
+        f"verbatim: first {settings.head_items} items, last {settings.tail_turns} turns; masking "
+        f"{'on' if settings.masking else 'off'}; summariser {summariser_name(resolved)} "
+        f"(timeout {settings.summariser_timeout:g}s, summary up to {cap})"
     )

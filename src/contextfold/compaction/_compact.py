@@ -63,7 +63,7 @@ async def compact(
         if estimate <= target:
             break
         item = view.items[seq]
-        if isinstance(item, ToolResult) and seq not in masked and masked_tokens(item) < item.tokens:
+        if policy.masking and isinstance(item, ToolResult) and seq not in masked and masked_tokens(item) < item.tokens:
             masked.add(seq)
             estimate -= item.tokens - masked_tokens(item)
     summarise_now = trigger == "manual" or stale or estimate > target
@@ -102,6 +102,8 @@ async def compact(
     # The summary gets its reserve; when the newest turn alone crowds the target, it may use part of the room
     # left under the hard budget instead of starving (the budget itself is still enforced by `_finish`).
     summary_max = max(_MIN_SUMMARY_TOKENS, min(summary_reserve, max(target - fixed, (budget - fixed) // 3)))
+    if policy.summary_max_tokens is not None:  # the configured output cap
+        summary_max = min(summary_max, max(_MIN_SUMMARY_TOKENS, policy.summary_max_tokens))
     ratio = estimator.ratio(summariser.name if summariser else None)
     text_budget = summary_max - ITEM_OVERHEAD - text_tokens(SUMMARY_HEADER, ratio)
     text: str | None = None

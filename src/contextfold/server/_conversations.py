@@ -173,7 +173,11 @@ async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenan
         conversation = await state.views.current(conversation_id, resolved.name)
         budget = resolved.budget(conversation.view.max_output_tokens)
         result = await conversation.compact(
-            budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+            budget=budget,
+            policy=resolved.policy,
+            summariser=resolved.summariser,
+            trigger="manual",
+            instructions=body.instructions,
         )
     if result.compacted:
         state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

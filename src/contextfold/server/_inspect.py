@@ -121,7 +121,7 @@ async def usage(conversation_id: str, tenant: Tenant, state: State, model: str |
         elif isinstance(event, ConfigChange) and event.max_output_tokens is not UNSET:
             max_output = event.max_output_tokens
     resolved = await state.registry.resolve(model if model is not None else _served(state, requests))
-    lines = budget_lines(resolved, max_output, state.config.compact_threshold, state.config.compact_target)
+    lines = budget_lines(resolved, max_output, resolved.compaction.threshold, resolved.compaction.target)
     return {
         "object": "conversation.usage",
         "conversation_id": conversation_id,

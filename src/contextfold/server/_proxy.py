@@ -37,7 +37,7 @@ from .._errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
 from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ..runtime._builtin import builtin_tools
@@ -208,7 +208,7 @@ class ProxyTurn:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtins,
-                policy=CompactionPolicy(threshold=state.config.compact_threshold, target=state.config.compact_target),
+                policy=resolved.policy,
                 budget=budget,
                 max_output_tokens=reserved,
                 max_steps=_MAX_STEPS,

@@ -167,7 +167,11 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
                     await conversation.append(*events)
             budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
-                budget=budget, summariser=resolved.summariser, trigger="manual", instructions=body.instructions
+                budget=budget,
+                policy=resolved.policy,
+                summariser=resolved.summariser,
+                trigger="manual",
+                instructions=body.instructions,
             )
             if result.compaction_id:
                 state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .._conversation import Conversation
 from .._errors import BusyError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import (
     Compaction,
     ConfigChange,
@@ -35,10 +35,12 @@ from ..runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, Turn
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
+from ._compaction import RequestPolicy, request_policy
 from ._fork import fork
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
+from ._registry import ResolvedModel
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._state import ServerState
 from ._stream import StreamMapper
@@ -119,16 +121,17 @@ class ResponseRun:
                     f"{resolved.context_window}-token window",
                     param="max_output_tokens",
                 )
+            policy = _policy(resolved, body, budget)
             given = await _prepare_input(conversation, entries)
             changes = _config_changes(conversation, body.instructions, specs)
             setup = TurnSetup(
                 session_id=conversation_id,
                 conversation=conversation,
                 model=resolved.model,
-                summariser=resolved.summariser,
+                summariser=resolved.summariser_for(policy.deterministic),
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
-                policy=_policy(state, body, budget),
+                policy=policy.policy,
                 budget=budget,
                 max_output_tokens=reserved,
                 max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
@@ -494,13 +497,8 @@ def _config_changes(conversation: Conversation, instructions: str | None, specs:
     return [ConfigChange(**change)] if change else []
 
 
-def _policy(state: ServerState, body: ResponseCreate, budget: int) -> CompactionPolicy:
-    threshold, target = state.config.compact_threshold, state.config.compact_target
-    for setting in body.context_management or ():
-        if setting.compact_threshold:
-            threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
-            target = min(target, threshold * 0.6)
-    return CompactionPolicy(threshold=threshold, target=target)
+def _policy(resolved: ResolvedModel, body: ResponseCreate, budget: int) -> RequestPolicy:
+    return request_policy(resolved.compaction, body.context_management, budget)
 
 
 def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:

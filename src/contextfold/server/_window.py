@@ -54,12 +54,7 @@ async def context_report(conversation: Conversation, resolved: ResolvedModel, co
         "budget": budget,
         "tokens": {**tokens, "total": view.tokens, "estimated": view.estimated_tokens},
         "utilisation": round(100 * view.tokens / budget, 2) if budget > 0 else None,
-        "compaction": {
-            "threshold": config.compact_threshold,
-            "target": config.compact_target,
-            "trigger_tokens": int(config.compact_threshold * budget),
-            "target_tokens": int(config.compact_target * budget),
-        },
+        "compaction": resolved.compaction.describe(budget, summariser_name(resolved)),
         "events": view.head,
         "items_in_view": len(view.items),
         "pinned": sorted(view.pinned),
@@ -90,3 +85,10 @@ def _compaction(event: Any) -> dict[str, Any] | None:
         "created_at": event.created_at,
         "error": event.error,
     }
+
+
+def summariser_name(resolved: ResolvedModel) -> str:
+    """Who writes this model's summaries, by name (`none`: deterministic digests only)."""
+    if resolved.summariser is None:
+        return "none"
+    return resolved.name if resolved.summariser is resolved.model else resolved.compaction.summariser
