@@ -163,8 +163,8 @@ def test_the_doctor_shows_the_policy_of_each_model(server: Replica, capsys: pyte
     capsys.readouterr()
     main(["doctor", "--db", str(Path(server.log).parent / "doctor.db"), "--config", str(config), "--json"])
     checks = {c["check"]: c for c in json.loads(capsys.readouterr().out)}
-    assert "verbatim: first 0 items, last 1 turns; masking off; summariser none" in checks["window plain"]["detail"]
-    assert "summariser test (timeout 30s, summary up to 200 tokens)" in checks["window test"]["detail"]
+    assert "verbatim: first 0 items, last 1 turns; masking off; summariser none" in checks["compaction plain"]["detail"]
+    assert "summariser test (timeout 30s, summary up to 200 tokens)" in checks["compaction test"]["detail"]
 
 
 # --- per request ----------------------------------------------------------------------------------------------------

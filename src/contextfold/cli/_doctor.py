@@ -194,6 +194,8 @@ async def _models(config: ServerConfig) -> list[Check]:
             elif upstream is not None:
                 checks.append(_listed(f"model {name}", name, upstream))
             checks.append(await _window(registry, config, name, route))
+            if checks[-1].result == "pass":
+                checks.append(Check(f"compaction {name}", "pass", _policy_text(await registry.resolve(name))))
     finally:
         await registry.close()
     return checks
@@ -291,12 +293,12 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
         label,
         "pass",
         f"{lines['context_window']:,} tokens ({source}); budget {lines['budget']:,}, compaction at "
-        f"{lines['trigger_tokens']:,} down to {lines['target_tokens']:,}; {_policy_text(resolved)}",
+        f"{lines['trigger_tokens']:,} down to {lines['target_tokens']:,}",
     )
 
 
 def _policy_text(resolved: ResolvedModel) -> str:
-    """The rest of the compaction policy in force for a model, on one line."""
+    """The rest of the compaction policy in force for a model (the window check gives its lines), on one line."""
     from ..server._window import summariser_name
 
     settings = resolved.compaction
