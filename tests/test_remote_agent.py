@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
+import textwrap
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -277,3 +280,15 @@ async def test_the_server_keeps_the_remote_conversation(server: Replica) -> None
         resumed = await two.session(session.id)
         result = await resumed.turn("and now?")
         assert "I saw 3 items" in result.final_text
+
+
+def test_the_docs_remote_example_runs(server: Replica, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/agents.md's example, as written (its top-level `async with` inside a coroutine), against the server."""
+    text = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "RemoteAgent(" in b]
+    body = block.replace("http://127.0.0.1:8400", server.url)
+    head, _, rest = body.partition("async with")
+    script = head + "import asyncio\n\nasync def main():\n" + textwrap.indent("async with" + rest, "    ")
+    script += "\nasyncio.run(main())\n"
+    exec(compile(script, "agents.md", "exec"), {})
+    assert 'You said: "What is in setup.cfg?"' in capsys.readouterr().out
