@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -22,6 +23,9 @@ from contextfold import Agent, AgentOptions, ScriptedModel, open_store, tool
 from contextfold._tracing import TraceIdFilter, span
 from contextfold.models import ModelResponse, ToolCallRequest
 from contextfold.server._main import JsonFormatter
+
+from .fakes._server import FakeServer, Reply
+from .processes import Replica
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -202,3 +206,29 @@ def test_serve_with_an_endpoint_but_no_extra_fails_naming_it(tmp_path: Path) -> 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "contextfold[otel]" in done.stderr
+
+
+def test_serve_exports_its_spans_over_otlp(tmp_path: Path) -> None:
+    """A real server process with --otel-endpoint: its spans reach a loopback collector as OTLP/HTTP protobuf."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    with FakeServer() as collector:
+        collector.handler = lambda request: Reply(200, json={})
+        replica = Replica(
+            str(tmp_path / "o.db"), tmp_path / "log", "--otel-endpoint", collector.url, "--log-format", "json"
+        )
+        try:
+            replica.wait_ready()
+            reply = httpx.post(f"{replica.url}/v1/responses", json={"input": "hello"}, timeout=60)
+            assert reply.status_code == 200
+        finally:
+            assert replica.stop() == 0  # shutting down flushes the batch of spans
+        names: set[str] = set()
+        for request in collector.requests:
+            assert request.path == "/v1/traces"
+            assert {k.lower(): v for k, v in request.headers.items()}["content-type"] == "application/x-protobuf"
+            export = ExportTraceServiceRequest.FromString(request.body)
+            for resource in export.resource_spans:
+                for scope in resource.scope_spans:
+                    names.update(s.name for s in scope.spans)
+        assert {"contextfold.turn", "contextfold.step", "contextfold.model.call", "contextfold.store"} <= names
