@@ -232,3 +232,18 @@ def test_serve_exports_its_spans_over_otlp(tmp_path: Path) -> None:
                 for scope in resource.scope_spans:
                     names.update(s.name for s in scope.spans)
         assert {"contextfold.turn", "contextfold.step", "contextfold.model.call", "contextfold.store"} <= names
+
+
+async def test_store_round_trips_are_spans_on_both_backends(store: Any, spans: InMemorySpanExporter) -> None:
+    from contextfold import Conversation
+
+    spans.clear()
+    with span("contextfold.turn") as outer:
+        conversation = await Conversation.create(store)
+        await conversation.refresh()
+    stores = [s for s in spans.get_finished_spans() if s.name == "contextfold.store"]
+    assert stores
+    system = {_attrs(s)["db.system"] for s in stores}
+    assert system == ({"sqlite"} if "SQLite" in type(store).__name__ else {"postgresql"})
+    parent = outer.get_span_context().span_id
+    assert all(s.parent is not None and s.parent.span_id == parent for s in stores)

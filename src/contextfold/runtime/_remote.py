@@ -27,14 +27,9 @@ from openai import AsyncStream
 from openai.types.responses import ResponseInputParam, ResponseStreamEvent
 
 from .._errors import (
-    AuthenticationError,
     BusyError,
-    ContextfoldError,
     InvalidRequestError,
     ModelError,
-    NotFoundError,
-    PayloadTooLargeError,
-    RateLimitError,
 )
 from ..compaction import CompactionResult
 from ..events import Part, TextPart, TokenUsage, new_id
@@ -52,6 +47,7 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
+from ._remote_errors import json_of, translated
 from ._remote_events import CompactionDone, ResponseTranslator
 from ._session import SessionStatus, TurnResult, result_of
 from ._tools import Tool, ToolLike
@@ -358,59 +354,12 @@ class RemoteSession:
     async def _get(self, path: str, **params: str) -> dict[str, Any]:
         async with translated(self.agent.url):
             reply = await self.agent.http.get(path, params=params)
-        return _json(reply)
+        return json_of(reply)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with translated(self.agent.url):
             reply = await self.agent.http.post(path, json=body)
-        return _json(reply)
-
-
-# --- errors ---------------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def translated(url: str) -> AsyncGenerator[None, None]:
-    """The SDK's and httpx's exceptions as contextfold's own, with the server's message."""
-    try:
-        yield
-    except openai.APIStatusError as exc:
-        raise error_for(exc.status_code, exc.body, exc.message) from exc
-    except (openai.APIConnectionError, httpx.TransportError) as exc:
-        raise ModelError(f"cannot reach a contextfold server at {url}: {exc}") from exc
-
-
-def error_for(status: int, body: object, fallback: str) -> ContextfoldError:
-    error = body.get("error", body) if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    param = error.get("param") if isinstance(error, dict) else None
-    text = message if isinstance(message, str) and message else fallback
-    if status in (400, 422):
-        return InvalidRequestError(text, param=param if isinstance(param, str) else None)
-    kinds: dict[int, type[ContextfoldError]] = {
-        401: AuthenticationError,
-        403: AuthenticationError,
-        404: NotFoundError,
-        409: BusyError,
-        413: PayloadTooLargeError,
-    }
-    if status in kinds:
-        return kinds[status](text)
-    if status == 429:
-        return RateLimitError(text)
-    return ModelError(text, status=status)
-
-
-def _json(reply: httpx.Response) -> dict[str, Any]:
-    try:
-        data = reply.json()
-    except ValueError:
-        data = None
-    if reply.status_code >= 400:
-        raise error_for(reply.status_code, data, reply.reason_phrase)
-    if not isinstance(data, dict):
-        raise ModelError(f"the server answered {reply.request.url.path} with something other than a JSON object")
-    return data
+        return json_of(reply)
 
 
 def _text(content: str | Sequence[Part]) -> str:
