@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contextfold import BusyError, InvalidRequestError, NotFoundError
+from contextfold import BusyError, InvalidRequestError, NotFoundError, open_store
 from contextfold.compaction import CompactionResult
 from contextfold.runtime import (
     AgentAPI,
@@ -37,7 +38,9 @@ from contextfold.runtime import (
     tool,
 )
 
+from .fakes.faulty_upstream import MODEL, FaultyUpstream
 from .processes import Replica
+from .reliability_fixtures import check_log, eventually
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +295,36 @@ def test_the_docs_remote_example_runs(server: Replica, capsys: pytest.CaptureFix
     script += "\nasyncio.run(main())\n"
     exec(compile(script, "agents.md", "exec"), {})
     assert 'You said: "What is in setup.cfg?"' in capsys.readouterr().out
+
+
+async def test_interrupting_mid_answer_marks_the_turn_interrupted_on_the_server(tmp_path: Path) -> None:
+    """The server streams from a slow upstream; the client interrupts after the first words: the server sees the
+    connection go, marks the turn interrupted in its log, and the next turn never shows the model the cut one."""
+    with FaultyUpstream(delay=0.2, pieces=8) as upstream:
+        db = str(tmp_path / "i.db")
+        replica = Replica(db, tmp_path / "log", "--upstream", upstream.url, "--context-window", "8000")
+        try:
+            replica.wait_ready()
+            async with RemoteAgent(replica.url, model=MODEL) as agent:
+                session = await agent.create_session()
+                events: list[TurnEvent] = []
+                async for event in session.stream("an answer I will not wait for"):
+                    events.append(event)
+                    if isinstance(event, StepProgress) and isinstance(event.delta, TextDelta):
+                        assert await session.interrupt() is True
+                last = events[-1]
+                assert isinstance(last, TurnFailed)
+                assert last.error.kind == "interrupted"
+                await eventually(lambda: upstream.active == 0, "the server letting go of the upstream")
+                store = await open_store(db)
+                try:
+                    statuses = check_log(await store.read(session.id))
+                finally:
+                    await store.close()
+                assert list(statuses.values()) == ["interrupted"]
+                answered = await session.turn("and now?")
+                assert answered.final_text == "answer to and now?"
+                (sent,) = [c for c in upstream.model_calls() if c.text == "and now?"]
+                assert "an answer I will not wait for" not in json.dumps(sent.body["messages"])
+        finally:
+            replica.stop()
