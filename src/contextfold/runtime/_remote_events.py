@@ -102,6 +102,7 @@ class ResponseTranslator:
         self._items: dict[str, tuple[str, str]] = {}  # item id -> (call id, tool name)
         self._server: dict[str, str] = {}  # mcp item id -> tool name, announced as the inference closes
         self._client_calls: list[ToolCallRequest] = []  # a deferred call always ends its response
+        self._last: str | None = None  # the kind of the last step closed
 
     def feed(self, event: Any) -> list[TurnEvent | CompactionDone]:
         kind = str(_get(event, "type", ""))
@@ -215,6 +216,7 @@ class ResponseTranslator:
         inference, self._inference = self._inference, None
         if inference is None:
             return []
+        self._last = "inference"
         text = "".join(inference.text)
         self.texts.append(text)
         reason: StopReason = stop or ("tool_calls" if inference.calls else "stop")
@@ -246,6 +248,7 @@ class ResponseTranslator:
         tools, self._tools = self._tools, None
         if tools is None:
             return []
+        self._last = "tool_execution"
         results = [tools.results[c.call_id] for c in tools.calls if c.call_id in tools.results]
         return [StepCompleted(tools.step_id, "tool_execution", ToolExecutionResult(tools.calls, results))]
 
@@ -261,7 +264,11 @@ class ResponseTranslator:
         elif self.status == "failed":
             stop = "error"
         failure = self.error
-        out = self._close_inference(self.usage, stop, failure[1] if failure else None) + self._close_tools()
+        if self._inference is None and self.status != "failed" and self._last != "inference":
+            out = self._open_inference()  # an empty answer streams no item, but it was an inference all the same
+        else:
+            out = []
+        out += self._close_inference(self.usage, stop, failure[1] if failure else None) + self._close_tools()
         self.function_calls = list(self._client_calls) if self.status == "completed" else []
         return out
 
