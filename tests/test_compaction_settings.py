@@ -47,6 +47,13 @@ tail_turns = 1
 head_items = 0
 threshold = 0.7
 target = 0.3
+
+[[models]]
+name = "helped"
+provider = "test"
+context_window = 2000
+[models.compaction]
+summariser = "plain"
 """
 
 
@@ -156,6 +163,19 @@ def test_a_model_without_a_summariser_compacts_deterministically(server: Replica
     assert latest["tokens_after"] < latest["tokens_before"]
     served = _compact_until(server, "test")
     assert served["latest_compaction"]["strategy"] == "summary"
+
+
+async def test_another_served_model_can_write_the_summaries(server: Replica) -> None:
+    context = _compact_until(server, "helped")
+    assert context["compaction"]["summariser"] == "plain"
+    assert context["latest_compaction"]["strategy"] == "summary"
+    store = await open_store(str(Path(server.log).parent / "s.db"))
+    try:
+        events = await store.read(context["conversation_id"])
+    finally:
+        await store.close()
+    (compaction,) = [e for e in events if isinstance(e, Compaction)][-1:]
+    assert compaction.model == "plain"  # the route's upstream name: the summariser's, not the serving model's
 
 
 def test_the_doctor_shows_the_policy_of_each_model(server: Replica, capsys: pytest.CaptureFixture[str]) -> None:
