@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -118,7 +118,7 @@ def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) ->
     return traced(setup, turn_id, _run_turn(setup, turn_id, content))
 
 
-async def _run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
+async def _run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncGenerator[TurnEvent, None]:
     conv = setup.conversation
     parts = [c for c in content if not isinstance(c, Event)]
     given = [msgspec.structs.replace(c, turn_id=turn_id) for c in content if isinstance(c, Event)]
