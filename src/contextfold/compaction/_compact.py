@@ -78,7 +78,7 @@ async def compact(
         if estimate <= target:
             break
         item = view.items[seq]
-        if isinstance(item, ToolResult) and seq not in masked and masked_tokens(item) < item.tokens:
+        if policy.masking and isinstance(item, ToolResult) and seq not in masked and masked_tokens(item) < item.tokens:
             masked.add(seq)
             estimate -= item.tokens - masked_tokens(item)
     summarise_now = trigger == "manual" or stale or estimate > target
@@ -129,6 +129,8 @@ async def compact(
         room = max(_MIN_SUMMARY_TOKENS, roomy - fixed - state_cost)
     need = min(int(policy.summary_share * budget), max(_MIN_SUMMARY_TOKENS * 2, span_tokens // 10))
     summary_max = max(_MIN_SUMMARY_TOKENS, min(room, need))
+    if policy.summary_max_tokens is not None:  # the configured output cap
+        summary_max = min(summary_max, max(_MIN_SUMMARY_TOKENS, policy.summary_max_tokens))
     text_budget = summary_max - ITEM_OVERHEAD - text_tokens(SUMMARY_HEADER, ratio)
     text: str | None = None
     usage: TokenUsage | None = None

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +70,7 @@ from ._events import (
     TurnStarted,
 )
 from ._tools import Tool
+from ._traced import traced
 
 log = logging.getLogger("contextfold.runtime")
 
@@ -83,7 +84,8 @@ class TurnSetup:
     session_id: str
     conversation: Conversation
     model: Model
-    summariser: Model
+    summariser: Model | None
+    """None: deterministic compaction only (masking, then the digest)."""
     tools: Mapping[str, Tool]
     builtins: Sequence[Tool]
     """Server-side tools offered once the conversation has been compacted (recall, expand)."""
@@ -118,9 +120,13 @@ class _Refused(Exception):
         self.error = error
 
 
-async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
+def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
     """Run one turn. `content` is the user's message as parts, or the input as events (messages of any role,
-    results of deferred calls), which are appended under the turn's id."""
+    results of deferred calls), which are appended under the turn's id. Traced: see `_traced`."""
+    return traced(setup, turn_id, _run_turn(setup, turn_id, content))
+
+
+async def _run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncGenerator[TurnEvent, None]:
     conv = setup.conversation
     parts = [c for c in content if not isinstance(c, Event)]
     given = [msgspec.structs.replace(c, turn_id=turn_id) for c in content if isinstance(c, Event)]

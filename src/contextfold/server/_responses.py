@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._conversation import Conversation
 from .._errors import InvalidRequestError
-from ..compaction import CompactionPolicy
 from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
@@ -23,7 +22,7 @@ from ._objects import response_object
 from ._replay import rebuilt
 from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import CompactRequest, InputTokensRequest, ResponseCreate, function_tools
-from ._service import ResponseRun, append_entries, owned_conversation, owned_response, summary_input
+from ._service import ResponseRun, append_entries, owned_conversation, owned_response
 from ._state import ServerState, state_of, tenant_of
 from ._stream import encode
 
@@ -184,10 +183,10 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
             budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
                 budget=budget,
+                policy=resolved.policy,
                 summariser=resolved.summariser,
                 trigger="manual",
                 instructions=body.instructions,
-                policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
             )
             if result.compaction_id:
                 state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

@@ -69,6 +69,15 @@ class ConversationRef(_Body):
 class CompactionSetting(_Body):
     type: Literal["compaction"]
     compact_threshold: int | None = Field(default=None, ge=1)
+    # contextfold's own, in the same entry; their limits are checked in `_compaction.request_policy`
+    threshold: float | None = None
+    target: float | None = None
+    tail_turns: int | None = None
+    head_items: int | None = None
+    masking: bool | None = None
+    summariser: str | None = None
+    summariser_timeout: float | None = None
+    summary_max_tokens: int | None = None
 
 
 class ResponseCreate(_Body):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .._conversation import Conversation
 from .._errors import BusyError, InvalidEventError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import (
     AnyEvent,
     Compaction,
@@ -36,6 +36,7 @@ from ..runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, Turn
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
+from ._compaction import RequestPolicy, request_policy
 from ._fork import fork
 from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
@@ -144,17 +145,18 @@ class ResponseRun:
                     f"{resolved.context_window}-token window",
                     param="max_output_tokens",
                 )
+            policy = _policy(resolved, body, budget)
             given = await _prepare_input(conversation, entries)
             changes = _config_changes(conversation, body.instructions, specs)
             setup = TurnSetup(
                 session_id=conversation_id,
                 conversation=conversation,
                 model=resolved.model,
-                summariser=resolved.summariser,
+                summariser=resolved.summariser_for(policy.deterministic),
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
                 hosted=hosted.tools,
-                policy=_policy(state, body, budget, resolved),
+                policy=policy.policy,
                 budget=budget,
                 context_window=resolved.context_window,
                 max_output_tokens=reserved,
@@ -550,21 +552,10 @@ def _config_changes(conversation: Conversation, instructions: str | None, specs:
     return [ConfigChange(**change)] if change else []
 
 
-def _policy(state: ServerState, body: ResponseCreate, budget: int, resolved: ResolvedModel) -> CompactionPolicy:
-    threshold, target = state.config.compact_threshold, state.config.compact_target
-    for setting in body.context_management or ():
-        if setting.compact_threshold:
-            threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
-            target = min(target, threshold * 0.6)
-    return CompactionPolicy(threshold=threshold, target=target, summariser_input_tokens=summary_input(resolved))
-
-
-def summary_input(resolved: ResolvedModel) -> int:
-    """How much of a folded span the summariser is shown: what fits its window beside the prompt, the previous
-    summary and its answer (its window: the configured one, or the summariser's own when smaller), at most the
-    policy's default. A summary request over the summariser's window would be refused and fall back to a digest."""
-    window = min(resolved.context_window, resolved.summariser.profile.context_window or resolved.context_window)
-    return max(1_000, min(CompactionPolicy().summariser_input_tokens, int(window * 0.6)))
+def _policy(resolved: ResolvedModel, body: ResponseCreate, budget: int) -> RequestPolicy:
+    asked = request_policy(resolved.compaction, body.context_management, budget)
+    policy = dataclasses.replace(asked.policy, summariser_input_tokens=resolved.summary_input())
+    return dataclasses.replace(asked, policy=policy)
 
 
 def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from .. import _tracing as tracing
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
 from ._common import (
@@ -167,7 +168,7 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; driver failures come out classified (`classify`)."""
         try:
-            async with self._pool.connection() as conn:
+            async with tracing.store_call("postgresql", "round trip"), self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             error = classify(exc, self._where)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .. import _tracing as tracing
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
 from ._common import (
@@ -113,7 +114,8 @@ class Worker:
             raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+        async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     def close(self) -> None:
         def _close() -> None:
