@@ -460,7 +460,9 @@ _KEEP_ROLES = ("system", "developer")
 
 def _live_items(events: list[AnyEvent]) -> list[Item]:
     """The items among `events` that were not erased and whose turn did not fail (ranges may span such turns)."""
-    failed = {e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
+    failed = {
+        e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted", "blocked")
+    }
     return [
         e
         for e in events

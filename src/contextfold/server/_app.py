@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._errors import PayloadTooLargeError
 from ..store import ServerStore, open_server_store
-from . import _conversations, _inspect, _proxy, _responses, _ui
+from . import _conversations, _inspect, _moderations, _proxy, _responses, _ui
 from ._config import ServerConfig
 from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
@@ -79,6 +79,7 @@ def create_app(
     app.include_router(_inspect.inspect)
     app.include_router(_ui.ui)
     app.include_router(_proxy.router)
+    app.include_router(_moderations.router)
     _add_operations(app)
     app.add_middleware(_Observe, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)

@@ -36,6 +36,7 @@ from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
 from ._fork import fork
+from ._guardrails import requested
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._objects import response_object, tool_dicts
@@ -99,6 +100,8 @@ class ResponseRun:
         specs = function_tools(body.tools)
         choice = tool_choice(body.tool_choice, specs)
         resolved = await state.registry.resolve(body.model)
+        route = next((r for r in state.config.routes if r.name == resolved.name), None)
+        guard = state.guardrails.for_turn([*(route.guardrails if route else ()), *requested(body.guardrails)])
 
         conversation_id, previous = await _history(state, tenant, body)
         ephemeral = conversation_id is None
@@ -144,6 +147,7 @@ class ResponseRun:
                 ),
                 compact=body.truncation != "disabled",
                 deferred=frozenset(s.name for s in specs or ()),
+                guard=guard,
             )
             data = {
                 "model": resolved.name,

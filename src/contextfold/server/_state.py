@@ -6,13 +6,14 @@ cache, whose entries are used by one turn at a time under the conversation's loc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from .._errors import AuthenticationError
 from ..store import ServerStore
 from ._config import ServerConfig
+from ._guardrails import Guardrails
 from ._locks import ConversationLocks, ViewCache
 from ._metrics import Metrics
 from ._registry import ModelRegistry
@@ -31,8 +32,10 @@ class ServerState:
     metrics: Metrics
     streams: StreamBuffers
     keys_required: bool
+    guardrails: Guardrails = field(init=False)
 
     def __post_init__(self) -> None:
+        self.guardrails = Guardrails(self.config.guardrails, self.registry)
         self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it
 
 
