@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from .._errors import PayloadTooLargeError
 from ..store import ServerStore, open_server_store
-from . import _conversations, _inspect, _moderations, _proxy, _responses, _ui
+from . import _background, _conversations, _inspect, _moderations, _proxy, _responses, _ui
 from ._config import ServerConfig
 from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
@@ -58,6 +58,8 @@ def create_app(
             )
             yield
         finally:
+            if hasattr(app.state, "server"):
+                await app.state.server.background.stop()  # their turns are marked before the locks go
             if not await locks.drained(_WIND_UP):
                 log.warning("stopping with turns still running; they are marked interrupted when next held")
             if registry is None:
@@ -80,6 +82,7 @@ def create_app(
     app.include_router(_ui.ui)
     app.include_router(_proxy.router)
     app.include_router(_moderations.router)
+    app.include_router(_background.router)
     _add_operations(app)
     app.add_middleware(_Observe, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=config.limits.max_body_bytes)

@@ -69,6 +69,8 @@ class ResponseRun:
         self.streaming = False
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
+        self.cancelled_as: tuple[str, dict[str, Any]] = ("cancelled", {})
+        """How a cancelled run is recorded: `cancelled`, or `failed` when the server stops under a background run."""
         self._ending: asyncio.Future[None] | None = None
         self._ended = False
         """The final event is out."""
@@ -87,8 +89,6 @@ class ResponseRun:
                 "send either conversation or previous_response_id, not both: each names the history to continue",
                 param="previous_response_id",
             )
-        if body.background:
-            raise InvalidRequestError("background responses are not supported; stream instead", param="background")
         if body.input is None or body.input == [] or body.input == "":
             raise InvalidRequestError("input is required: a string or a list of items", param="input")
         if body.instructions and len(body.instructions.encode()) > limits.max_instructions_bytes:
@@ -184,7 +184,7 @@ class ResponseRun:
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
         run.ephemeral = ephemeral and not body.store
-        run.streaming = body.stream
+        run.streaming = body.stream or bool(body.background)  # both are readable while they run
         return run
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -312,7 +312,8 @@ class ResponseRun:
                 except Exception as error:  # the store failed: the turn is marked when the conversation is next held
                     log.warning("could not mark turn %s interrupted: %s", turn_id, error)
                 with contextlib.suppress(Exception):
-                    await self._record("cancelled", {"completed_at": time.time()})
+                    status, data = self.cancelled_as
+                    await self._record(status, {"completed_at": time.time(), **data})
                     assert self.response is not None
                     for event in self.mapper.finish(self.response):
                         self._emit(queue, event)

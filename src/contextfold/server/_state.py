@@ -12,6 +12,7 @@ from fastapi import Request
 
 from .._errors import AuthenticationError
 from ..store import ServerStore
+from ._background_runs import BackgroundRuns
 from ._config import ServerConfig
 from ._guardrails import Guardrails
 from ._locks import ConversationLocks, ViewCache
@@ -33,6 +34,7 @@ class ServerState:
     streams: StreamBuffers
     keys_required: bool
     guardrails: Guardrails = field(init=False)
+    background: BackgroundRuns = field(default_factory=BackgroundRuns)
 
     def __post_init__(self) -> None:
         self.guardrails = Guardrails(self.config.guardrails, self.registry)

@@ -133,6 +133,21 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
         ),
     ),
+    Migration(
+        6,
+        "background responses: their stream events and cancel requests",
+        (
+            """CREATE TABLE response_events (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                PRIMARY KEY (response_id, seq)
+            )""",
+            """CREATE TABLE response_cancels (
+                response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
+            )""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -219,6 +234,21 @@ POSTGRES: tuple[Migration, ...] = (
             )""",
             # Deleting a conversation cascades here; without this index every deletion would scan every anchor.
             "CREATE INDEX proxy_anchors_by_conversation ON proxy_anchors(conversation_id)",
+        ),
+    ),
+    Migration(
+        6,
+        "background responses: their stream events and cancel requests",
+        (
+            """CREATE TABLE response_events (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                event TEXT NOT NULL,
+                PRIMARY KEY (response_id, seq)
+            )""",
+            """CREATE TABLE response_cancels (
+                response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
+            )""",
         ),
     ),
 )

@@ -53,6 +53,7 @@ from ._migrations import POSTGRES, Migration, plan
 from ._postgres_anchors import PostgresAnchors
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import PostgresRuns
 from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
 
 Conn = AsyncConnection[TupleRow]
@@ -105,6 +106,7 @@ class PostgresStore:
         self._keys = PostgresKeys(self._connection)
         self._leases = PostgresLeases(self._connection)
         self._anchors = PostgresAnchors(self._connection)
+        self._runs = PostgresRuns(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
@@ -125,6 +127,10 @@ class PostgresStore:
     @property
     def anchors(self) -> PostgresAnchors:
         return self._anchors
+
+    @property
+    def runs(self) -> PostgresRuns:
+        return self._runs
 
     @classmethod
     async def open(

@@ -34,6 +34,7 @@ from ._common import (
 )
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import SQLiteRuns
 from ._serving import CONVERSATION_COLUMNS, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
@@ -136,6 +137,7 @@ class SQLiteStore:
         # Leases are written on every turn, so they queue on the writer thread like an append.
         self._leases = SQLiteLeases(self._writer)
         self._anchors = SQLiteAnchors(self._writer, self._reader)
+        self._runs = SQLiteRuns(self._writer, self._reader)
 
     @property
     def conversations(self) -> _SQLiteConversations:
@@ -156,6 +158,10 @@ class SQLiteStore:
     @property
     def anchors(self) -> SQLiteAnchors:
         return self._anchors
+
+    @property
+    def runs(self) -> SQLiteRuns:
+        return self._runs
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
