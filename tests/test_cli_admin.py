@@ -16,9 +16,13 @@ import pytest
 
 from contextfold.cli import main
 from contextfold.store import open_server_store
+from contextfold.store._migrations import SQLITE
 
 from .fakes._server import FakeServer, Reply, Request
 from .store_fixtures import Backend
+
+LATEST = SQLITE[-1].version
+"""The schema version this build migrates to (migrations are added as features need them)."""
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -49,7 +53,7 @@ def test_migrate_brings_an_old_database_up_to_date(backend: Backend, capsys: pyt
     asyncio.run(backend.migrate(target=2))
     code, out, err = run(capsys, "migrate", "--check", "--db", backend.location)
     assert code == 1
-    assert "schema version 2, this contextfold needs 4; pending:" in out
+    assert f"schema version 2, this contextfold needs {LATEST}; pending:" in out
     assert re.search(r"^  3  tenants, stored responses, API keys and turn leases$", out, re.M)
     assert re.search(r"^  4  the proxy's anchors$", out, re.M)
     assert "`contextfold migrate` applies them" in err
@@ -57,14 +61,14 @@ def test_migrate_brings_an_old_database_up_to_date(backend: Backend, capsys: pyt
 
     code, out, _ = run(capsys, "migrate", "--db", backend.location)
     assert code == 0
-    assert "schema version 2 → 4" in out
-    assert re.findall(r"^  applied (\d)  ", out, re.M) == ["3", "4"]
-    assert backend.query("SELECT max(version) FROM schema_migrations") == [(4,)]
+    assert f"schema version 2 → {LATEST}" in out
+    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(m.version) for m in SQLITE if m.version > 2]
+    assert backend.query("SELECT max(version) FROM schema_migrations") == [(LATEST,)]
 
     for argv in (["migrate", "--check"], ["migrate"]):
         code, out, _ = run(capsys, *argv, "--db", backend.location)
         assert code == 0
-        assert out.endswith("schema version 4, up to date\n")
+        assert out.endswith(f"schema version {LATEST}, up to date\n")
 
 
 def test_migrate_takes_the_database_from_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,12 +76,12 @@ def test_migrate_takes_the_database_from_the_config_file(tmp_path: Path, capsys:
     config.write_text(f'db = "{db}"\n')
     code, out, _ = run(capsys, "migrate", "--check", "--config", str(config))
     assert code == 1
-    assert f"SQLite file {db}: not created yet, this contextfold needs 4" in out
+    assert f"SQLite file {db}: not created yet, this contextfold needs {LATEST}" in out
     assert not db.exists()  # looking creates nothing
     code, out, _ = run(capsys, "migrate", "--config", str(config))
     assert code == 0
-    assert "schema version 0 → 4" in out
-    assert re.findall(r"^  applied (\d)  ", out, re.M) == ["1", "2", "3", "4"]
+    assert f"schema version 0 → {LATEST}" in out
+    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(m.version) for m in SQLITE]
 
 
 def test_a_database_newer_than_this_contextfold_is_refused(
@@ -88,7 +92,7 @@ def test_a_database_newer_than_this_contextfold_is_refused(
     for argv in (["migrate"], ["migrate", "--check"]):
         code, out, err = run(capsys, *argv, "--db", backend.location)
         assert (code, out) == (1, "")
-        assert "database schema is version 9, newer than this build's 4; upgrade contextfold" in err
+        assert f"database schema is version 9, newer than this build's {LATEST}; upgrade contextfold" in err
 
 
 def test_migrate_names_a_database_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +142,7 @@ def test_doctor_passes_a_good_setup(tmp_path: Path, server: FakeServer, capsys: 
     found = checks(out)
     assert found["configuration"] == ("✓", "from flags, environment and defaults: default model qwen, no model routes")
     assert found["database"] == ("✓", f"SQLite file {db} opens")
-    assert found["schema"] == ("✓", "version 4, current")
+    assert found["schema"] == ("✓", f"version {LATEST}, current")
     assert found["write/read"] == ("✓", "appended an event, read it back and deleted it")
     assert found["API keys"][0] == "✓"
     assert found["upstream"] == ("✓", f"{server.url}/v1/models: 2 model(s): qwen, other")
@@ -275,7 +279,8 @@ def test_doctor_reports_pending_migrations_without_applying_them(
     assert found["database"][0] == "✓"
     assert found["schema"] == (
         "✓",
-        "version 3, this contextfold needs 4; `contextfold serve` (or `contextfold migrate`) applies 1 migration(s)",
+        f"version 3, this contextfold needs {LATEST}; `contextfold serve` (or `contextfold migrate`) applies "
+        f"{len([m for m in SQLITE if m.version > 3])} migration(s)",
     )
     assert found["write/read"][0] == "-"
     assert backend.query("SELECT max(version) FROM schema_migrations") == [(3,)]
