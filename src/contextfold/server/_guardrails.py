@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 
 from .._errors import ConfigurationError, InvalidRequestError, ModelResponseError, ModelUnavailableError
 from ..events import user
@@ -124,9 +124,9 @@ class ModerationGuardrail:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         url = self.spec.base_url.rstrip("/") + "/moderations"
         try:
-            async with httpx.AsyncClient(timeout=30.0) as client:
+            async with httpx2.AsyncClient(timeout=30.0) as client:
                 reply = await client.post(url, json=body, headers=headers)
-        except httpx.HTTPError as error:
+        except httpx2.HTTPError as error:
             raise ModelUnavailableError(f"guardrail {self.spec.name!r} could not reach {url}: {error}") from error
         if reply.status_code != 200:
             raise error_for_status(f"guardrail {self.spec.name!r}", reply.status_code, reply.text[:500], reply.headers)
