@@ -40,6 +40,7 @@ UNSCOPED = {
     ("GET", "/v1/models"): "the served model names, the same for every tenant",
     ("POST", "/v1/conversations"): "creates a conversation of the caller's own",
     ("GET", "/v1/conversations"): "lists the caller's own: test_lists_and_search_show_only_the_callers_own",
+    ("POST", "/v1/moderations"): "classifies the text it is sent with the server's guardrails, for every tenant alike",
 }
 """Routes behind a key that take no id of an object (what they return is checked by the tests named)."""
 PATH_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -80,6 +81,11 @@ BODY_PROBES: dict[tuple[str, str], list[Probe]] = {
         ),
         Probe("POST", "/v1/responses", {"model": "test", "input": "x", "conversation": {"id": "{conversation_id}"}}),
         Probe("POST", "/v1/responses", {"model": "test", "input": "x", "previous_response_id": "{response_id}"}),
+        Probe(
+            "POST",
+            "/v1/responses",
+            {"model": "test", "input": "x", "previous_response_id": "{response_id}", "background": True},
+        ),
         Probe(
             "POST",
             "/v1/responses",
