@@ -534,7 +534,9 @@ def _superseded(fact: CarriedFact, pool: list[CarriedFact]) -> bool:
 
 def _live_items(events: list[AnyEvent]) -> list[Item]:
     """The items among `events` that were not erased and whose turn did not fail (ranges may span such turns)."""
-    failed = {e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
+    failed = {
+        e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted", "blocked")
+    }
     return [
         e
         for e in events

@@ -17,7 +17,8 @@ from msgspec import UNSET, UnsetType
 SCHEMA_VERSION = 1
 
 Role = Literal["system", "developer", "user", "assistant"]
-TurnStatus = Literal["started", "completed", "failed", "interrupted"]
+TurnStatus = Literal["started", "completed", "failed", "interrupted", "blocked"]
+"""`blocked`: a guardrail refused the turn; like `failed` and `interrupted`, its items leave the view."""
 Strategy = Literal["mask", "summary", "fallback", "clear"]
 Trigger = Literal["auto", "manual", "reactive", "recompute"]
 SeqRange = tuple[int, int]

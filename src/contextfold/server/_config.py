@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
 from ._compaction import NONE, SELF, CompactionSettings
+from ._guardrails_config import GuardrailSpec, check_references, parse_guardrails
 
 Provider = Literal["openai-chat", "openai-responses", "azure", "anthropic", "gemini", "cohere", "bedrock", "test"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
@@ -66,6 +67,8 @@ class ModelRoute:
     auth: Auth = "server"
     """`server`: the route's own key goes upstream. `forward`: the proxy routes forward their client's key (its
     `Authorization` or `x-api-key`) to this upstream, and to no other."""
+    guardrails: tuple[str, ...] = ()
+    """Names of `[[guardrails]]` every response of this model is checked by (see `_guardrails_config`)."""
 
     @property
     def upstream_model(self) -> str:
@@ -130,6 +133,9 @@ class ServerConfig:
     """Seconds SIGTERM or SIGINT waits for running requests before cancelling them (their turns are marked)."""
     max_replay_bytes: int = 64 * 1024 * 1024
     """Memory kept for resuming streams (encoded events); the oldest finished streams are let go first."""
+    guardrails: tuple[GuardrailSpec, ...] = ()
+    """The `[[guardrails]]` tables: checks models and requests can name."""
+
     mcp_timeout: float = 30.0
     """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
 
@@ -157,7 +163,7 @@ class ServerConfig:
 ENV_PREFIX = "CONTEXTFOLD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes"))
+_TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes", "guardrails"))
 _LIMITS = tuple(f.name for f in fields(Limits))
 _ROUTE_KEYS = tuple(f.name for f in fields(ModelRoute))
 _OPTIONS: dict[str, tuple[str, ...]] = {"azure": ("deployment", "api_version", "resource"), "bedrock": ("region",)}
@@ -186,11 +192,14 @@ def load_config(
 
     raw: dict[str, tuple[object, str]] = {}
     routes: tuple[ModelRoute, ...] = ()
+    guardrails: tuple[GuardrailSpec, ...] = ()
     for path, origin in ((config_file, "config_file"), (path_arg, "--config"), (env.get(CONFIG_ENV), CONFIG_ENV)):
         if path:
             document = _read_file(Path(str(path)), origin)
             raw.update(_file_values(document, str(path)))
             routes = _routes(document.get("models", []), str(path))
+            guardrails = parse_guardrails(document.get("guardrails", []), str(path))
+            check_references(guardrails, {r.name: r.guardrails for r in routes})
             break
     for key in (*_TOP, *_LIMITS):
         name = ENV_PREFIX + key.upper()
@@ -202,7 +211,7 @@ def load_config(
 
     values = {key: _PARSERS.get(key, _positive_int)(key, value, origin) for key, (value, origin) in raw.items()}
     limits = Limits(**{key: values.pop(key) for key in _LIMITS if key in values})
-    config = ServerConfig(**values, limits=limits, routes=routes)
+    config = ServerConfig(**values, limits=limits, routes=routes, guardrails=guardrails)
     _check_together(config, {key: origin for key, (_, origin) in raw.items()})
     return config
 
@@ -222,7 +231,7 @@ def _read_file(path: Path, origin: str) -> dict[str, Any]:
 def _file_values(document: Mapping[str, Any], file: str) -> dict[str, tuple[object, str]]:
     out: dict[str, tuple[object, str]] = {}
     for key, value in document.items():
-        if key == "models":
+        if key in ("models", "guardrails"):
             continue
         if key == "limits":
             if not isinstance(value, Mapping):
@@ -421,6 +430,7 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
         "api_key_env": _text,
         "context_window": _positive_int,
         "auth": _choice(*AUTH_MODES),
+        "guardrails": _names,
     }
     values = {key: parsers[key](key, table[key], f"{where}.{key}") for key in parsers if key in table}
     options = _route_options(table.get("options", {}), provider, where)
@@ -443,6 +453,12 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
             f'{label} needs its endpoint: set base_url = "https://NAME.openai.azure.com" or options.resource'
         )
     return route
+
+
+def _names(key: str, value: object, origin: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(key, value, origin, "a list of [[guardrails]] names")
+    return tuple(value)
 
 
 def _route_options(value: object, provider: str, where: str) -> Mapping[str, str]:

@@ -33,7 +33,7 @@ State = Annotated[ServerState, Depends(state_of)]
 
 _SCAN = 500
 """Events read at a time when looking past a page for how its turns ended."""
-_FAILED = ("failed", "interrupted")
+_FAILED = ("failed", "interrupted", "blocked")
 _ITEMS = (Message, ToolCall, ToolResult, Reasoning)
 
 

@@ -16,6 +16,7 @@ from .._errors import InvalidRequestError
 from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
+from ._background import follow_stored, respond
 from ._gone import gone, unless_gone
 from ._items import CompactionInput, ItemReference, conversation_item, output_items, parse_input
 from ._objects import response_object
@@ -34,6 +35,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 @router.post("")
 async def create_response(body: ResponseCreate, tenant: Tenant, state: State, request: Request) -> Response:
+    if body.background:
+        return await respond(state, tenant, body)
     run = await ResponseRun.start(state, tenant, body)
     if not body.stream:
         final = await unless_gone(request, _final(run))
@@ -84,6 +87,9 @@ async def retrieve_response(
     if stream:
         if state.streams.has(response_id):
             follow = state.streams.follow(response_id, starting_after)
+            return StreamingResponse(follow, media_type="text/event-stream", headers=_SSE_HEADERS)
+        if record.data.get("background"):  # its events are in the store, numbered as they were sent
+            follow = follow_stored(state, record, starting_after)
             return StreamingResponse(follow, media_type="text/event-stream", headers=_SSE_HEADERS)
         if record.status == "in_progress" and state.streams.dropped(response_id):
             raise InvalidRequestError(

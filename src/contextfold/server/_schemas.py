@@ -101,6 +101,8 @@ class ResponseCreate(_Body):
     background: bool | None = None
     user: str | None = None
     include: list[str] | None = None
+    guardrails: list[str | dict[str, Any]] | None = None
+    """Llama Stack's: guardrail names (or `{"type": name}`) checked on top of the model's own."""
 
     @field_validator("metadata")
     @classmethod

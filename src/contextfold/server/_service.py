@@ -38,6 +38,7 @@ from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
 from ._compaction import RequestPolicy, request_policy
 from ._fork import fork
+from ._guardrails import requested
 from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
@@ -75,6 +76,8 @@ class ResponseRun:
         self.streaming = False
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
+        self.cancelled_as: tuple[str, dict[str, Any]] = ("cancelled", {})
+        """How a cancelled run is recorded: `cancelled`, or `failed` when the server stops under a background run."""
         self._ending: asyncio.Future[None] | None = None
         self._ended = False
         """The final event is out."""
@@ -93,8 +96,6 @@ class ResponseRun:
                 "send either conversation or previous_response_id, not both: each names the history to continue",
                 param="previous_response_id",
             )
-        if body.background:
-            raise InvalidRequestError("background responses are not supported; stream instead", param="background")
         if body.input is None or body.input == [] or body.input == "":
             raise InvalidRequestError("input is required: a string or a list of items", param="input")
         if body.instructions and len(body.instructions.encode()) > limits.max_instructions_bytes:
@@ -108,6 +109,8 @@ class ResponseRun:
         choice = tool_choice(body.tool_choice, specs)
         include = check_include(body.include)
         resolved = await state.registry.resolve(body.model)
+        route = next((r for r in state.config.routes if r.name == resolved.name), None)
+        guard = state.guardrails.for_turn([*(route.guardrails if route else ()), *requested(body.guardrails)])
 
         conversation_id, previous = await _history(state, tenant, body)
         stateless = conversation_id is None  # the client keeps its own history: `input` is all of it
@@ -172,6 +175,7 @@ class ResponseRun:
                 ),
                 compact=body.truncation != "disabled",
                 deferred=frozenset(s.name for s in specs or ()) | hosted.approvals,
+                guard=guard,
             )
             data = {
                 "model": resolved.name,
@@ -211,7 +215,7 @@ class ResponseRun:
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
         run.history = history
-        run.streaming = body.stream
+        run.streaming = body.stream or bool(body.background)  # both are readable while they run
         run.mapper.include = frozenset(include)
         run.mapper.approvals = frozenset(setup.deferred & hosted.approvals)
         run.mapper.listing = list(hosted.listed)
@@ -344,7 +348,8 @@ class ResponseRun:
                 except Exception as error:  # the store failed: the turn is marked when the conversation is next held
                     log.warning("could not mark turn %s interrupted: %s", turn_id, error)
                 with contextlib.suppress(Exception):
-                    await self._record("cancelled", {"completed_at": time.time()})
+                    status, data = self.cancelled_as
+                    await self._record(status, {"completed_at": time.time(), **data})
                     assert self.response is not None
                     for event in self.mapper.finish(self.response):
                         self._emit(queue, event)

@@ -55,6 +55,7 @@ from ._postgres_anchors import PostgresAnchors
 from ._postgres_knowledge import PostgresKnowledge
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import PostgresRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 
 Conn = AsyncConnection[TupleRow]
@@ -108,6 +109,7 @@ class PostgresStore:
         self._leases = PostgresLeases(self._connection)
         self._anchors = PostgresAnchors(self._connection)
         self._knowledge = PostgresKnowledge(self._connection)
+        self._runs = PostgresRuns(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
@@ -132,6 +134,10 @@ class PostgresStore:
     @property
     def knowledge(self) -> PostgresKnowledge:
         return self._knowledge
+
+    @property
+    def runs(self) -> PostgresRuns:
+        return self._runs
 
     @classmethod
     async def open(

@@ -35,6 +35,7 @@ from ._common import (
 )
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import SQLiteRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_knowledge import SQLiteKnowledge
@@ -142,6 +143,7 @@ class SQLiteStore:
         self._leases = SQLiteLeases(self._writer)
         self._anchors = SQLiteAnchors(self._writer, self._reader)
         self._knowledge = SQLiteKnowledge(self._writer, self._reader)
+        self._runs = SQLiteRuns(self._writer, self._reader)
 
     @property
     def conversations(self) -> _SQLiteConversations:
@@ -166,6 +168,10 @@ class SQLiteStore:
     @property
     def knowledge(self) -> SQLiteKnowledge:
         return self._knowledge
+
+    @property
+    def runs(self) -> SQLiteRuns:
+        return self._runs
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:

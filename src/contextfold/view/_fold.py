@@ -146,7 +146,7 @@ class View:
             self.open_turns[turn_id] = marker.seq
             return
         start = self.open_turns.pop(turn_id, None)
-        if marker.status in ("failed", "interrupted"):
+        if marker.status in ("failed", "interrupted", "blocked"):
             self._drop(self._items_of_turn(turn_id, start))
             self.offset = 0
 
