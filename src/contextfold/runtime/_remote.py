@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, cast
 
-import httpx
+import httpx2
 import openai
 from openai import AsyncStream
 from openai.types.responses import ResponseInputParam, ResponseStreamEvent
@@ -55,7 +55,7 @@ from ._tools import Tool, ToolLike
 _INTERRUPTED = "interrupted by the caller"
 _NOT_RUN = "not run: the turn was interrupted before this call's result was sent"
 _MAX_STEPS = "not run: the turn reached max_steps"
-_TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # a compaction with a real summariser can take minutes
+_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)  # a compaction with a real summariser can take minutes
 _SERVER_SIDE = ("context_window", "policy", "summariser", "compactor", "expand_tokens")
 """AgentOptions that belong to the server for a remote agent: its configuration (or `context_management`) sets them."""
 
@@ -89,7 +89,7 @@ class RemoteAgent:
         self.tools = tool_registry(tools)
         self.context_management = list(context_management) if context_management else None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.AsyncClient(base_url=f"{self.url}/v1", headers=headers, timeout=_TIMEOUT)
+        self.http = httpx2.AsyncClient(base_url=f"{self.url}/v1", headers=headers, timeout=_TIMEOUT)
         # The SDK insists on a key; a loopback server without keys ignores this placeholder. No retries: a turn
         # is not idempotent, and a 409 (busy) is the caller's to decide on.
         self.client = openai.AsyncOpenAI(

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from .._errors import (
@@ -28,7 +28,7 @@ async def translated(url: str) -> AsyncGenerator[None, None]:
         yield
     except openai.APIStatusError as exc:
         raise error_for(exc.status_code, exc.body, exc.message) from exc
-    except (openai.APIConnectionError, httpx.TransportError) as exc:
+    except (openai.APIConnectionError, httpx2.TransportError) as exc:
         raise ModelError(f"cannot reach a contextfold server at {url}: {exc}") from exc
 
 
@@ -53,7 +53,7 @@ def error_for(status: int, body: object, fallback: str) -> ContextfoldError:
     return ModelError(text, status=status)
 
 
-def json_of(reply: httpx.Response) -> dict[str, Any]:
+def json_of(reply: httpx2.Response) -> dict[str, Any]:
     try:
         data = reply.json()
     except ValueError:
