@@ -35,7 +35,7 @@ CLIENT_TIMEOUT = 600.0
 def sdk_python() -> Path:
     if not SDK_PYTHON.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{SDK_PYTHON} is missing: .ci/run creates it (Python 3.12 with the SDKs)")
+            pytest.fail(f"{SDK_PYTHON} is missing: scripts/sdk-venv.sh creates it (Python 3.12 with the SDKs)")
         pytest.skip(f"{SDK_PYTHON} is missing: run scripts/sdk-venv.sh to create it")
     return SDK_PYTHON
 

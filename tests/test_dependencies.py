@@ -107,7 +107,7 @@ def test_every_module_the_source_imports_is_declared_where_the_file_runs() -> No
 
 
 def test_every_module_the_tests_import_is_in_the_dev_extra() -> None:
-    # tests/sdk_clients/ runs in the SDK venv, from its own requirements.txt (see .ci/run)
+    # tests/sdk_clients/ runs in the SDK venv, from its own requirements.txt (see scripts/sdk-venv.sh)
     files = sorted(p for p in (ROOT / "tests").rglob("*.py") if "sdk_clients" not in p.parts)
     assert _undeclared(files, dict.fromkeys(files, "dev")) == []
 
