@@ -18,7 +18,7 @@ from typing import Any
 # `tests.pgserver` and `contextfold` import from the repository root, wherever this is started from.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import appends, apply, bytes_per_turn, erase, load, proxy, retrieval, server, turns
+from benchmarks import appends, apply, bytes_per_turn, erase, fidelity, load, proxy, retrieval, server, turns
 from benchmarks._report import Table
 from benchmarks._stores import Context, Postgres
 
@@ -32,6 +32,7 @@ SECTIONS: dict[str, Callable[[Context], Awaitable[list[Table]]]] = {
     "server": server.run,
     "proxy": proxy.run,
     "retrieval": retrieval.run,
+    "fidelity": fidelity.run,
 }
 
 

@@ -9,4 +9,5 @@ python=$(pick_python "$PWD")
 "$python" -m ruff format --check .
 "$python" -m ruff check .
 "$python" -m mypy
+scripts/sdk-venv.sh  # the agent SDKs' own venv, for the end-to-end SDK tests
 "$python" -m pytest "$@"

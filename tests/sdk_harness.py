@@ -2,8 +2,8 @@
 upstream (8k window), and the client scripts of `tests/sdk_clients/` run in that venv as subprocesses.
 
 The SDKs that need Python >= 3.12 (llama-stack-client) or pin packages the project's own environment must not
-change (openai-agents) live in `.venv-py312`, which `.ci/run` creates. Without it a test skips locally, saying so;
-in CI (`CI` set) it fails.
+change (openai-agents) live in `.venv-py312`, which `scripts/sdk-venv.sh` (run by `scripts/test.sh`) creates.
+Without it a test skips, saying so; in CI (`CI` set) it fails.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ CLIENT_TIMEOUT = 600.0
 def sdk_python() -> Path:
     if not SDK_PYTHON.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{SDK_PYTHON} is missing: .ci/run creates it (Python 3.12 with the SDKs)")
-        pytest.skip(f"{SDK_PYTHON} is missing: run .ci/run's SDK venv step to create it")
+            pytest.fail(f"{SDK_PYTHON} is missing: scripts/sdk-venv.sh creates it (Python 3.12 with the SDKs)")
+        pytest.skip(f"{SDK_PYTHON} is missing: run scripts/sdk-venv.sh to create it")
     return SDK_PYTHON
 
 

@@ -21,7 +21,8 @@ from contextfold.store._migrations import SQLITE
 from .fakes._server import FakeServer, Reply, Request
 from .store_fixtures import Backend
 
-LATEST = SQLITE[-1].version  # every migration added since these tests were written is pending too
+LATEST = SQLITE[-1].version
+"""The schema version this build migrates to (migrations are added as features need them)."""
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -61,7 +62,7 @@ def test_migrate_brings_an_old_database_up_to_date(backend: Backend, capsys: pyt
     code, out, _ = run(capsys, "migrate", "--db", backend.location)
     assert code == 0
     assert f"schema version 2 → {LATEST}" in out
-    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(v) for v in range(3, LATEST + 1)]
+    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(m.version) for m in SQLITE if m.version > 2]
     assert backend.query("SELECT max(version) FROM schema_migrations") == [(LATEST,)]
 
     for argv in (["migrate", "--check"], ["migrate"]):
@@ -80,7 +81,7 @@ def test_migrate_takes_the_database_from_the_config_file(tmp_path: Path, capsys:
     code, out, _ = run(capsys, "migrate", "--config", str(config))
     assert code == 0
     assert f"schema version 0 → {LATEST}" in out
-    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(v) for v in range(1, LATEST + 1)]
+    assert re.findall(r"^  applied (\d)  ", out, re.M) == [str(m.version) for m in SQLITE]
 
 
 def test_a_database_newer_than_this_contextfold_is_refused(
@@ -279,7 +280,7 @@ def test_doctor_reports_pending_migrations_without_applying_them(
     assert found["schema"] == (
         "✓",
         f"version 3, this contextfold needs {LATEST}; `contextfold serve` (or `contextfold migrate`) applies "
-        f"{LATEST - 3} migration(s)",
+        f"{len([m for m in SQLITE if m.version > 3])} migration(s)",
     )
     assert found["write/read"][0] == "-"
     assert backend.query("SELECT max(version) FROM schema_migrations") == [(3,)]

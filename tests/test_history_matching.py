@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from contextfold.events import Message, ToolResult, text_of
 
 from .fakes.mcp_server import mcp_server
@@ -162,10 +160,6 @@ async def test_compaction_items_can_be_written_to_a_conversation(served: Served)
     check_error(reference, 400, param="items[0]")
 
 
-@pytest.mark.skip(
-    reason="for the lead: re-enable once branch `fidelity` is merged (turn boundaries inside one input fold a "
-    "first long history); today all items of one request share one turn and nothing can be folded"
-)
 async def test_a_first_stateless_request_with_a_long_history_folds(served: Served) -> None:
     history: list[dict[str, Any]] = []
     for n in range(40):

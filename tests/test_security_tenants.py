@@ -44,6 +44,7 @@ UNSCOPED = {
     ("GET", "/v1/files"): "lists the caller's own: test_server_files.py",
     ("POST", "/v1/vector_stores"): "creates a vector store of the caller's own (its file_ids: test_server_files.py)",
     ("GET", "/v1/vector_stores"): "lists the caller's own: test_server_files.py",
+    ("POST", "/v1/moderations"): "classifies the text it is sent with the server's guardrails, for every tenant alike",
 }
 """Routes behind a key that take no id of an object (what they return is checked by the tests named)."""
 PATH_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -90,6 +91,11 @@ BODY_PROBES: dict[tuple[str, str], list[Probe]] = {
         ),
         Probe("POST", "/v1/responses", {"model": "test", "input": "x", "conversation": {"id": "{conversation_id}"}}),
         Probe("POST", "/v1/responses", {"model": "test", "input": "x", "previous_response_id": "{response_id}"}),
+        Probe(
+            "POST",
+            "/v1/responses",
+            {"model": "test", "input": "x", "previous_response_id": "{response_id}", "background": True},
+        ),
         Probe(
             "POST",
             "/v1/responses",

@@ -59,7 +59,7 @@ class RateLimited(TestModel):
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": "x", "tools": [function_tool("recall")]}, "tools[0].name"),
         ({"input": "x", "tool_choice": "sometimes"}, "tool_choice"),
-        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "background": True, "store": False}, "store"),  # background needs a stored response
         ({"input": "x", "model": ""}, "model"),
         ({"input": "x", "model": "no-such-model"}, "model"),
         ({"input": "x", "context_management": [{"type": "other"}]}, "context_management[0].type"),

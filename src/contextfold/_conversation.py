@@ -8,16 +8,18 @@ turns on one conversation are ordered by the store, not by sharing this object.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from ._errors import ConflictError, ContextLengthError, ContextOverflowError, InvalidEventError, NotFoundError
-from .compaction import CompactionPolicy, CompactionResult, compact
+from .compaction import CompactionPolicy, CompactionResult, _state, compact
 from .compaction._plan import ranges, turn_groups
 from .events import (
     AnyEvent,
+    CarriedFact,
     Compaction,
     Deletion,
     Event,
@@ -48,6 +50,8 @@ class RecallHit:
     type: str
     snippet: str
     score: float
+    superseded: bool = False
+    """A later statement (in the carried state, the view or another hit) is about the same thing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,19 +278,70 @@ class Conversation:
         return len(turn_groups(self.view.items))
 
     async def recall(self, query: str, *, limit: int = 5) -> list[RecallHit]:
-        """Full-text search over what is no longer shown in full: folded items and masked tool outputs."""
+        """Full-text search over what is no longer shown in full: folded items and masked tool outputs.
+
+        What is current comes first: folded messages whose statements the carried state holds and that are about
+        the query come before the index's hits; a hit stating something that a later statement (in the carried
+        state, in the view or in another hit) supersedes is marked `superseded` and ranked after the hits that are
+        not, so of two statements about one thing the newer is above the older.
+        """
         hits: list[RecallHit] = []
-        offset, page = 0, max(limit * 4, 20)
-        while len(hits) < limit:
+        wanted = max(limit * 4, 20)  # candidates, so a current statement ranked low by the index still surfaces
+        offset, page = 0, wanted
+        while len(hits) < wanted:
             found = await self.store.search(self.id, query, limit=page, offset=offset)
             for hit in found:
                 shown = hit.seq in self.view.items and hit.seq not in self.view.masked
-                if not shown and len(hits) < limit:
+                if not shown and len(hits) < wanted:
                     hits.append(RecallHit(hit.event_id, hit.seq, hit.type, hit.snippet, hit.score))
             if len(found) < page:
                 break
             offset += page
-        return hits
+        hits = await self._mark_superseded(hits)
+        ranked = sorted(hits, key=lambda hit: hit.superseded)  # stable: the index's order otherwise
+        stated = await self._stated(query, top=max((hit.score for hit in hits), default=1.0))
+        seen = {hit.seq for hit in stated}
+        return [*stated, *(hit for hit in ranked if hit.seq not in seen)][:limit]
+
+    async def _stated(self, query: str, *, top: float) -> list[RecallHit]:
+        """The folded messages whose statements the carried state holds (current by construction) and that are
+        about the query's words, best match first: the index ranks them among everything that shares a word."""
+        summary = self.view.active_summary()
+        key = _state.subject_key(query).split(" | ")
+        wanted = set(key[1].split()) if summary is not None and len(key) > 1 else set()
+        if not wanted or summary is None:
+            return []
+        scored = []
+        for fact in summary.carried:
+            words = set(fact.key.split(" | ")[1].split()) if " | " in fact.key else set(fact.key.split())
+            overlap = len(wanted & words)
+            if overlap * 2 >= len(wanted) and fact.seq not in self.view.items:
+                scored.append((-overlap, -fact.seq, fact))
+        scored.sort(key=lambda entry: entry[:2])
+        seqs = list(dict.fromkeys(fact.seq for _, _, fact in scored))
+        events = {event.seq: event for event in await self.store.read(self.id, seqs=seqs)} if seqs else {}
+        return [
+            RecallHit(events[seq].id, seq, events[seq].type_name(), _snippet(scored, seq), top)
+            for seq in seqs
+            if seq in events and not getattr(events[seq], "redacted", False)
+        ]
+
+    async def _mark_superseded(self, hits: list[RecallHit]) -> list[RecallHit]:
+        events = await self.store.read(self.id, ids=[hit.event_id for hit in hits]) if hits else []
+        stated = {event.seq: _state.extract([event]) for event in events if isinstance(event, Message)}
+        summary = self.view.active_summary()
+        pool = [
+            *(summary.carried if summary else []),
+            *_state.extract(self.view.items.values()),
+            *(fact for facts in stated.values() for fact in facts),
+        ]
+        marked = []
+        for hit in hits:
+            facts = stated.get(hit.seq, [])
+            if any(_superseded(fact, pool) for fact in facts):
+                hit = dataclasses.replace(hit, superseded=True)
+            marked.append(hit)
+        return marked
 
     async def expand(self, compaction_id: str, *, max_tokens: int) -> Expansion:
         """The events a compaction folded (or masked), verbatim and in order, within `max_tokens`."""
@@ -469,9 +524,19 @@ class Conversation:
 _KEEP_ROLES = ("system", "developer")
 
 
+def _snippet(scored: list[tuple[int, int, CarriedFact]], seq: int) -> str:
+    return " ".join(fact.text for _, _, fact in scored if fact.seq == seq)
+
+
+def _superseded(fact: CarriedFact, pool: list[CarriedFact]) -> bool:
+    return any(other.seq > fact.seq and _state.supersedes(other, fact) for other in pool)
+
+
 def _live_items(events: list[AnyEvent]) -> list[Item]:
     """The items among `events` that were not erased and whose turn did not fail (ranges may span such turns)."""
-    failed = {e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
+    failed = {
+        e.turn_id for e in events if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted", "blocked")
+    }
     return [
         e
         for e in events

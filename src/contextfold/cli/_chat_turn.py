@@ -8,27 +8,24 @@ go away, cancels the turn and marks it interrupted in the log; the chat goes bac
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 
 from openai.types.responses import (
-    ResponseCompactionCompactingEvent,
-    ResponseCompletedEvent,
     ResponseErrorEvent,
     ResponseFailedEvent,
-    ResponseFunctionToolCall,
     ResponseIncompleteEvent,
     ResponseInputParam,
     ResponseOutputItemDoneEvent,
     ResponseStreamEvent,
-    ResponseTextDeltaEvent,
 )
-from openai.types.responses.response_output_item import McpCall
 from rich.console import Console
 
+from ..events import TokenUsage
+from ..runtime import EventPrinter, StepProgress, ToolCallIssuedDelta, TurnCompleted
+from ..runtime._printer import short
+from ..runtime._remote_events import CompactionDone, ResponseTranslator
 from ._chat_client import ChatServer, ServerError
-from ._words import counted
 
 NO_TOOLS = "not run: this chat client (contextfold chat) has no tools; answer without them"
 """The output the chat sends back for a function call the model made: the call must be answered before the
@@ -108,66 +105,62 @@ def run_turn(server: ChatServer, state: ChatState, line: str, ui: Ui) -> TurnRes
     return TurnResult(ok=printer.failure is None, streamed=True)
 
 
-class _Printer:
-    """Prints one response's stream events as they come."""
+class _ChatPrinter(EventPrinter):
+    """The library's event printer, writing where the chat writes."""
 
     def __init__(self, ui: Ui) -> None:
+        super().__init__(sys.stdout, sys.stderr, color=False)
         self.ui = ui
-        self.mid_line = False  # the answer's text has no newline at its end yet
+
+    def text(self, delta: str) -> None:
+        self.ui.text(delta)
+
+    def note(self, message: str) -> None:
+        self.ui.note(message)
+
+    def error(self, message: str) -> None:
+        self.ui.error(message)
+
+
+class _Printer:
+    """Prints one response's stream events as they come: read back as the runtime's turn and step events (as a
+    `RemoteSession` reads them) and printed by the library's `EventPrinter`."""
+
+    def __init__(self, ui: Ui) -> None:
+        self.printer = _ChatPrinter(ui)
+        self.read = ResponseTranslator("chat")
         self.calls: list[str] = []
         self.failure: str | None = None
 
     def show(self, event: ResponseStreamEvent) -> None:
-        if isinstance(event, ResponseTextDeltaEvent):
-            if event.delta:
-                self.ui.text(event.delta)
-                self.mid_line = not event.delta.endswith("\n")
-        elif isinstance(event, ResponseCompactionCompactingEvent):
-            self._note("(compacting the conversation…)")
-        elif isinstance(event, ResponseOutputItemDoneEvent):
-            self._item_done(event)
-        elif isinstance(event, ResponseIncompleteEvent):
-            details = event.response.incomplete_details
-            self._note(f"(the answer is incomplete: {details.reason if details and details.reason else 'cut off'})")
-        elif isinstance(event, ResponseFailedEvent):
-            error = event.response.error
-            self._failed(f"{error.message} ({error.code})" if error else "the response failed")
-        elif isinstance(event, ResponseErrorEvent):
+        if isinstance(event, ResponseErrorEvent):
             self._failed(f"{event.message}{f' ({event.code})' if event.code else ''}")
-        elif isinstance(event, ResponseCompletedEvent):
             return
+        for out in self.read.feed(event):
+            if isinstance(out, CompactionDone):
+                continue  # the status line after the turn says what the compaction did
+            client = isinstance(event, ResponseOutputItemDoneEvent)  # a server tool's call is issued otherwise
+            if isinstance(out, StepProgress) and isinstance(out.delta, ToolCallIssuedDelta) and client:
+                self._client_call(out.delta)
+            self.printer.print(out)
+        if self.read.status == "incomplete" and isinstance(event, ResponseIncompleteEvent):
+            self.printer.print(TurnCompleted("chat", "", 0, TokenUsage(), self.read.incomplete_reason or "cut off"))
+        elif self.read.status == "failed" and isinstance(event, ResponseFailedEvent):
+            code, message = self.read.error or ("server_error", "the response failed")
+            self._failed(f"{message} ({code})")
 
-    def _item_done(self, event: ResponseOutputItemDoneEvent) -> None:
-        item = event.item
-        if isinstance(item, ResponseFunctionToolCall):
-            self.calls.append(item.call_id)
-            self._note(
-                f"(the model called {item.name}({_short(item.arguments)}): this chat has no tools, so it was not "
-                "run; the model is told so with your next message)"
-            )
-        elif isinstance(item, McpCall):
-            outcome = "failed" if item.error else f"{counted(len(item.output or ''), 'character')} back"
-            self._note(f"(server tool {item.name}({_short(item.arguments)}): {outcome})")
+    def _client_call(self, call: ToolCallIssuedDelta) -> None:
+        self.calls.append(call.call_id)
+        self.printer.end_line()
+        self.printer.ui.note(
+            f"(the model called {call.tool_name}({short(call.arguments)}): this chat has no tools, so it was not "
+            "run; the model is told so with your next message)"
+        )
 
     def _failed(self, message: str) -> None:
         self.failure = message
-        self.end_line()
-        self.ui.error(message)
-
-    def _note(self, message: str) -> None:
-        self.end_line()
-        self.ui.note(message)
+        self.printer.end_line()
+        self.printer.ui.error(message)
 
     def end_line(self) -> None:
-        if self.mid_line:
-            self.ui.text("\n")
-            self.mid_line = False
-
-
-def _short(arguments: str, limit: int = 80) -> str:
-    """A call's JSON arguments on one line, clipped."""
-    try:
-        text = json.dumps(json.loads(arguments), ensure_ascii=False)
-    except ValueError:
-        text = arguments
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        self.printer.end_line()

@@ -175,7 +175,7 @@ async def _list(state: ServerState, args: argparse.Namespace) -> int:
         lines = recorded_lines(await newest_request(state.store, info.id, loaded.view.head))
         if lines is None and (resolved := await default_model()) is not None:
             lines = served_lines(resolved, loaded.view.max_output_tokens)
-        report = await context_report(loaded, lines, state.config) if lines else None
+        report = await context_report(loaded, lines, state.config, await default_model()) if lines else None
         rows.append(
             {
                 "id": info.id,

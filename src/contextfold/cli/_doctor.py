@@ -22,7 +22,7 @@ from ._output import stderr, stdout, table
 
 if TYPE_CHECKING:
     from ..server._config import ModelRoute, ServerConfig
-    from ..server._registry import ModelRegistry
+    from ..server._registry import ModelRegistry, ResolvedModel
     from ..store import ServerStore
 
 PROBE_TIMEOUT = 5.0
@@ -194,6 +194,8 @@ async def _models(config: ServerConfig) -> list[Check]:
             elif upstream is not None:
                 checks.append(_listed(f"model {name}", name, upstream))
             checks.append(await _window(registry, config, name, route))
+            if checks[-1].result == "pass":
+                checks.append(Check(f"compaction {name}", "pass", _policy_text(await registry.resolve(name))))
     finally:
         await registry.close()
     return checks
@@ -276,7 +278,8 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
         return Check(label, "fail", f"resolving it took over {RESOLVE_TIMEOUT:g}s (the upstream did not answer)")
     except ContextfoldError as exc:
         return Check(label, "fail", str(exc))
-    lines = budget_lines(resolved, None, config.compact_threshold, config.compact_target)
+    settings = resolved.compaction
+    lines = budget_lines(resolved, None, settings.threshold, settings.target)
     configured = route.context_window if route is not None else config.context_window
     if configured:
         source = "configured"
@@ -291,4 +294,17 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
         "pass",
         f"{lines['context_window']:,} tokens ({source}); budget {lines['budget']:,}, compaction at "
         f"{lines['trigger_tokens']:,} down to {lines['target_tokens']:,}",
+    )
+
+
+def _policy_text(resolved: ResolvedModel) -> str:
+    """The rest of the compaction policy in force for a model (the window check gives its lines), on one line."""
+    from ..server._window import summariser_name
+
+    settings = resolved.compaction
+    cap = f"{settings.summary_max_tokens:,} tokens" if settings.summary_max_tokens else "its share of the budget"
+    return (
+        f"verbatim: first {settings.head_items} items, last {settings.tail_turns} turns; masking "
+        f"{'on' if settings.masking else 'off'}; summariser {summariser_name(resolved)} "
+        f"(timeout {settings.summariser_timeout:g}s, summary up to {cap})"
     )

@@ -18,6 +18,15 @@ _FLAGS = (
     ("--shutdown-grace", "seconds SIGTERM/SIGINT waits for running requests before cancelling them (default 10)"),
     ("--max-header-bytes", "request line and headers limit in bytes; over it: 431 (default 65536)"),
     ("--max-replay-bytes", "memory in bytes kept for resuming streams (default 67108864)"),
+    ("--compact-threshold", "compact above this share of the budget (default 0.8)"),
+    ("--compact-target", "compact down to this share of the budget (default 0.5)"),
+    ("--compact-tail-turns", "newest turns kept verbatim by a compaction (default 4)"),
+    ("--compact-head-items", "first items kept verbatim by a compaction (default 2)"),
+    ("--compact-masking", "mask old tool outputs before summarising: true or false (default true)"),
+    ("--compact-summariser", "self (the serving model), none (deterministic only) or a served model (default self)"),
+    ("--compact-summariser-timeout", "seconds a summary may take before the deterministic digest (default 120)"),
+    ("--compact-summary-max-tokens", "the summary's output cap in tokens (default 0: its share of the budget)"),
+    ("--otel-endpoint", "OTLP/HTTP endpoint to export traces to, such as http://localhost:4318 (needs [otel])"),
     ("--log-format", "text or json (default text)"),
     ("--log-level", "debug, info, warning, error or critical (default info)"),
 )
@@ -54,6 +63,8 @@ def serve_command(args: argparse.Namespace) -> int:
         *("host", "port", "db", "upstream", "upstream_api_key", "upstream_auth"),
         *("model", "context_window", "queue_turns"),
         *("first_byte_timeout", "turn_timeout", "shutdown_grace", "max_header_bytes", "max_replay_bytes"),
+        *("compact_threshold", "compact_target", "compact_tail_turns", "compact_head_items", "compact_masking"),
+        *("compact_summariser", "compact_summariser_timeout", "compact_summary_max_tokens", "otel_endpoint"),
     )
     given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
     run(load_config(given))

@@ -26,7 +26,11 @@ def cost(view: View, seq: int, masked: set[int]) -> int:
 
 
 def turn_groups(items: dict[int, Item]) -> list[list[int]]:
-    """Items grouped by turn; items outside any turn start a new group at each user message.
+    """Items grouped by turn; a user message inside a turn starts a new group too.
+
+    One input can carry a whole history (the first request of a proxy client that already has one, or a stateless
+    Responses call whose input is everything so far): every user message in it begins a turn of that history, so
+    the input folds like a stored conversation, and only its newest turn must stay verbatim.
 
     A tool result never starts a group: it stays with the group of its call. A call the caller runs itself (a
     server's function tool) ends its turn, and its result arrives as the next turn's input; were the two in
@@ -36,7 +40,7 @@ def turn_groups(items: dict[int, Item]) -> list[list[int]]:
     previous: object = object()
     for seq, item in items.items():
         key = item.turn_id
-        starts = key != previous or (key is None and isinstance(item, Message) and item.role == "user")
+        starts = key != previous or (isinstance(item, Message) and item.role == "user")
         if starts and groups and isinstance(item, ToolResult):
             groups[-1].append(seq)  # with its call; what follows it in its own turn starts that turn's group
             continue
@@ -48,11 +52,19 @@ def turn_groups(items: dict[int, Item]) -> list[list[int]]:
 
 
 def protected_seqs(view: View, policy: CompactionPolicy) -> set[int]:
-    """Instructions, pins, and the head (extended so it never splits a tool batch from its results)."""
+    """Instructions, pins, and the head: the first `head_items` items, extended to the first user message (the
+    task as it was first stated) and so that it never splits a tool batch from its results. Tool results in the
+    head are protected from folding, not from masking."""
     protected = {seq for seq, item in view.items.items() if isinstance(item, Message) and item.role in _KEEP_ROLES}
     protected |= view.pinned
     seqs = list(view.items)
     end = min(policy.head_items, len(seqs))
+    if end:
+        first_user = next(
+            (n for n, seq in enumerate(seqs) if _is_user(view.items[seq])),
+            end - 1,
+        )
+        end = max(end, first_user + 1)
     open_calls: set[str] = set()
     index = 0
     while index < end or (open_calls and index < len(seqs)):
@@ -67,6 +79,10 @@ def protected_seqs(view: View, policy: CompactionPolicy) -> set[int]:
 
 
 _KEEP_ROLES = ("system", "developer")
+
+
+def _is_user(item: Item) -> bool:
+    return isinstance(item, Message) and item.role == "user"
 
 
 def partition(view: View, policy: CompactionPolicy, tail_budget: int) -> Partition:

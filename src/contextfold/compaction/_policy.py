@@ -12,7 +12,11 @@ class CompactionPolicy:
     """Trigger above `threshold` x budget, compact down to `target` x budget (the gap keeps compactions rare).
 
     `head_items` first items and the last `tail_turns` turns stay verbatim; the tail gives up its oldest turn while it
-    alone takes more than `tail_share` of the target. A summary may take up to `summary_share` of the budget.
+    alone takes more than `tail_share` of the target. A summary takes what its span needs (about a tenth of it), up
+    to `summary_share` of the budget and at most `summary_max_tokens` when set; the carried state in front of it
+    takes what it holds, within the room up to halfway between target and threshold. `masking=False` skips the
+    first tier (old tool outputs stay whole until the summary folds them; only a view that would not fit otherwise
+    still has outputs masked).
     """
 
     threshold: float = 0.8
@@ -23,6 +27,8 @@ class CompactionPolicy:
     summary_share: float = 0.15
     summariser_input_tokens: int = 24_000
     summariser_timeout: float = 120.0
+    masking: bool = True
+    summary_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.target < self.threshold <= 1:
@@ -33,6 +39,10 @@ class CompactionPolicy:
         if self.head_items < 0 or self.tail_turns < 1:
             raise InvalidRequestError(
                 f"compaction policy needs head_items >= 0 and tail_turns >= 1, got {self.head_items}, {self.tail_turns}"
+            )
+        if self.summary_max_tokens is not None and self.summary_max_tokens < 1:
+            raise InvalidRequestError(
+                f"compaction policy summary_max_tokens must be positive, got {self.summary_max_tokens}"
             )
         for name in ("tail_share", "summary_share"):
             value = getattr(self, name)

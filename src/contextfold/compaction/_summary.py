@@ -15,6 +15,7 @@ from .._errors import ContextfoldError
 from ..events import Item, Message, TextPart, ToolCall, ToolResult
 from ..models import Model, ModelSettings
 from ..view import Window, text_tokens
+from ._state import split_summary
 
 SUMMARY_PROMPT = """\
 You compress the earlier part of a conversation between a user and an AI agent so the agent can continue the \
@@ -98,10 +99,19 @@ class SummaryRejected(ContextfoldError):
 
 
 def digest(items: Sequence[Item], previous: str | None, reason: str, max_tokens: int, chars_per_token: float) -> str:
-    """A deterministic summary: the first words of every message and every tool outcome, cut to fit."""
-    lines = [f"[Digest of {len(items)} folded items, made without a model ({reason}). Use recall for details.]"]
-    if previous:
-        lines.append("Earlier summary: " + _clip(previous, 1200))
+    """A deterministic summary: the first words of every folded message and tool outcome, cut to fit.
+
+    It merges, never nests: built over an earlier digest, it takes that digest's lines (and the model summary it
+    carried, if any) into its own sections instead of quoting it whole, so after hundreds of compactions it is
+    still one header, at most one earlier model summary, and the most recent activity. The carried state is not
+    part of it (the compactor puts the state in front of whatever summary it uses).
+    """
+    earlier, activity = _digest_parts(split_summary(previous)[1])
+    head = [f"[Digest of the folded conversation, made without a model ({reason}). Use recall for details.]"]
+    if earlier:
+        head += ["## Earlier summary", _clip(earlier, max(200, int(max_tokens * chars_per_token) // 3))]
+    head.append("## Folded activity")
+    lines = list(activity)
     for item in items:
         if isinstance(item, Message):
             text = " ".join(p.text for p in item.content if isinstance(p, TextPart))
@@ -111,15 +121,29 @@ def digest(items: Sequence[Item], previous: str | None, reason: str, max_tokens:
         elif isinstance(item, ToolResult):
             outcome = "error" if item.is_error else "ok"
             lines.append(f"  -> {outcome}: {_clip(item.summary or item.output, 100)}")
-    return fit_text(lines, max_tokens, chars_per_token)
+    return fit_text([*head, *lines], max_tokens, chars_per_token, keep=len(head))
 
 
-def fit_text(lines: list[str], max_tokens: int, chars_per_token: float) -> str:
-    """Join lines, dropping middle lines (the first and the most recent ones matter most) until it fits."""
+def _digest_parts(body: str) -> tuple[str, list[str]]:
+    """(the model summary an earlier text carried, its activity lines): a digest's sections, or a model summary."""
+    if not body.startswith("[Digest of"):
+        return body.strip(), []
+    earlier = ""
+    if "\n## Earlier summary\n" in body:
+        earlier = body.split("\n## Earlier summary\n", 1)[1].split("\n## Folded activity", 1)[0]
+    lines = body.split("\n## Folded activity\n", 1)[1].splitlines() if "\n## Folded activity\n" in body else []
+    if not lines:  # a digest written before the sections: its own lines, without its header or what it quoted
+        lines = [ln for ln in body.splitlines()[1:] if ln.startswith(("- ", "  -> "))]
+    return earlier.strip(), [ln for ln in lines if ln != "- …"]
+
+
+def fit_text(lines: list[str], max_tokens: int, chars_per_token: float, keep: int = 2) -> str:
+    """Join lines, dropping the oldest lines after the first `keep` (the most recent ones matter most) until it
+    fits."""
     text = "\n".join(lines)
     if text_tokens(text, chars_per_token) <= max_tokens:
         return text
-    head, tail = lines[:2], lines[2:]
+    head, tail = lines[:keep], lines[keep:]
     while tail and text_tokens("\n".join([*head, "- …", *tail]), chars_per_token) > max_tokens:
         tail = tail[max(1, len(tail) // 8) :]
     text = "\n".join([*head, "- …", *tail])

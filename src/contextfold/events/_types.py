@@ -17,7 +17,8 @@ from msgspec import UNSET, UnsetType
 SCHEMA_VERSION = 1
 
 Role = Literal["system", "developer", "user", "assistant"]
-TurnStatus = Literal["started", "completed", "failed", "interrupted"]
+TurnStatus = Literal["started", "completed", "failed", "interrupted", "blocked"]
+"""`blocked`: a guardrail refused the turn; like `failed` and `interrupted`, its items leave the view."""
 Strategy = Literal["mask", "summary", "fallback", "clear"]
 Trigger = Literal["auto", "manual", "reactive", "recompute"]
 SeqRange = tuple[int, int]
@@ -176,6 +177,16 @@ class Usage(Event, tag="usage", frozen=True):
     budget: int | None = None
 
 
+class CarriedFact(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A statement a compaction carried forward from what it folded: what kind it is, the words it is about (its
+    `key`: a later statement about the same thing supersedes it), its text (near-verbatim) and the seq it came from."""
+
+    kind: str
+    key: str
+    text: str
+    seq: int
+
+
 class Compaction(Event, tag="compaction", frozen=True):
     """A fold of older history. It never edits earlier events; it says what the view is from here on.
 
@@ -186,6 +197,10 @@ class Compaction(Event, tag="compaction", frozen=True):
     them interrupted. `totals` carries the conversation's running totals up to (not including) this event, so a
     view loaded from this checkpoint knows them without reading the whole log. Strategy `clear` starts a fresh view:
     it keeps only the instructions, the configuration and pinned items, and has no summary.
+    `carried` is the carried state (the statements of everything folded so far that still hold, superseded ones
+    dropped), which the summary text renders and the next compaction builds on; `check` records what became of the
+    model's summary (accepted, completed or replaced by the deterministic digest, and why). Both are additive:
+    events written before them read as an empty state and no check.
     """
 
     strategy: Strategy
@@ -209,6 +224,8 @@ class Compaction(Event, tag="compaction", frozen=True):
     error: str | None = None
     totals: Totals | None = None
     redacted: bool = False
+    carried: list[CarriedFact] = msgspec.field(default_factory=list)
+    check: str | None = None
 
 
 AnyEvent = Message | ToolCall | ToolResult | Reasoning | TurnMarker | ConfigChange | Pin | Deletion | Usage | Compaction

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from .. import _tracing as tracing
 from .._errors import (
     ContextLengthError,
     ModelAuthError,
@@ -91,6 +92,9 @@ class StreamingModel:
         while True:
             yielded = False
             events = self._stream_once(window, settings)
+            call = tracing.start(
+                "contextfold.model.call", model=self.name, provider=self.provider_name, attempt=attempt
+            )
             try:
                 while True:
                     try:
@@ -98,6 +102,8 @@ class StreamingModel:
                     except StopAsyncIteration:
                         break
                     yielded = True
+                    if isinstance(event, ResponseDone):
+                        tracing.set_attributes(call, **_usage(event.response))
                     yield event
                     if isinstance(event, ResponseDone):
                         return
@@ -106,6 +112,7 @@ class StreamingModel:
                     provider=self.provider_name,
                 )
             except ModelError as error:
+                tracing.fail(call, error)
                 attempt += 1
                 if yielded or not error.retryable or attempt >= self.retry.attempts:
                     raise
@@ -114,6 +121,7 @@ class StreamingModel:
                     raise  # another try could not finish before the deadline: what failed is the answer
                 await asyncio.sleep(delay)
             finally:
+                call.end()
                 await close(events)  # now, not when it is collected: it may hold a connection
 
     async def _next(self, events: AsyncIterator[StreamEvent], settings: ModelSettings, *, first: bool) -> StreamEvent:
@@ -257,3 +265,13 @@ def error_for_status(provider: str, status: int, message: str, headers: Mapping[
     if is_context_length_message(message):
         return ContextLengthError(text, status=status, provider=provider)
     return ModelRequestError(text, status=status, provider=provider)
+
+
+def _usage(response: ModelResponse) -> dict[str, Any]:
+    """A model call's figures, as span attributes."""
+    return {
+        "input_tokens": response.input_tokens,
+        "output_tokens": response.output_tokens,
+        "cached_input_tokens": response.cached_input_tokens,
+        "stop_reason": response.stop_reason,
+    }

@@ -1,6 +1,13 @@
-"""The agent runtime: sessions, turns, steps, tools, and the typed events a streaming turn yields."""
+"""The agent runtime: sessions, turns, steps, tools, and the typed events a streaming turn yields; the same API
+against a remote server (`RemoteAgent`), and a terminal printer of turn events (`EventPrinter`)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent, AgentOptions
+from ._api import AgentAPI, SessionAPI
 from ._events import (
     Delta,
     InferenceResult,
@@ -25,18 +32,37 @@ from ._events import (
 from ._file_search import FileSearchOptions, file_search_tool
 from ._mcp import McpServer, McpTool, mcp_tools
 from ._mcp import list_tools as list_mcp_tools
+from ._printer import EventPrinter
 from ._session import Session, SessionStatus, TurnResult
 from ._tools import Tool, ToolLike, ToolOutput, tool
 
+if TYPE_CHECKING:
+    from ._remote import RemoteAgent, RemoteSession
+
+_ADAPTERS = {"RemoteAgent": ("_remote", None), "RemoteSession": ("_remote", None)}
+"""Loaded on first use: the remote client brings the openai SDK, which an in-process agent does not need."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ADAPTERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_ADAPTERS[name][0]}"), name)
+
+
 __all__ = [
     "Agent",
+    "AgentAPI",
     "AgentOptions",
     "Delta",
+    "EventPrinter",
     "FileSearchOptions",
     "InferenceResult",
     "McpServer",
     "McpTool",
+    "RemoteAgent",
+    "RemoteSession",
     "Session",
+    "SessionAPI",
     "SessionStatus",
     "StepCompleted",
     "StepProgress",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .._conversation import Conversation
 from .._errors import ConfigurationError, InvalidRequestError
@@ -33,7 +34,8 @@ class AgentOptions:
     `context_window` overrides what the upstream reports and what the model's profile says. `max_output_tokens` is
     reserved for each answer (the view gets the rest of the window); by default the profile's output limit, at
     most a quarter of the window. `max_steps` bounds the inference steps of one turn; a turn that reaches it
-    completes as incomplete. `summariser` writes the compaction summaries (default: the agent's model).
+    completes as incomplete. `summariser` writes the compaction summaries (default: the agent's model);
+    `compactor="deterministic"` uses no model at all: masking, then the deterministic digest of the span.
     """
 
     context_window: int | None = None
@@ -43,6 +45,7 @@ class AgentOptions:
     temperature: float | None = None
     policy: CompactionPolicy = field(default_factory=CompactionPolicy)
     summariser: Model | None = None
+    compactor: Literal["model", "deterministic"] = "model"
     expand_tokens: int = 4_000
 
     def __post_init__(self) -> None:
@@ -52,6 +55,12 @@ class AgentOptions:
                 raise InvalidRequestError(f"agent option {name} must be a positive number of tokens, got {value}")
         if self.max_steps < 1:
             raise InvalidRequestError(f"agent option max_steps must be at least 1, got {self.max_steps}")
+        if self.compactor not in ("model", "deterministic"):
+            raise InvalidRequestError(
+                f"agent option compactor must be 'model' or 'deterministic', got {self.compactor!r}"
+            )
+        if self.compactor == "deterministic" and self.summariser is not None:
+            raise InvalidRequestError("agent options compactor='deterministic' and a summariser exclude each other")
         if self.tool_timeout <= 0:
             raise InvalidRequestError(f"agent option tool_timeout must be positive, got {self.tool_timeout}")
 

@@ -1,7 +1,9 @@
 """The built-in, server-side tools: `recall` and `expand`, the agent's way back to what compaction folded away.
 
 They are offered only once the conversation has been compacted (before that nothing is hidden), and their steps
-carry `server_side: true`. `expand` takes a compaction id (the events it folded) or any event id (that event in
+carry `server_side: true`. Their specs are terse (under 190 tokens for both, from 260): they are offered inside
+the same budget as the view, and small budgets feel every token. A recall hit that a later statement supersedes
+says so. `expand` takes a compaction id (the events it folded) or any event id (that event in
 full): masked tool outputs tell the model "recall or expand event ev_…", so both must work.
 """
 
@@ -18,25 +20,26 @@ EXPAND = "expand"
 
 def builtin_tools(conversation: Conversation, *, expand_tokens: int) -> list[Tool]:
     async def recall(query: str, limit: int = 5) -> str:
-        """Search the earlier parts of this conversation that were folded out of your context (older messages,
-        tool outputs shown only as summaries). Returns matching snippets with the id of each event.
+        """Search history folded out of your context: snippets and event ids, current ones first.
 
         Args:
-            query: Words to look for, such as a name, an identifier or an error message.
-            limit: How many matches to return (1-20).
+            query: Words to find (a name, an id, an error).
+            limit: At most 20.
         """
         hits = await conversation.recall(query, limit=max(1, min(limit, 20)))
         if not hits:
             return f"nothing folded away matches {query!r}"
-        lines = [f"[{hit.event_id}, {hit.type}] {hit.snippet}" for hit in hits]
+        lines = [
+            f"[{hit.event_id}, {hit.type}{', superseded by a later statement' if hit.superseded else ''}] {hit.snippet}"
+            for hit in hits
+        ]
         return "\n".join([*lines, "expand an event id to read that event in full"])
 
     async def expand(id: str) -> str:
-        """Read folded-away history in full: a compaction id gives every event it folded, an event id (from recall
-        or a masked tool output) gives that event.
+        """Read folded history in full: an event, or all a compaction folded.
 
         Args:
-            id: A compaction id or an event id.
+            id: An event or compaction id.
         """
         found = await conversation.store.read(conversation.id, ids=[id])
         if not found:

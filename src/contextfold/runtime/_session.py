@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -100,25 +100,7 @@ class Session:
 
     async def turn(self, content: str | Sequence[Part]) -> TurnResult:
         """Run a turn to its end and return the result; a failed turn raises the error it failed with."""
-        steps: list[StepCompleted] = []
-        async for event in self.stream(content):
-            if isinstance(event, StepCompleted):
-                steps.append(event)
-            elif isinstance(event, TurnCompleted):
-                return TurnResult(
-                    event.turn_id,
-                    self.id,
-                    event.final_text,
-                    event.num_steps,
-                    event.usage,
-                    event.incomplete_reason,
-                    steps,
-                )
-            elif isinstance(event, TurnFailed):
-                if isinstance(event.exception, Exception):
-                    raise event.exception
-                raise asyncio.CancelledError(event.error.message)
-        raise AssertionError("a turn's stream always ends with TurnCompleted or TurnFailed")
+        return await result_of(self.id, self.stream(content))
 
     async def _drive(
         self, setup: TurnSetup, turn_id: str, parts: list[Part], queue: asyncio.Queue[TurnEvent | None]
@@ -149,7 +131,7 @@ class Session:
             session_id=self.id,
             conversation=self.conversation,
             model=agent.model,
-            summariser=options.summariser or agent.model,
+            summariser=None if options.compactor == "deterministic" else options.summariser or agent.model,
             tools=dict(self.tools),
             builtins=builtin_tools(self.conversation, expand_tokens=min(options.expand_tokens, budget // 4)),
             policy=options.policy,
@@ -244,6 +226,29 @@ class Session:
             compactions=totals.compactions,
             running=self.running,
         )
+
+
+async def result_of(session_id: str, events: AsyncIterator[TurnEvent]) -> TurnResult:
+    """A turn's stream run to its end, as its result (a local and a remote session read their turns alike)."""
+    steps: list[StepCompleted] = []
+    async for event in events:
+        if isinstance(event, StepCompleted):
+            steps.append(event)
+        elif isinstance(event, TurnCompleted):
+            return TurnResult(
+                event.turn_id,
+                session_id,
+                event.final_text,
+                event.num_steps,
+                event.usage,
+                event.incomplete_reason,
+                steps,
+            )
+        elif isinstance(event, TurnFailed):
+            if isinstance(event.exception, Exception):
+                raise event.exception
+            raise asyncio.CancelledError(event.error.message)
+    raise AssertionError("a turn's stream always ends with TurnCompleted or TurnFailed")
 
 
 def _parts(content: str | Sequence[Part]) -> list[Part]:

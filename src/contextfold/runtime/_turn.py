@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,7 +69,9 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
+from ._guard import TurnGuard, blocked_turn, input_texts
 from ._tools import Tool
+from ._traced import traced
 
 log = logging.getLogger("contextfold.runtime")
 
@@ -83,7 +85,8 @@ class TurnSetup:
     session_id: str
     conversation: Conversation
     model: Model
-    summariser: Model
+    summariser: Model | None
+    """None: deterministic compaction only (masking, then the digest)."""
     tools: Mapping[str, Tool]
     builtins: Sequence[Tool]
     """Server-side tools offered once the conversation has been compacted (recall, expand)."""
@@ -103,6 +106,8 @@ class TurnSetup:
     deferred: frozenset[str] = frozenset()
     """Tools the caller runs itself (the server's function tools): a call to one ends the turn, and its result
     arrives as input of the next turn."""
+    guard: TurnGuard | None = None
+    """Guardrails: the input is checked before the model is called, each answer before it is stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +123,13 @@ class _Refused(Exception):
         self.error = error
 
 
-async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
+def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncIterator[TurnEvent]:
     """Run one turn. `content` is the user's message as parts, or the input as events (messages of any role,
-    results of deferred calls), which are appended under the turn's id."""
+    results of deferred calls), which are appended under the turn's id. Traced: see `_traced`."""
+    return traced(setup, turn_id, _run_turn(setup, turn_id, content))
+
+
+async def _run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Event]) -> AsyncGenerator[TurnEvent, None]:
     conv = setup.conversation
     parts = [c for c in content if not isinstance(c, Event)]
     given = [msgspec.structs.replace(c, turn_id=turn_id) for c in content if isinstance(c, Event)]
@@ -133,6 +142,11 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
     compacted_at = -1
     try:
         await conv.append(TurnMarker(status="started", turn_id=turn_id), *given)
+        if setup.guard is not None and (blocked := await setup.guard.check_input(input_texts(given))):
+            async for event in blocked_turn(conv, turn_id, blocked, model=setup.model.name, steps=0, used=used):
+                yield event
+            return
+        held = setup.guard is not None and setup.guard.checks_output
         while True:
             builtins = [*setup.hosted, *(setup.builtins if conv.view.totals.compactions else [])]
             budget = setup.budget - tools_tokens([t.spec for t in builtins])
@@ -160,10 +174,13 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
             yield StepStarted(step_id, "inference", turn_id, {"model": setup.model.name})
             response: ModelResponse | None = None
             answer: list[Event] = []
+            progress: list[TurnEvent] = []  # an answer's deltas, held until it passes the output check
             try:
                 async for produced in _inference(setup, turn_id, step_id, builtins):
                     if isinstance(produced, _Answer):
                         response, answer = produced.response, produced.events
+                    elif held and isinstance(produced, StepProgress):
+                        progress.append(produced)
                     else:
                         yield produced
             except _Refused as refused:
@@ -180,6 +197,18 @@ async def run_turn(setup: TurnSetup, turn_id: str, content: Sequence[Part | Even
                 continue
             assert response is not None
             used = TokenUsage(used.input_tokens + response.input_tokens, used.output_tokens + response.output_tokens)
+            if held and response.text and setup.guard and (blocked := await setup.guard.check_output(response.text)):
+                # the answer is never stored nor shown; what it cost is
+                spent = [e for e in answer if isinstance(e, Usage)]
+                hidden = dataclasses.replace(response, text="", tool_calls=[], stop_reason="content_filter")
+                yield StepCompleted(step_id, "inference", _inference_result(setup, hidden))
+                async for event in blocked_turn(
+                    conv, turn_id, blocked, model=setup.model.name, steps=steps, used=used, also=spent
+                ):
+                    yield event
+                return
+            for event in progress:
+                yield event
             # a library agent's own server-side tools (file_search, MCP) run in the server-side step too
             runs_here = {t.name for t in builtins} | {n for n, t in setup.tools.items() if t.server_side}
             # a server-side tool the caller must approve first waits like a deferred one

@@ -22,7 +22,7 @@ from .. import __version__
 from .._errors import PayloadTooLargeError
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
-from . import _conversations, _files, _inspect, _proxy, _responses, _ui, _vector_stores
+from . import _background, _conversations, _files, _inspect, _moderations, _proxy, _responses, _ui, _vector_stores
 from ._config import ServerConfig
 from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
@@ -66,6 +66,8 @@ def create_app(
             )
             yield
         finally:
+            if hasattr(app.state, "server"):
+                await app.state.server.background.stop()  # their turns are marked before the locks go
             if not await locks.drained(_WIND_UP):
                 log.warning("stopping with turns still running; they are marked interrupted when next held")
             ingesting.cancel()
@@ -92,6 +94,8 @@ def create_app(
     app.include_router(_proxy.router)
     app.include_router(_files.router)
     app.include_router(_vector_stores.router)
+    app.include_router(_moderations.router)
+    app.include_router(_background.router)
     _add_operations(app)
     app.add_middleware(RefuseLoneSurrogates)
     app.add_middleware(_Observe, metrics=metrics)

@@ -32,6 +32,8 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
+from ._compaction import NONE, SELF, CompactionSettings
+from ._guardrails_config import GuardrailSpec, check_references, parse_guardrails
 
 Provider = Literal["openai-chat", "openai-responses", "azure", "anthropic", "gemini", "cohere", "bedrock", "test"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
@@ -59,9 +61,14 @@ class ModelRoute:
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Provider-specific: azure `deployment`, `api_version`, `resource`; bedrock `region`; any: `timeout` (s, the
     SDK's per-read timeout), `first_byte_timeout` and `turn_timeout` (s, this route's own deadlines)."""
+    compaction: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """This model's own compaction settings (a `[models.compaction]` table, keys as the `compact_*` ones without
+    the prefix), over the server's."""
     auth: Auth = "server"
     """`server`: the route's own key goes upstream. `forward`: the proxy routes forward their client's key (its
     `Authorization` or `x-api-key`) to this upstream, and to no other."""
+    guardrails: tuple[str, ...] = ()
+    """Names of `[[guardrails]]` every response of this model is checked by (see `_guardrails_config`)."""
 
     @property
     def upstream_model(self) -> str:
@@ -103,6 +110,14 @@ class ServerConfig:
     """Wait for a busy conversation's turn to end instead of answering 409."""
     compact_threshold: float = 0.8
     compact_target: float = 0.5
+    compact_tail_turns: int = 4
+    compact_head_items: int = 2
+    compact_masking: bool = True
+    compact_summariser: str = SELF
+    """`self` (each model summarises its own conversations), `none` (deterministic only) or a served model name."""
+    compact_summariser_timeout: float = 120.0
+    compact_summary_max_tokens: int = 0
+    """The summary's output cap in tokens; 0: the policy's share of the budget."""
     limits: Limits = Limits()
     routes: tuple[ModelRoute, ...] = ()
     log_format: Literal["text", "json"] = "text"
@@ -118,14 +133,37 @@ class ServerConfig:
     """Seconds SIGTERM or SIGINT waits for running requests before cancelling them (their turns are marked)."""
     max_replay_bytes: int = 64 * 1024 * 1024
     """Memory kept for resuming streams (encoded events); the oldest finished streams are let go first."""
+    guardrails: tuple[GuardrailSpec, ...] = ()
+    """The `[[guardrails]]` tables: checks models and requests can name."""
+
     mcp_timeout: float = 30.0
     """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
+
+    otel_endpoint: str | None = None
+    """An OTLP/HTTP endpoint (`http://collector:4318`) to export traces to; needs the `otel` extra."""
+
+    @property
+    def compaction(self) -> CompactionSettings:
+        """The server-wide compaction settings (a route's `compaction` table overlays them)."""
+        return CompactionSettings(
+            threshold=self.compact_threshold,
+            target=self.compact_target,
+            tail_turns=self.compact_tail_turns,
+            head_items=self.compact_head_items,
+            masking=self.compact_masking,
+            summariser=self.compact_summariser,
+            summariser_timeout=self.compact_summariser_timeout,
+            summary_max_tokens=self.compact_summary_max_tokens or None,
+        )
+
+    def compaction_for(self, route: ModelRoute | None) -> CompactionSettings:
+        return self.compaction.overlay(dict(route.compaction)) if route is not None else self.compaction
 
 
 ENV_PREFIX = "CONTEXTFOLD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes"))
+_TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes", "guardrails"))
 _LIMITS = tuple(f.name for f in fields(Limits))
 _ROUTE_KEYS = tuple(f.name for f in fields(ModelRoute))
 _OPTIONS: dict[str, tuple[str, ...]] = {"azure": ("deployment", "api_version", "resource"), "bedrock": ("region",)}
@@ -154,11 +192,14 @@ def load_config(
 
     raw: dict[str, tuple[object, str]] = {}
     routes: tuple[ModelRoute, ...] = ()
+    guardrails: tuple[GuardrailSpec, ...] = ()
     for path, origin in ((config_file, "config_file"), (path_arg, "--config"), (env.get(CONFIG_ENV), CONFIG_ENV)):
         if path:
             document = _read_file(Path(str(path)), origin)
             raw.update(_file_values(document, str(path)))
             routes = _routes(document.get("models", []), str(path))
+            guardrails = parse_guardrails(document.get("guardrails", []), str(path))
+            check_references(guardrails, {r.name: r.guardrails for r in routes})
             break
     for key in (*_TOP, *_LIMITS):
         name = ENV_PREFIX + key.upper()
@@ -170,7 +211,7 @@ def load_config(
 
     values = {key: _PARSERS.get(key, _positive_int)(key, value, origin) for key, (value, origin) in raw.items()}
     limits = Limits(**{key: values.pop(key) for key in _LIMITS if key in values})
-    config = ServerConfig(**values, limits=limits, routes=routes)
+    config = ServerConfig(**values, limits=limits, routes=routes, guardrails=guardrails)
     _check_together(config, {key: origin for key, (_, origin) in raw.items()})
     return config
 
@@ -190,7 +231,7 @@ def _read_file(path: Path, origin: str) -> dict[str, Any]:
 def _file_values(document: Mapping[str, Any], file: str) -> dict[str, tuple[object, str]]:
     out: dict[str, tuple[object, str]] = {}
     for key, value in document.items():
-        if key == "models":
+        if key in ("models", "guardrails"):
             continue
         if key == "limits":
             if not isinstance(value, Mapping):
@@ -217,6 +258,19 @@ def _check_together(config: ServerConfig, origins: Mapping[str, str]) -> None:
             f"{origins.get('compact_threshold', 'the default')}): the gap between them is what keeps compactions rare"
         )
     names = [route.name for route in config.routes]
+    for route in (None, *config.routes):
+        settings = config.compaction_for(route)
+        where = "the server" if route is None else f"model {route.name!r}"
+        if not settings.target < settings.threshold:
+            raise ConfigurationError(
+                f"the compaction target {settings.target} of {where} must be below its threshold "
+                f"{settings.threshold}: the gap between them is what keeps compactions rare"
+            )
+        if settings.summariser not in (SELF, NONE, TEST_MODEL, *names) and config.upstream is None:
+            raise ConfigurationError(
+                f"the summariser {settings.summariser!r} of {where} is not served: use self, none, or one of "
+                f"{', '.join([TEST_MODEL, *names])}"
+            )
     if config.model != TEST_MODEL and config.model not in names and config.upstream is None:
         raise ConfigurationError(
             f"the default model {config.model!r} (from {origins.get('model', 'the default')}) is not served: "
@@ -332,6 +386,13 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "turn_timeout": _seconds,
     "shutdown_grace": _seconds,
     "mcp_timeout": _seconds,
+    "compact_tail_turns": _positive_int,
+    "compact_head_items": lambda key, value, origin: _int(key, value, origin, 0, None, "a whole number, 0 or more"),
+    "compact_masking": _bool,
+    "compact_summariser": _name,
+    "compact_summariser_timeout": _seconds,
+    "compact_summary_max_tokens": lambda key, value, origin: _int(key, value, origin, 0, None, "0 (no cap) or more"),
+    "otel_endpoint": _url,
 }  # the Limits fields (and max_replay_bytes) are positive integers
 
 
@@ -369,10 +430,12 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
         "api_key_env": _text,
         "context_window": _positive_int,
         "auth": _choice(*AUTH_MODES),
+        "guardrails": _names,
     }
     values = {key: parsers[key](key, table[key], f"{where}.{key}") for key in parsers if key in table}
     options = _route_options(table.get("options", {}), provider, where)
-    route = ModelRoute(provider=provider, options=options, **values)
+    compaction = _route_compaction(table.get("compaction", {}), where)
+    route = ModelRoute(provider=provider, options=options, compaction=compaction, **values)
     label = f"{where} ({route.name!r}, provider {provider})"
     if route.api_key and route.api_key_env:
         raise ConfigurationError(f"{label} sets both api_key and api_key_env; keep one")
@@ -392,6 +455,12 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
     return route
 
 
+def _names(key: str, value: object, origin: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(key, value, origin, "a list of [[guardrails]] names")
+    return tuple(value)
+
+
 def _route_options(value: object, provider: str, where: str) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{where}.options must be a table of strings, got {value!r}")
@@ -406,3 +475,18 @@ def _route_options(value: object, provider: str, where: str) -> Mapping[str, str
             item = str(_seconds(key, item, f"{where}.options.{key}"))
         options[key] = _text(key, item if not isinstance(item, (int, float)) else str(item), f"{where}.options.{key}")
     return MappingProxyType(options)
+
+
+def _route_compaction(value: object, where: str) -> Mapping[str, Any]:
+    """A `[models.compaction]` table: the `compact_*` keys without the prefix, checked as the server's are."""
+    keys = [key.removeprefix("compact_") for key in _PARSERS if key.startswith("compact_")]
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{where}.compaction must be a table ([models.compaction]), got {value!r}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in keys:
+            raise ConfigurationError(f"unknown key {where}.compaction.{key}; known: {', '.join(keys)}")
+        out[key] = _PARSERS["compact_" + key](key, item, f"{where}.compaction.{key}")
+    if out.get("summary_max_tokens") == 0:
+        out["summary_max_tokens"] = None
+    return MappingProxyType(out)

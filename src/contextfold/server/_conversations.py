@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query
 
 from .._conversation import Conversation
 from .._errors import InvalidEventError, InvalidRequestError, NotFoundError
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import AnyEvent, Pin, ToolCall, ToolResult, TurnMarker
 from ..store import ConversationInfo
 from ..view import TokenEstimator, View
@@ -29,7 +29,7 @@ from ._mcp_hosted import written_approvals
 from ._responses import page
 from ._responses_history import STATELESS
 from ._schemas import ConversationCompact, ConversationCreate, ConversationUpdate, ForkRequest, ItemsCreate, PinRequest
-from ._service import append_entries, owned_conversation, summary_input
+from ._service import append_entries, owned_conversation
 from ._state import ServerState, state_of, tenant_of
 from ._window import context_report, conversation_lines
 
@@ -174,7 +174,8 @@ async def context(conversation_id: str, tenant: Tenant, state: State, model: str
     await owned_conversation(state, tenant, conversation_id)
     conversation = await state.views.peek(conversation_id)
     lines = await conversation_lines(state.registry, conversation, model)
-    return await context_report(conversation, lines, state.config)
+    served = lines.model if lines.model in state.registry.names() else None
+    return await context_report(conversation, lines, state.config, await state.registry.resolve(served))
 
 
 @extensions.post("/{conversation_id}/compact")
@@ -187,10 +188,10 @@ async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenan
         budget = resolved.budget(conversation.view.max_output_tokens)
         result = await conversation.compact(
             budget=budget,
+            policy=resolved.policy,
             summariser=resolved.summariser,
             trigger="manual",
             instructions=body.instructions,
-            policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
         )
     if result.compacted:
         state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

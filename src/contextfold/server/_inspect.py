@@ -33,7 +33,7 @@ State = Annotated[ServerState, Depends(state_of)]
 
 _SCAN = 500
 """Events read at a time when looking past a page for how its turns ended."""
-_FAILED = ("failed", "interrupted")
+_FAILED = ("failed", "interrupted", "blocked")
 _ITEMS = (Message, ToolCall, ToolResult, Reasoning)
 
 
@@ -122,16 +122,16 @@ async def usage(conversation_id: str, tenant: Tenant, state: State, model: str |
             compactions.append(_compaction(event, len(requests)))
         elif isinstance(event, ConfigChange) and event.max_output_tokens is not UNSET:
             max_output = event.max_output_tokens
+    resolved = await state.registry.resolve(model if model is not None else _served(state, requests))
     # the window the conversation ran with, as its newest request recorded it, unless the caller names a model
     ran = recorded_lines(next((e for e in reversed(log) if isinstance(e, Usage)), None)) if model is None else None
     if ran is None:
-        resolved = await state.registry.resolve(model if model is not None else _served(state, requests))
         ran = served_lines(resolved, max_output)
     return {
         "object": "conversation.usage",
         "conversation_id": conversation_id,
         "model": ran.model,
-        **_lines(ran, state.config.compact_threshold, state.config.compact_target),
+        **_lines(ran, resolved.compaction.threshold, resolved.compaction.target),
         "requests": requests,
         "compactions": compactions,
     }

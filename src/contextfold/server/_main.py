@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import __version__
+from .. import _tracing as tracing
 from .._errors import ConfigurationError
 from ._config import ServerConfig
 from ._registry import ModelRegistry
@@ -33,6 +35,7 @@ def run(config: ServerConfig, *, out: TextIO | None = None) -> None:
     """Serve until SIGINT or SIGTERM (both end it cleanly). Raises `ConfigurationError` when it must not start."""
     keys = asyncio.run(active_keys(config.db))
     check_exposure(config, keys)
+    tracing.configure(config.otel_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     configure_logging(config.log_format, config.log_level)
     print(banner(config, keys), file=out or sys.stderr, flush=True)
 
@@ -144,6 +147,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(log_format: str, level: str) -> None:
     """Everything (the server's loggers and uvicorn's) to stderr, as text or JSON lines, at `level`."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(tracing.TraceIdFilter())  # each record names the trace it belongs to (empty outside one)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -51,7 +51,9 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
     output_seq = int(data.get("output_seq") or 0)  # 0: the turn's input is not stored yet, so no output either
     last = record.last_seq or (events[-1].seq if events else 0)
     turn = [e for e in events if record.first_seq <= e.seq <= last]
-    shown = record.status != "failed" and output_seq > 0
+    # a cancelled background turn shows nothing of what it had done (its turn is out of the view too)
+    hidden = ("failed", "cancelled") if data.get("background") else ("failed",)
+    shown = record.status not in hidden and output_seq > 0
     output = output_items([e for e in turn if e.seq >= output_seq]) if shown else []
     if shown:  # a response's MCP listings come first; file search results only when `include` asked for them
         output = [*listing_items(data), *without_results(output, data.get("include"))]
@@ -75,7 +77,7 @@ def response_object(record: ResponseRecord, events: Sequence[AnyEvent]) -> dict[
         "previous_response_id": record.previous_response_id,
         "conversation": {"id": record.conversation_id} if data.get("conversation_visible", True) else None,
         "truncation": data.get("truncation") or "auto",
-        "background": False,
+        "background": bool(data.get("background")),
         "store": data.get("store", True),
         "text": {"format": {"type": "text"}},
         "usage": usage_of(turn) if record.status in TERMINAL else None,

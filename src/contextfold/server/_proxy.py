@@ -37,7 +37,7 @@ from .._errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
 from ..runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ..runtime._builtin import builtin_tools
@@ -50,7 +50,6 @@ from ._proxy_match import History, find
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
 from ._registry import ResolvedModel
 from ._schemas import check_depth, too_deep
-from ._service import summary_input
 from ._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
 
 log = logging.getLogger("contextfold.server")
@@ -212,11 +211,7 @@ class ProxyTurn:
                 summariser=resolved.summariser,
                 tools={},
                 builtins=builtins,
-                policy=CompactionPolicy(
-                    threshold=state.config.compact_threshold,
-                    target=state.config.compact_target,
-                    summariser_input_tokens=summary_input(resolved),
-                ),
+                policy=resolved.policy,
                 budget=budget,
                 context_window=resolved.context_window,
                 max_output_tokens=reserved,

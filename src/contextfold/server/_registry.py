@@ -7,8 +7,10 @@
   names over one shared client; without an upstream it is refused, naming the models there are.
 
 The context window is the configured one, else what the upstream reports (vLLM's `max_model_len` on /v1/models,
-asked once per model), else the model's profile; when none says, resolving fails with how to set it. Each model
-is its own summariser.
+asked once per model), else the model's profile; when none says, resolving fails with how to set it.
+
+Each model has its compaction settings (the server's, overlaid by its route's `[models.compaction]`): its
+summariser is itself (`self`), none (deterministic digests only), or another served model.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._errors import ConfigurationError, InvalidRequestError
+from ..compaction import CompactionPolicy
 from ..models import Model, ModelSettings, reports_context_window
+from ._compaction import NONE, SELF, CompactionSettings
 from ._config import TEST_MODEL, ModelRoute, ServerConfig
 from ._testmodel import TEST_WINDOW, TestModel
 
@@ -38,7 +42,8 @@ class ResolvedModel:
     name: str
     model: Model
     """Shared: one instance (and one client) per model, used by every turn."""
-    summariser: Model
+    summariser: Model | None
+    """None: deterministic compaction only."""
     context_window: int
     wire: str = "test"
     """The upstream's wire format (a route's provider; `openai-chat` for the upstream): the proxy passes its
@@ -48,6 +53,24 @@ class ResolvedModel:
     first_byte_timeout: float | None = None
     turn_timeout: float | None = None
     """The upstream's deadlines, in seconds (the route's own, else the server's)."""
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
+
+    @property
+    def policy(self) -> CompactionPolicy:
+        """The compaction policy in force for this model (a request may narrow it, see `_compaction`)."""
+        return dataclasses.replace(self.compaction.policy(), summariser_input_tokens=self.summary_input())
+
+    def summary_input(self) -> int:
+        """How much of a folded span the summariser is shown: what fits its window beside the prompt, the previous
+        summary and its answer (its window: the configured one, or the summariser's own when smaller), at most the
+        policy's default. A summary request over the summariser's window would be refused and fall back to a
+        digest."""
+        own = self.summariser.profile.context_window if self.summariser is not None else None
+        window = min(self.context_window, own or self.context_window)
+        return max(1_000, min(CompactionPolicy().summariser_input_tokens, int(window * 0.6)))
+
+    def summariser_for(self, deterministic: bool) -> Model | None:
+        return None if deterministic else self.summariser
 
     def bounded(self, settings: ModelSettings) -> ModelSettings:
         """`settings` with this upstream's deadlines, the turn's counted from now: one turn gets one deadline,
@@ -94,7 +117,10 @@ class ModelRegistry:
         if not name.strip():
             raise InvalidRequestError("model must be a model name, not an empty string", param="model")
         if name == TEST_MODEL:
-            return ResolvedModel(name, self._test, self._test, self._test.profile.context_window or TEST_WINDOW)
+            settings = self.config.compaction
+            summariser = await self._summariser(settings, self._test)
+            test_window = self._test.profile.context_window or TEST_WINDOW
+            return ResolvedModel(name, self._test, summariser, test_window, compaction=settings)
         route = self._routes.get(name)
         if route is not None:
             model = self._built.get(name) or self._build_route(route)
@@ -120,7 +146,17 @@ class ModelRegistry:
         options = route.options if route is not None else {}
         first_byte = float(options.get("first_byte_timeout", self.config.first_byte_timeout))
         turn = float(options.get("turn_timeout", self.config.turn_timeout))
-        return ResolvedModel(name, model, model, window, wire, auth, first_byte, turn)
+        settings = self.config.compaction_for(route)
+        summariser = await self._summariser(settings, model)
+        return ResolvedModel(name, model, summariser, window, wire, auth, first_byte, turn, settings)
+
+    async def _summariser(self, settings: CompactionSettings, model: Model) -> Model | None:
+        """Who writes this model's summaries: itself, nobody (deterministic only), or another served model."""
+        if settings.summariser == SELF:
+            return model
+        if settings.summariser == NONE:
+            return None
+        return (await self.resolve(settings.summariser)).model
 
     async def close(self) -> None:
         """Close every client the registry built."""

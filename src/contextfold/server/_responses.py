@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._conversation import Conversation
 from .._errors import InvalidRequestError
-from ..compaction import CompactionPolicy
 from ..events import Event, new_id
 from ..view import TokenEstimator
 from ..view._tokens import text_tokens, tools_tokens
+from ._background import follow_stored, respond
 from ._gone import gone, unless_gone
 from ._items import CompactionInput, conversation_item, output_items, parse_input
 from ._mcp_hosted import written_approvals
@@ -24,7 +24,7 @@ from ._objects import response_object
 from ._replay import rebuilt
 from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
 from ._schemas import CompactRequest, InputTokensRequest, ResponseCreate, function_tools
-from ._service import ResponseRun, append_entries, owned_conversation, owned_response, summary_input
+from ._service import ResponseRun, append_entries, owned_conversation, owned_response
 from ._state import ServerState, state_of, tenant_of
 from ._stream import encode
 
@@ -36,6 +36,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 @router.post("")
 async def create_response(body: ResponseCreate, tenant: Tenant, state: State, request: Request) -> Response:
+    if body.background:
+        return await respond(state, tenant, body)
     run = await ResponseRun.start(state, tenant, body)
     if not body.stream:
         final = await unless_gone(request, _final(run))
@@ -86,6 +88,9 @@ async def retrieve_response(
     if stream:
         if state.streams.has(response_id):
             follow = state.streams.follow(response_id, starting_after)
+            return StreamingResponse(follow, media_type="text/event-stream", headers=_SSE_HEADERS)
+        if record.data.get("background"):  # its events are in the store, numbered as they were sent
+            follow = follow_stored(state, record, starting_after)
             return StreamingResponse(follow, media_type="text/event-stream", headers=_SSE_HEADERS)
         if record.status == "in_progress" and state.streams.dropped(response_id):
             raise InvalidRequestError(
@@ -185,10 +190,10 @@ async def compact_response(body: CompactRequest, tenant: Tenant, state: State) -
             budget = resolved.budget(conversation.view.max_output_tokens)
             result = await conversation.compact(
                 budget=budget,
+                policy=resolved.policy,
                 summariser=resolved.summariser,
                 trigger="manual",
                 instructions=body.instructions,
-                policy=CompactionPolicy(summariser_input_tokens=summary_input(resolved)),
             )
             if result.compaction_id:
                 state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)

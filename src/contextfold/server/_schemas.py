@@ -69,6 +69,15 @@ class ConversationRef(_Body):
 class CompactionSetting(_Body):
     type: Literal["compaction"]
     compact_threshold: int | None = Field(default=None, ge=1)
+    # contextfold's own, in the same entry; their limits are checked in `_compaction.request_policy`
+    threshold: float | None = None
+    target: float | None = None
+    tail_turns: int | None = None
+    head_items: int | None = None
+    masking: bool | None = None
+    summariser: str | None = None
+    summariser_timeout: float | None = None
+    summary_max_tokens: int | None = None
 
 
 class ResponseCreate(_Body):
@@ -92,6 +101,8 @@ class ResponseCreate(_Body):
     background: bool | None = None
     user: str | None = None
     include: list[str] | None = None
+    guardrails: list[str | dict[str, Any]] | None = None
+    """Llama Stack's: guardrail names (or `{"type": name}`) checked on top of the model's own."""
 
     @field_validator("metadata")
     @classmethod

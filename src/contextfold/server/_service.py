@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .._conversation import Conversation
 from .._errors import BusyError, InvalidEventError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from ..compaction import CompactionPolicy, CompactionResult
+from ..compaction import CompactionResult
 from ..events import (
     AnyEvent,
     Compaction,
@@ -36,7 +36,9 @@ from ..runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, Turn
 from ..runtime._builtin import builtin_tools
 from ..runtime._turn import TurnSetup, mark_turn, run_turn
 from ..store import ResponseRecord
+from ._compaction import RequestPolicy, request_policy
 from ._fork import fork
+from ._guardrails import requested
 from ._hosted import check_include, hosted_tools
 from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
@@ -74,6 +76,8 @@ class ResponseRun:
         self.streaming = False
         self.sink: EventSink | None = None
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
+        self.cancelled_as: tuple[str, dict[str, Any]] = ("cancelled", {})
+        """How a cancelled run is recorded: `cancelled`, or `failed` when the server stops under a background run."""
         self._ending: asyncio.Future[None] | None = None
         self._ended = False
         """The final event is out."""
@@ -92,8 +96,6 @@ class ResponseRun:
                 "send either conversation or previous_response_id, not both: each names the history to continue",
                 param="previous_response_id",
             )
-        if body.background:
-            raise InvalidRequestError("background responses are not supported; stream instead", param="background")
         if body.input is None or body.input == [] or body.input == "":
             raise InvalidRequestError("input is required: a string or a list of items", param="input")
         if body.instructions and len(body.instructions.encode()) > limits.max_instructions_bytes:
@@ -107,6 +109,8 @@ class ResponseRun:
         choice = tool_choice(body.tool_choice, specs)
         include = check_include(body.include)
         resolved = await state.registry.resolve(body.model)
+        route = next((r for r in state.config.routes if r.name == resolved.name), None)
+        guard = state.guardrails.for_turn([*(route.guardrails if route else ()), *requested(body.guardrails)])
 
         conversation_id, previous = await _history(state, tenant, body)
         stateless = conversation_id is None  # the client keeps its own history: `input` is all of it
@@ -145,17 +149,18 @@ class ResponseRun:
                     f"{resolved.context_window}-token window",
                     param="max_output_tokens",
                 )
+            policy = _policy(resolved, body, budget)
             given = await _prepare_input(conversation, entries)
             changes = _config_changes(conversation, body.instructions, specs)
             setup = TurnSetup(
                 session_id=conversation_id,
                 conversation=conversation,
                 model=resolved.model,
-                summariser=resolved.summariser,
+                summariser=resolved.summariser_for(policy.deterministic),
                 tools={},
                 builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
                 hosted=hosted.tools,
-                policy=_policy(state, body, budget, resolved),
+                policy=policy.policy,
                 budget=budget,
                 context_window=resolved.context_window,
                 max_output_tokens=reserved,
@@ -171,6 +176,7 @@ class ResponseRun:
                 ),
                 compact=body.truncation != "disabled",
                 deferred=frozenset(s.name for s in specs or ()) | hosted.approvals,
+                guard=guard,
             )
             data = {
                 "model": resolved.name,
@@ -210,7 +216,7 @@ class ResponseRun:
         run = cls(state, record, setup, [*changes, *given])
         run.exit = exit
         run.history = history
-        run.streaming = body.stream
+        run.streaming = body.stream or bool(body.background)  # both are readable while they run
         run.mapper.include = frozenset(include)
         run.mapper.approvals = frozenset(setup.deferred & hosted.approvals)
         run.mapper.listing = list(hosted.listed)
@@ -343,7 +349,8 @@ class ResponseRun:
                 except Exception as error:  # the store failed: the turn is marked when the conversation is next held
                     log.warning("could not mark turn %s interrupted: %s", turn_id, error)
                 with contextlib.suppress(Exception):
-                    await self._record("cancelled", {"completed_at": time.time()})
+                    status, data = self.cancelled_as
+                    await self._record(status, {"completed_at": time.time(), **data})
                     assert self.response is not None
                     for event in self.mapper.finish(self.response):
                         self._emit(queue, event)
@@ -551,21 +558,10 @@ def _config_changes(conversation: Conversation, instructions: str | None, specs:
     return [ConfigChange(**change)] if change else []
 
 
-def _policy(state: ServerState, body: ResponseCreate, budget: int, resolved: ResolvedModel) -> CompactionPolicy:
-    threshold, target = state.config.compact_threshold, state.config.compact_target
-    for setting in body.context_management or ():
-        if setting.compact_threshold:
-            threshold = min(0.95, max(0.05, setting.compact_threshold / budget))
-            target = min(target, threshold * 0.6)
-    return CompactionPolicy(threshold=threshold, target=target, summariser_input_tokens=summary_input(resolved))
-
-
-def summary_input(resolved: ResolvedModel) -> int:
-    """How much of a folded span the summariser is shown: what fits its window beside the prompt, the previous
-    summary and its answer (its window: the configured one, or the summariser's own when smaller), at most the
-    policy's default. A summary request over the summariser's window would be refused and fall back to a digest."""
-    window = min(resolved.context_window, resolved.summariser.profile.context_window or resolved.context_window)
-    return max(1_000, min(CompactionPolicy().summariser_input_tokens, int(window * 0.6)))
+def _policy(resolved: ResolvedModel, body: ResponseCreate, budget: int) -> RequestPolicy:
+    asked = request_policy(resolved.compaction, body.context_management, budget)
+    policy = dataclasses.replace(asked.policy, summariser_input_tokens=resolved.summary_input())
+    return dataclasses.replace(asked, policy=policy)
 
 
 def _response_error(error: BaseException | None, outcome: TurnEvent | None) -> dict[str, Any]:

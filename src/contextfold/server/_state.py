@@ -6,14 +6,16 @@ cache, whose entries are used by one turn at a time under the conversation's loc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from .._errors import AuthenticationError
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore
+from ._background_runs import BackgroundRuns
 from ._config import ServerConfig
+from ._guardrails import Guardrails
 from ._locks import ConversationLocks, ViewCache
 from ._metrics import Metrics
 from ._registry import ModelRegistry
@@ -34,8 +36,11 @@ class ServerState:
     keys_required: bool
     ingestor: Ingestor | None = None
     """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
+    guardrails: Guardrails = field(init=False)
+    background: BackgroundRuns = field(default_factory=BackgroundRuns)
 
     def __post_init__(self) -> None:
+        self.guardrails = Guardrails(self.config.guardrails, self.registry)
         self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it
 
 

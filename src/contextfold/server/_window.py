@@ -76,7 +76,10 @@ async def conversation_lines(registry: ModelRegistry, conversation: Conversation
     return served_lines(resolved, conversation.view.max_output_tokens)
 
 
-async def context_report(conversation: Conversation, lines: Lines, config: ServerConfig) -> dict[str, Any]:
+async def context_report(
+    conversation: Conversation, lines: Lines, config: ServerConfig, resolved: ResolvedModel | None = None
+) -> dict[str, Any]:
+    """`resolved`: the served model whose compaction settings are in force (None: the server's own)."""
     view = conversation.view
     window, reserved, budget = lines.context_window, lines.reserved_output, lines.budget
     tokens = {
@@ -116,12 +119,11 @@ async def context_report(conversation: Conversation, lines: Lines, config: Serve
         "budget": budget,
         "tokens": {**tokens, "total": view.tokens, "estimated": view.estimated_tokens},
         "utilisation": round(100 * view.tokens / budget, 2) if budget > 0 else None,
-        "compaction": {
-            "threshold": config.compact_threshold,
-            "target": config.compact_target,
-            "trigger_tokens": int(config.compact_threshold * budget),
-            "target_tokens": int(config.compact_target * budget),
-        },
+        "compaction": (
+            resolved.compaction.describe(budget, summariser_name(resolved))
+            if resolved is not None
+            else config.compaction.describe(budget)
+        ),
         "events": view.head,
         "items_in_view": len(view.items),
         "pinned": sorted(view.pinned),
@@ -152,3 +154,10 @@ def _compaction(event: Any) -> dict[str, Any] | None:
         "created_at": event.created_at,
         "error": event.error,
     }
+
+
+def summariser_name(resolved: ResolvedModel) -> str:
+    """Who writes this model's summaries, by name (`none`: deterministic digests only)."""
+    if resolved.summariser is None:
+        return "none"
+    return resolved.name if resolved.summariser is resolved.model else resolved.compaction.summariser

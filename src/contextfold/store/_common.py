@@ -100,7 +100,7 @@ def redact(event: AnyEvent) -> AnyEvent:
     if isinstance(event, Reasoning):
         return replace(event, data={}, text=None, redacted=True, tokens=0)
     if isinstance(event, Compaction):
-        return replace(event, summary=None, redacted=True, tokens=0)
+        return replace(event, summary=None, carried=[], redacted=True, tokens=0)
     return event
 
 

@@ -195,6 +195,21 @@ SQLITE: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        6,
+        "background responses: their stream events and cancel requests",
+        (
+            """CREATE TABLE response_events (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                PRIMARY KEY (response_id, seq)
+            )""",
+            """CREATE TABLE response_cancels (
+                response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
+            )""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -337,6 +352,21 @@ POSTGRES: tuple[Migration, ...] = (
             # A small pending list: inserts stay batched (ingestion is several times faster than without one), and
             # it is merged often enough that the planner, which prices it as cost, keeps choosing the index.
             "CREATE INDEX chunks_search ON chunks USING GIN (tsv) WITH (gin_pending_list_limit = 256)",
+        ),
+    ),
+    Migration(
+        6,
+        "background responses: their stream events and cancel requests",
+        (
+            """CREATE TABLE response_events (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                seq BIGINT NOT NULL,
+                event TEXT NOT NULL,
+                PRIMARY KEY (response_id, seq)
+            )""",
+            """CREATE TABLE response_cancels (
+                response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
+            )""",
         ),
     ),
 )

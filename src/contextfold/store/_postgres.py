@@ -36,6 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from .. import _tracing as tracing
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
 from ._common import (
@@ -54,6 +55,7 @@ from ._postgres_anchors import PostgresAnchors
 from ._postgres_knowledge import PostgresKnowledge
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import PostgresRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 
 Conn = AsyncConnection[TupleRow]
@@ -107,6 +109,7 @@ class PostgresStore:
         self._leases = PostgresLeases(self._connection)
         self._anchors = PostgresAnchors(self._connection)
         self._knowledge = PostgresKnowledge(self._connection)
+        self._runs = PostgresRuns(self._connection)
 
     @property
     def conversations(self) -> _PostgresConversations:
@@ -131,6 +134,10 @@ class PostgresStore:
     @property
     def knowledge(self) -> PostgresKnowledge:
         return self._knowledge
+
+    @property
+    def runs(self) -> PostgresRuns:
+        return self._runs
 
     @classmethod
     async def open(
@@ -167,7 +174,7 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; driver failures come out classified (`classify`)."""
         try:
-            async with self._pool.connection() as conn:
+            async with tracing.store_call("postgresql", "round trip"), self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             error = classify(exc, self._where)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .. import _tracing as tracing
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
 from ._common import (
@@ -34,6 +35,7 @@ from ._common import (
 )
 from ._migrations import SQLITE, Migration, plan
 from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._runs import SQLiteRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_knowledge import SQLiteKnowledge
@@ -113,7 +115,8 @@ class Worker:
             raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+        async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     def close(self) -> None:
         def _close() -> None:
@@ -140,6 +143,7 @@ class SQLiteStore:
         self._leases = SQLiteLeases(self._writer)
         self._anchors = SQLiteAnchors(self._writer, self._reader)
         self._knowledge = SQLiteKnowledge(self._writer, self._reader)
+        self._runs = SQLiteRuns(self._writer, self._reader)
 
     @property
     def conversations(self) -> _SQLiteConversations:
@@ -164,6 +168,10 @@ class SQLiteStore:
     @property
     def knowledge(self) -> SQLiteKnowledge:
         return self._knowledge
+
+    @property
+    def runs(self) -> SQLiteRuns:
+        return self._runs
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:

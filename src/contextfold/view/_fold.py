@@ -146,7 +146,7 @@ class View:
             self.open_turns[turn_id] = marker.seq
             return
         start = self.open_turns.pop(turn_id, None)
-        if marker.status in ("failed", "interrupted"):
+        if marker.status in ("failed", "interrupted", "blocked"):
             self._drop(self._items_of_turn(turn_id, start))
             self.offset = 0
 
@@ -333,6 +333,7 @@ class View:
                 sorted((name, change.seq) for name, change in self.config_events.items()),
             ),
             "summary": None if summary is None else (summary.seq, summary.summary),
+            "carried": [] if summary is None else list(summary.carried),
             "stale": self.summary_stale,
             "covers": self.covers,
             "open_turns": sorted(self.open_turns.items()),

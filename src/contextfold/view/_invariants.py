@@ -23,7 +23,7 @@ def check(log: Sequence[Event], view: View, budget: int | None = None, *, in_tur
     """
     problems: list[str] = []
     deleted = {seq for e in log if isinstance(e, Deletion) for seq in e.targets}
-    failed = {e.turn_id for e in log if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted")}
+    failed = {e.turn_id for e in log if isinstance(e, TurnMarker) and e.status in ("failed", "interrupted", "blocked")}
     window = view.window()
 
     # 1. Tool calls and results pair up; a parallel batch is all in or all out.

@@ -15,7 +15,7 @@ const RESTATING = new Set(['compaction', 'deletion', 'pin']);
 function restates(event) {
   return (
     RESTATING.has(event.type) ||
-    (event.type === 'turn' && (event.status === 'failed' || event.status === 'interrupted'))
+    (event.type === 'turn' && (event.status === 'failed' || event.status === 'interrupted' || event.status === 'blocked'))
   );
 }
 

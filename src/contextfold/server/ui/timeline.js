@@ -8,7 +8,7 @@ export const STATES = [
   ['in_view', 'In view', 'sent to the model as it is'],
   ['masked', 'Masked', 'a tool output the model sees as a short placeholder'],
   ['folded', 'Folded', 'covered by the summary or dropped by a compaction'],
-  ['failed', 'Failed', 'from a failed or interrupted turn, never sent again'],
+  ['failed', 'Failed', 'from a failed, interrupted or blocked turn, never sent again'],
   ['erased', 'Erased', 'deleted: only the tombstone is left'],
   ['marker', 'Markers', 'turns, requests, configuration, pins'],
   ['compaction', 'Compactions', 'compaction events with their summaries'],
