@@ -7,7 +7,6 @@ Deletions cascade through foreign keys, so a deleted file leaves no chunk behind
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,34 +15,23 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ._knowledge import (
-    CANDIDATES,
-    Attributes,
-    ChunkHit,
     FileRecord,
     Order,
     VectorFile,
     VectorStoreRecord,
-    check_attributes,
-    check_file_ids,
-    check_page_limit,
-    check_status,
     file_missing,
     file_of,
-    fts_match,
     store_missing,
     store_of,
     vector_file_missing,
     vector_file_of,
 )
+from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
     KnowledgeSQL,
     file_params,
     finished_params,
-    hits_of,
-    new_file,
-    new_store,
     page_cursor,
-    store_changes,
     store_params,
 )
 from ._postgres_serving import Connect
@@ -65,12 +53,10 @@ class _Pooled:
         self._connect = connect
 
 
-class PostgresFiles(_Pooled):
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = new_file(tenant, filename, purpose, content)
+class PostgresFiles(_Pooled, BaseFiles):
+    async def _put(self, record: FileRecord, content: bytes) -> None:
         async with self._connect() as conn:
             await conn.execute(_SQL.insert_file, file_params(record, content))
-        return record
 
     async def get(self, file_id: str, *, tenant: str) -> FileRecord:
         async with self._connect() as conn:
@@ -84,16 +70,9 @@ class PostgresFiles(_Pooled):
             raise file_missing(file_id)
         return bytes(row[0])
 
-    async def list(
-        self,
-        *,
-        tenant: str,
-        purpose: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
+    async def _list(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
     ) -> list[FileRecord]:
-        check_page_limit(limit, most=10_001)
         async with self._connect() as conn:
             cursor = await _cursor(conn, "files", after, tenant)
             cur = await conn.execute(*_SQL.list_files(tenant, purpose, cursor, limit, order))
@@ -106,34 +85,26 @@ class PostgresFiles(_Pooled):
                 raise file_missing(file_id)
 
 
-class PostgresVectorStores(_Pooled):
-    async def create(
-        self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
-    ) -> VectorStoreRecord:
-        record = new_store(tenant, name, metadata, data)
+class PostgresVectorStores(_Pooled, BaseVectorStores):
+    async def _create(self, record: VectorStoreRecord) -> None:
         async with self._connect() as conn:
             await conn.execute(_SQL.insert_store, store_params(record))
-        return record
 
     async def get(self, vector_store_id: str, *, tenant: str) -> VectorStoreRecord:
         async with self._connect() as conn:
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
 
-    async def list(
-        self, *, tenant: str, after: str | None = None, limit: int = 20, order: Order = "desc"
-    ) -> list[VectorStoreRecord]:
-        check_page_limit(limit)
+    async def _list(self, tenant: str, after: str | None, limit: int, order: Order) -> list[VectorStoreRecord]:
         async with self._connect() as conn:
             cursor = await _cursor(conn, "vector_stores", after, tenant)
             cur = await conn.execute(*_SQL.list_stores(tenant, cursor, limit, order))
             return [await _with_counts(conn, tuple(row)) for row in await cur.fetchall()]
 
-    async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+    async def _update(
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
     ) -> VectorStoreRecord:
-        name, shown = store_changes(name, metadata)
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.update_store, (name, shown, time.time(), vector_store_id, tenant))
+            cur = await conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
             if cur.rowcount == 0:
                 raise store_missing(vector_store_id)
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
@@ -145,47 +116,35 @@ class PostgresVectorStores(_Pooled):
                 raise store_missing(vector_store_id)
 
 
-class PostgresVectorFiles(_Pooled):
-    async def add(
-        self,
-        vector_store_id: str,
-        file_ids: Sequence[str],
-        *,
-        tenant: str,
-        attributes: Attributes,
-        chunking: dict[str, int],
-        batch_id: str | None = None,
+class PostgresVectorFiles(_Pooled, BaseVectorFiles):
+    async def _add(
+        self, vector_store_id: str, file_ids: list[str], tenant: str, row: tuple[str, str, str | None]
     ) -> list[VectorFile]:
-        ids = check_file_ids(file_ids)
-        attrs, chunks = json.dumps(check_attributes(attributes)), json.dumps(chunking)
         async with self._connect() as conn:
             async with conn.transaction():
                 await _store_row(conn, vector_store_id, tenant)
-                for file_id in ids:
+                for file_id in file_ids:
                     await _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
                 now = time.time()
-                for file_id in ids:
-                    await conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, attrs, chunks, batch_id))
+                for file_id in file_ids:
+                    await conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
                 await conn.execute(_SQL.touch_store, (now, vector_store_id))
-            return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in ids]
+            return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in file_ids]
 
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
         async with self._connect() as conn:
             return await _vector_file(conn, vector_store_id, file_id, tenant)
 
-    async def list(
+    async def _list(
         self,
         vector_store_id: str,
-        *,
         tenant: str,
-        status: str | None = None,
-        batch_id: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
+        status: str | None,
+        batch_id: str | None,
+        after: str | None,
+        limit: int,
+        order: Order,
     ) -> list[VectorFile]:
-        check_page_limit(limit, most=10_001)
-        check_status(status)
         async with self._connect() as conn:
             await _store_row(conn, vector_store_id, tenant)
             cursor = None
@@ -195,10 +154,9 @@ class PostgresVectorFiles(_Pooled):
             cur = await conn.execute(*_SQL.list_vector_files(vector_store_id, status, batch_id, cursor, limit, order))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
-    async def update(self, vector_store_id: str, file_id: str, *, tenant: str, attributes: Attributes) -> VectorFile:
-        shown = json.dumps(check_attributes(attributes))
+    async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile:
         async with self._connect() as conn:
-            await conn.execute(_SQL.update_vector_file, (shown, vector_store_id, file_id, tenant))
+            await conn.execute(_SQL.update_vector_file, (attributes, vector_store_id, file_id, tenant))
             return await _vector_file(conn, vector_store_id, file_id, tenant)
 
     async def remove(self, vector_store_id: str, file_id: str, *, tenant: str) -> None:
@@ -209,16 +167,15 @@ class PostgresVectorFiles(_Pooled):
                 raise vector_file_missing(vector_store_id, file_id)
 
 
-class PostgresIndex(_Pooled):
+class PostgresIndex(_Pooled, BaseIndex):
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
             cur = await conn.execute(_SQL.pending, (limit,))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
-    async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+    async def _finish(
+        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
     ) -> bool:
-        texts = list(chunks or ())
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
             cur = await conn.execute(_SQL.file_status + " FOR UPDATE", (vector_store_id, file_id))
@@ -226,14 +183,14 @@ class PostgresIndex(_Pooled):
             if row is None or row[0] != "in_progress":
                 return False
             await conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
-            if error is None and texts:  # COPY: one round trip for all of a file's chunks
+            if error is None and chunks:  # COPY: one round trip for all of a file's chunks
                 async with (
                     conn.cursor() as cur,
                     cur.copy("COPY chunks (vector_store_id, file_id, position, text) FROM STDIN") as copy,
                 ):
-                    for n, text in enumerate(texts):
+                    for n, text in enumerate(chunks):
                         await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", "")))
-            await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, texts, error))
+            await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         return True
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
@@ -248,19 +205,9 @@ class PostgresIndex(_Pooled):
             cur = await conn.execute(_SQL.chunks, (vector_store_id, file_id))
             return [str(row[0]) for row in await cur.fetchall()]
 
-    async def search(
-        self,
-        vector_store_ids: Sequence[str],
-        query: str,
-        *,
-        tenant: str,
-        file_ids: Sequence[str] | None = None,
-        limit: int = 10,
-    ) -> list[ChunkHit]:
-        check_page_limit(limit)
-        terms = fts_match(query)
-        if terms is None or (file_ids is not None and not file_ids):
-            return []
+    async def _search(
+        self, vector_store_ids: list[str], tenant: str, terms: list[str], file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[Any, ...]]:
         tsquery = " || ".join(["plainto_tsquery('english', %s)"] * len(terms))
         only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
         # The query is spelled inline (not joined from a subquery) so the planner sees a constant and reads the GIN
@@ -282,14 +229,16 @@ class PostgresIndex(_Pooled):
                 (
                     *terms,
                     *terms,
-                    list(vector_store_ids),
+                    vector_store_ids,
                     *([list(file_ids)] if file_ids is not None else []),
-                    limit * CANDIDATES,
+                    limit,
                 ),
             )
-            rows = await cur.fetchall()
-        # ts_rank is small (about 0.1 for one match): scaled to weigh in the score as a BM25 rank does
-        return hits_of(rows, terms, limit, lambda rank: rank * 10)
+            return [tuple(row) for row in await cur.fetchall()]
+
+    @staticmethod
+    def _rank(rank: float) -> float:
+        return rank * 10  # ts_rank is small (about 0.1 for one match): scaled to weigh as a BM25 rank does
 
 
 async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:

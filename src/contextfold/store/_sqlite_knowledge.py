@@ -13,34 +13,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._knowledge import (
-    CANDIDATES,
-    Attributes,
-    ChunkHit,
     FileRecord,
     Order,
     VectorFile,
     VectorStoreRecord,
-    check_attributes,
-    check_file_ids,
-    check_page_limit,
-    check_status,
     file_missing,
     file_of,
-    fts_match,
     store_missing,
     store_of,
     vector_file_missing,
     vector_file_of,
 )
+from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
     KnowledgeSQL,
     file_params,
     finished_params,
-    hits_of,
-    new_file,
-    new_store,
     page_cursor,
-    store_changes,
     store_params,
 )
 
@@ -62,11 +51,9 @@ class _Workers:
         self._reader = reader
 
 
-class SQLiteFiles(_Workers):
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = new_file(tenant, filename, purpose, content)
+class SQLiteFiles(_Workers, BaseFiles):
+    async def _put(self, record: FileRecord, content: bytes) -> None:
         await self._writer.run(_put_file, record, content)
-        return record
 
     async def get(self, file_id: str, *, tenant: str) -> FileRecord:
         return await self._reader.run(_file, file_id, tenant)
@@ -74,99 +61,72 @@ class SQLiteFiles(_Workers):
     async def content(self, file_id: str, *, tenant: str) -> bytes:
         return await self._reader.run(_content, file_id, tenant)
 
-    async def list(
-        self,
-        *,
-        tenant: str,
-        purpose: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
+    async def _list(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
     ) -> list[FileRecord]:
-        check_page_limit(limit, most=10_001)
         return await self._reader.run(_list_files, tenant, purpose, after, limit, order)
 
     async def delete(self, file_id: str, *, tenant: str) -> None:
         await self._writer.run(_delete_file, file_id, tenant)
 
 
-class SQLiteVectorStores(_Workers):
-    async def create(
-        self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
-    ) -> VectorStoreRecord:
-        record = new_store(tenant, name, metadata, data)
+class SQLiteVectorStores(_Workers, BaseVectorStores):
+    async def _create(self, record: VectorStoreRecord) -> None:
         await self._writer.run(_create_store, record)
-        return record
 
     async def get(self, vector_store_id: str, *, tenant: str) -> VectorStoreRecord:
         return await self._reader.run(_store, vector_store_id, tenant)
 
-    async def list(
-        self, *, tenant: str, after: str | None = None, limit: int = 20, order: Order = "desc"
-    ) -> list[VectorStoreRecord]:
-        check_page_limit(limit)
+    async def _list(self, tenant: str, after: str | None, limit: int, order: Order) -> list[VectorStoreRecord]:
         return await self._reader.run(_list_stores, tenant, after, limit, order)
 
-    async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+    async def _update(
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
     ) -> VectorStoreRecord:
-        return await self._writer.run(_update_store, vector_store_id, tenant, *store_changes(name, metadata))
+        return await self._writer.run(_update_store, vector_store_id, tenant, name, metadata)
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
         await self._writer.run(_delete_store, vector_store_id, tenant)
 
 
-class SQLiteVectorFiles(_Workers):
-    async def add(
-        self,
-        vector_store_id: str,
-        file_ids: Sequence[str],
-        *,
-        tenant: str,
-        attributes: Attributes,
-        chunking: dict[str, int],
-        batch_id: str | None = None,
+class SQLiteVectorFiles(_Workers, BaseVectorFiles):
+    async def _add(
+        self, vector_store_id: str, file_ids: list[str], tenant: str, row: tuple[str, str, str | None]
     ) -> list[VectorFile]:
-        ids = check_file_ids(file_ids)
-        row = (json.dumps(check_attributes(attributes)), json.dumps(chunking), batch_id)
-        return await self._writer.run(_add, vector_store_id, ids, tenant, row)
+        return await self._writer.run(_add, vector_store_id, file_ids, tenant, row)
 
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
         return await self._reader.run(_vector_file, vector_store_id, file_id, tenant)
 
-    async def list(
+    async def _list(
         self,
         vector_store_id: str,
-        *,
         tenant: str,
-        status: str | None = None,
-        batch_id: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
+        status: str | None,
+        batch_id: str | None,
+        after: str | None,
+        limit: int,
+        order: Order,
     ) -> list[VectorFile]:
-        check_page_limit(limit, most=10_001)
-        check_status(status)
         return await self._reader.run(
             _list_vector_files, vector_store_id, tenant, status, batch_id, after, limit, order
         )
 
-    async def update(self, vector_store_id: str, file_id: str, *, tenant: str, attributes: Attributes) -> VectorFile:
-        shown = json.dumps(check_attributes(attributes))
-        return await self._writer.run(_update_vector_file, vector_store_id, file_id, tenant, shown)
+    async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile:
+        return await self._writer.run(_update_vector_file, vector_store_id, file_id, tenant, attributes)
 
     async def remove(self, vector_store_id: str, file_id: str, *, tenant: str) -> None:
         await self._writer.run(_remove, vector_store_id, file_id, tenant)
 
 
-class SQLiteIndex(_Workers):
+class SQLiteIndex(_Workers, BaseIndex):
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         return await self._reader.run(_pending, limit)
 
-    async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+    async def _finish(
+        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
     ) -> bool:
-        return await self._writer.run(_finish, vector_store_id, file_id, list(chunks or ()), error)
+        return await self._writer.run(_finish, vector_store_id, file_id, chunks, error)
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         return await self._writer.run(_cancel, vector_store_id, batch_id, tenant)
@@ -174,22 +134,15 @@ class SQLiteIndex(_Workers):
     async def chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
         return await self._reader.run(_chunks, vector_store_id, file_id, tenant)
 
-    async def search(
-        self,
-        vector_store_ids: Sequence[str],
-        query: str,
-        *,
-        tenant: str,
-        file_ids: Sequence[str] | None = None,
-        limit: int = 10,
-    ) -> list[ChunkHit]:
-        check_page_limit(limit)
-        terms = fts_match(query)
-        if terms is None or (file_ids is not None and not file_ids):
-            return []
+    async def _search(
+        self, vector_store_ids: list[str], tenant: str, terms: list[str], file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[Any, ...]]:
         match = " OR ".join(f'"{term}"' for term in terms)
-        rows = await self._reader.run(_search, list(vector_store_ids), tenant, match, file_ids, limit * CANDIDATES)
-        return hits_of(rows, terms, limit, lambda bm25: -bm25)  # BM25 is lower for a better match
+        return await self._reader.run(_search, vector_store_ids, tenant, match, file_ids, limit)
+
+    @staticmethod
+    def _rank(rank: float) -> float:
+        return -rank  # BM25 is lower for a better match
 
 
 # --- functions that run on a worker thread ------------------------------------------------------------------
