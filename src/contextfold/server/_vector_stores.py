@@ -31,6 +31,8 @@ router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"])
 Tenant = Annotated[str, Depends(tenant_of)]
 State = Annotated[ServerState, Depends(state_of)]
 Order = Literal["asc", "desc"]
+FileFilter = Literal["in_progress", "completed", "failed", "cancelled"]
+"""The `filter` of a listing of a vector store's files: one status."""
 _KNOWN = frozenset({"name", "file_ids", "metadata", "expires_after", "chunking_strategy", "description"})
 
 
@@ -208,12 +210,9 @@ async def list_files(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
+    filter: FileFilter | None = None,
 ) -> dict[str, Any]:
-    found = await state.store.knowledge.vector_files.list(
-        vector_store_id, tenant=tenant, status=filter, after=after, limit=limit + 1, order=order
-    )
-    return list_page([vector_file_object(f) for f in found[:limit]], len(found) > limit)
+    return await _files_page(state, vector_store_id, tenant, None, filter, after, limit, order)
 
 
 @router.get("/{vector_store_id}/files/{file_id}")
@@ -325,11 +324,25 @@ async def list_batch_files(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
+    filter: FileFilter | None = None,
 ) -> dict[str, Any]:
     await _batch(state, tenant, vector_store_id, batch_id)
+    return await _files_page(state, vector_store_id, tenant, batch_id, filter, after, limit, order)
+
+
+async def _files_page(
+    state: ServerState,
+    vector_store_id: str,
+    tenant: str,
+    batch_id: str | None,
+    status: FileFilter | None,
+    after: str | None,
+    limit: int,
+    order: Order,
+) -> dict[str, Any]:
+    """A page of the store's files (of one batch, given `batch_id`); one row more than the page says if more follow."""
     found = await state.store.knowledge.vector_files.list(
-        vector_store_id, tenant=tenant, status=filter, batch_id=batch_id, after=after, limit=limit + 1, order=order
+        vector_store_id, tenant=tenant, status=status, batch_id=batch_id, after=after, limit=limit + 1, order=order
     )
     return list_page([vector_file_object(f) for f in found[:limit]], len(found) > limit)
 
