@@ -23,7 +23,7 @@ from ._knowledge import (
     check_status,
     fts_match,
 )
-from ._knowledge_sql import hits_of, new_file, new_store, store_changes
+from ._knowledge_sql import FilesQuery, hits_of, new_file, new_store, store_changes
 
 MAX_LISTED_FILES = 10_001
 """How long a page of files (or of a vector store's files) may be: the HTTP edge lists up to 10,000, and reads one
@@ -97,16 +97,7 @@ class BaseVectorFiles(ABC):
         """Queue the (checked, distinct) files with `row`: their attributes and chunking (JSON) and batch."""
 
     @abstractmethod
-    async def _list(
-        self,
-        vector_store_id: str,
-        tenant: str,
-        status: str | None,
-        batch_id: str | None,
-        after: str | None,
-        limit: int,
-        order: Order,
-    ) -> list[VectorFile]: ...
+    async def _list(self, vector_store_id: str, tenant: str, query: FilesQuery) -> list[VectorFile]: ...
 
     @abstractmethod
     async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile: ...
@@ -137,7 +128,7 @@ class BaseVectorFiles(ABC):
     ) -> list[VectorFile]:
         check_page_limit(limit, most=MAX_LISTED_FILES)
         check_status(status)
-        return await self._list(vector_store_id, tenant, status, batch_id, after, limit, order)
+        return await self._list(vector_store_id, tenant, FilesQuery(status, batch_id, after, limit, order))
 
     async def update(self, vector_store_id: str, file_id: str, *, tenant: str, attributes: Attributes) -> VectorFile:
         return await self._update(vector_store_id, file_id, tenant, json.dumps(check_attributes(attributes)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..events import new_id
@@ -71,6 +72,17 @@ def store_params(record: VectorStoreRecord) -> tuple[Any, ...]:
         json.dumps(record.data),
         record.last_active_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FilesQuery:
+    """A checked listing of a vector store's files: which of them (a status, a batch) and which page."""
+
+    status: str | None
+    batch_id: str | None
+    after: str | None
+    limit: int
+    order: Order
 
 
 def page_cursor(row: Sequence[Any] | None, after: str) -> tuple[float, str]:
@@ -182,22 +194,16 @@ class KnowledgeSQL:
         )
 
     def list_vector_files(
-        self,
-        vector_store_id: str,
-        status: str | None,
-        batch_id: str | None,
-        cursor: tuple[float, str] | None,
-        limit: int,
-        order: Order,
+        self, vector_store_id: str, query: FilesQuery, cursor: tuple[float, str] | None
     ) -> tuple[str, tuple[Any, ...]]:
         m = self.mark
-        clause, params = page_clause(m, order, cursor, "file_id")
+        clause, params = page_clause(m, query.order, cursor, "file_id")
         where, extra = "", []
-        if status is not None:
-            where, extra = f" AND status = {m}", [status]
-        if batch_id is not None:
-            where, extra = where + f" AND batch_id = {m}", [*extra, batch_id]
+        if query.status is not None:
+            where, extra = f" AND status = {m}", [query.status]
+        if query.batch_id is not None:
+            where, extra = where + f" AND batch_id = {m}", [*extra, query.batch_id]
         sql = (
             f"SELECT {VECTOR_FILE_COLUMNS} FROM vector_store_files WHERE vector_store_id = {m}{where}{clause} LIMIT {m}"
         )
-        return sql, (vector_store_id, *extra, *params, limit)
+        return sql, (vector_store_id, *extra, *params, query.limit)

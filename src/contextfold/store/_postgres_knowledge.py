@@ -28,6 +28,7 @@ from ._knowledge import (
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
+    FilesQuery,
     KnowledgeSQL,
     file_params,
     finished_params,
@@ -135,23 +136,14 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
         async with self._connect() as conn:
             return await _vector_file(conn, vector_store_id, file_id, tenant)
 
-    async def _list(
-        self,
-        vector_store_id: str,
-        tenant: str,
-        status: str | None,
-        batch_id: str | None,
-        after: str | None,
-        limit: int,
-        order: Order,
-    ) -> list[VectorFile]:
+    async def _list(self, vector_store_id: str, tenant: str, query: FilesQuery) -> list[VectorFile]:
         async with self._connect() as conn:
             await _store_row(conn, vector_store_id, tenant)
             cursor = None
-            if after is not None:
-                cur = await conn.execute(_SQL.vector_file_cursor, (vector_store_id, after))
-                cursor = page_cursor(await cur.fetchone(), after)
-            cur = await conn.execute(*_SQL.list_vector_files(vector_store_id, status, batch_id, cursor, limit, order))
+            if query.after is not None:
+                cur = await conn.execute(_SQL.vector_file_cursor, (vector_store_id, query.after))
+                cursor = page_cursor(await cur.fetchone(), query.after)
+            cur = await conn.execute(*_SQL.list_vector_files(vector_store_id, query, cursor))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
     async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile:

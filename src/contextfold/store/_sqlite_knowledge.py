@@ -26,6 +26,7 @@ from ._knowledge import (
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
+    FilesQuery,
     KnowledgeSQL,
     file_params,
     finished_params,
@@ -98,19 +99,8 @@ class SQLiteVectorFiles(_Workers, BaseVectorFiles):
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
         return await self._reader.run(_vector_file, vector_store_id, file_id, tenant)
 
-    async def _list(
-        self,
-        vector_store_id: str,
-        tenant: str,
-        status: str | None,
-        batch_id: str | None,
-        after: str | None,
-        limit: int,
-        order: Order,
-    ) -> list[VectorFile]:
-        return await self._reader.run(
-            _list_vector_files, vector_store_id, tenant, status, batch_id, after, limit, order
-        )
+    async def _list(self, vector_store_id: str, tenant: str, query: FilesQuery) -> list[VectorFile]:
+        return await self._reader.run(_list_vector_files, vector_store_id, tenant, query)
 
     async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile:
         return await self._writer.run(_update_vector_file, vector_store_id, file_id, tenant, attributes)
@@ -263,20 +253,14 @@ def _vector_file(conn: sqlite3.Connection, vector_store_id: str, file_id: str, t
 
 
 def _list_vector_files(
-    conn: sqlite3.Connection,
-    vector_store_id: str,
-    tenant: str,
-    status: str | None,
-    batch_id: str | None,
-    after: str | None,
-    limit: int,
-    order: Order,
+    conn: sqlite3.Connection, vector_store_id: str, tenant: str, query: FilesQuery
 ) -> list[VectorFile]:
     _store_row(conn, vector_store_id, tenant)
     cursor = None
-    if after is not None:
-        cursor = page_cursor(conn.execute(_SQL.vector_file_cursor, (vector_store_id, after)).fetchone(), after)
-    sql, params = _SQL.list_vector_files(vector_store_id, status, batch_id, cursor, limit, order)
+    if query.after is not None:
+        found = conn.execute(_SQL.vector_file_cursor, (vector_store_id, query.after)).fetchone()
+        cursor = page_cursor(found, query.after)
+    sql, params = _SQL.list_vector_files(vector_store_id, query, cursor)
     return [vector_file_of(row) for row in conn.execute(sql, params).fetchall()]
 
 
