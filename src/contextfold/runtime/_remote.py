@@ -49,7 +49,7 @@ from ._events import (
 )
 from ._remote_errors import json_of, translated
 from ._remote_events import CompactionDone, ResponseTranslator
-from ._session import SessionStatus, TurnResult, result_of
+from ._session import SessionStatus, TurnResult, cancel_turn, relay, result_of
 from ._tools import Tool, ToolLike
 
 _INTERRUPTED = "interrupted by the caller"
@@ -148,13 +148,9 @@ class RemoteSession:
         queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
         task = asyncio.create_task(self._drive(turn_id, text, queue), name=f"remote turn {turn_id}")
         self._task = task
-        try:
-            while (event := await queue.get()) is not None:
+        async with contextlib.aclosing(relay(task, queue)) as events:
+            async for event in events:
                 yield event
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def turn(self, content: str | Sequence[Part]) -> TurnResult:
         """Run a turn to its end; a failed turn raises the error it failed with."""
@@ -162,13 +158,7 @@ class RemoteSession:
 
     async def interrupt(self) -> bool:
         """Cancel the running turn (the server marks it interrupted). Returns whether a turn was running."""
-        task = self._task
-        if task is None or task.done():
-            return False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(task, return_exceptions=True)
-        return True
+        return await cancel_turn(self._task)
 
     @property
     def running(self) -> bool:

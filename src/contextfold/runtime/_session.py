@@ -90,13 +90,9 @@ class Session:
         queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
         task = asyncio.create_task(self._drive(setup, turn_id, parts, queue), name=f"turn {turn_id}")
         self._task = task  # set before the first await: checking and claiming the session is one step
-        try:
-            while (event := await queue.get()) is not None:
+        async with contextlib.aclosing(relay(task, queue)) as events:
+            async for event in events:
                 yield event
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def turn(self, content: str | Sequence[Part]) -> TurnResult:
         """Run a turn to its end and return the result; a failed turn raises the error it failed with."""
@@ -145,13 +141,7 @@ class Session:
 
     async def interrupt(self) -> bool:
         """Cancel the running turn, which is marked interrupted. Returns whether a turn was running."""
-        task = self._task
-        if task is None or task.done():
-            return False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(task, return_exceptions=True)
-        return True
+        return await cancel_turn(self._task)
 
     # --- controls -------------------------------------------------------------------------------------------------
 
@@ -226,6 +216,29 @@ class Session:
             compactions=totals.compactions,
             running=self.running,
         )
+
+
+async def relay(task: asyncio.Task[None], queue: asyncio.Queue[TurnEvent | None]) -> AsyncGenerator[TurnEvent, None]:
+    """The events a turn's task puts on `queue`, up to its closing None (a local and a remote session stream their
+    turns alike). Closed early, it cancels the task; either way it returns only once the task has ended, so the
+    session is idle again when the stream is done."""
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def cancel_turn(task: asyncio.Task[None] | None) -> bool:
+    """Cancel a turn's task and wait for it to end; whether it was running."""
+    if task is None or task.done():
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(task, return_exceptions=True)
+    return True
 
 
 async def result_of(session_id: str, events: AsyncIterator[TurnEvent]) -> TurnResult:

@@ -13,6 +13,7 @@ other servers' clients send and OpenAI has not (`provider_id`, `embedding_model`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -31,6 +32,30 @@ router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"])
 Tenant = Annotated[str, Depends(tenant_of)]
 State = Annotated[ServerState, Depends(state_of)]
 Order = Literal["asc", "desc"]
+FileFilter = Literal["in_progress", "completed", "failed", "cancelled"]
+"""The `filter` of a listing of a vector store's files: one status."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PageQuery:
+    after: str | None
+    limit: int
+    order: Order
+    filter: FileFilter | None
+
+
+def _page_query(
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Order = "desc",
+    filter: FileFilter | None = None,
+) -> _PageQuery:
+    """The query of both listings of a vector store's files (all of them, a batch's), declared once."""
+    return _PageQuery(after, limit, order, filter)
+
+
+FilesPage = Annotated[_PageQuery, Depends(_page_query)]
+
 _KNOWN = frozenset({"name", "file_ids", "metadata", "expires_after", "chunking_strategy", "description"})
 
 
@@ -205,15 +230,9 @@ async def list_files(
     vector_store_id: str,
     tenant: Tenant,
     state: State,
-    after: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    order: Order = "desc",
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
+    page: FilesPage,
 ) -> dict[str, Any]:
-    found = await state.store.knowledge.vector_files.list(
-        vector_store_id, tenant=tenant, status=filter, after=after, limit=limit + 1, order=order
-    )
-    return list_page([vector_file_object(f) for f in found[:limit]], len(found) > limit)
+    return await _files_page(state, vector_store_id, tenant, None, page)
 
 
 @router.get("/{vector_store_id}/files/{file_id}")
@@ -322,16 +341,26 @@ async def list_batch_files(
     batch_id: str,
     tenant: Tenant,
     state: State,
-    after: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    order: Order = "desc",
-    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None,
+    page: FilesPage,
 ) -> dict[str, Any]:
     await _batch(state, tenant, vector_store_id, batch_id)
+    return await _files_page(state, vector_store_id, tenant, batch_id, page)
+
+
+async def _files_page(
+    state: ServerState, vector_store_id: str, tenant: str, batch_id: str | None, page: _PageQuery
+) -> dict[str, Any]:
+    """A page of the store's files (of one batch, given `batch_id`); one row more than the page says if more follow."""
     found = await state.store.knowledge.vector_files.list(
-        vector_store_id, tenant=tenant, status=filter, batch_id=batch_id, after=after, limit=limit + 1, order=order
+        vector_store_id,
+        tenant=tenant,
+        status=page.filter,
+        batch_id=batch_id,
+        after=page.after,
+        limit=page.limit + 1,
+        order=page.order,
     )
-    return list_page([vector_file_object(f) for f in found[:limit]], len(found) > limit)
+    return list_page([vector_file_object(f) for f in found[: page.limit]], len(found) > page.limit)
 
 
 # --- search -------------------------------------------------------------------------------------------------------

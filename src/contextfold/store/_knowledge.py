@@ -10,7 +10,9 @@ until `index.finish` writes its chunks (status `completed`) or its error (`faile
 restarted server finds what it must still ingest with `index.pending`. Deleting a file erases its bytes and, by
 cascade, every chunk made from them; removing it from one vector store erases that store's chunks of it.
 
-As in `_common` and `_serving`, the rules live here, so the SQLite and PostgreSQL stores differ only in SQL.
+As in `_common` and `_serving`, the rules live here; each call's checks run once in `_knowledge_base` and the SQL
+both dialects share is spelled once in `_knowledge_sql`, so the SQLite and PostgreSQL stores differ only in what
+their SQL truly spells differently (full-text search, bulk chunk writes, row locks) and their connections.
 """
 
 from __future__ import annotations

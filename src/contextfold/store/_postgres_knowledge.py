@@ -7,7 +7,6 @@ Deletions cascade through foreign keys, so a deleted file leaves no chunk behind
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -15,42 +14,31 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from ..events import new_id
 from ._knowledge import (
-    CANDIDATES,
-    FILE_COLUMNS,
-    STORE_COLUMNS,
-    VECTOR_FILE_COLUMNS,
-    Attributes,
-    ChunkHit,
     FileRecord,
     Order,
     VectorFile,
     VectorStoreRecord,
-    after_missing,
-    best_hits,
-    check_attributes,
-    check_file_ids,
-    check_filename,
-    check_metadata,
-    check_name,
-    check_page_limit,
-    check_purpose,
-    check_status,
     file_missing,
     file_of,
-    fts_match,
-    page_clause,
-    score_of,
     store_missing,
     store_of,
     vector_file_missing,
     vector_file_of,
 )
+from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
+from ._knowledge_sql import (
+    FilesQuery,
+    KnowledgeSQL,
+    file_params,
+    finished_params,
+    page_cursor,
+    store_params,
+)
 from ._postgres_serving import Connect
-from ._serving import check_tenant
 
 Conn = AsyncConnection[TupleRow]
+_SQL = KnowledgeSQL("%s")
 
 
 class PostgresKnowledge:
@@ -66,22 +54,10 @@ class _Pooled:
         self._connect = connect
 
 
-class PostgresFiles(_Pooled):
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = FileRecord(
-            new_id("file"),
-            check_tenant(tenant),
-            check_filename(filename),
-            check_purpose(purpose),
-            len(content),
-            time.time(),
-        )
+class PostgresFiles(_Pooled, BaseFiles):
+    async def _put(self, record: FileRecord, content: bytes) -> None:
         async with self._connect() as conn:
-            await conn.execute(
-                f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (record.id, record.tenant, record.filename, record.purpose, record.bytes, record.created_at, content),
-            )
-        return record
+            await conn.execute(_SQL.insert_file, file_params(record, content))
 
     async def get(self, file_id: str, *, tenant: str) -> FileRecord:
         async with self._connect() as conn:
@@ -89,274 +65,141 @@ class PostgresFiles(_Pooled):
 
     async def content(self, file_id: str, *, tenant: str) -> bytes:
         async with self._connect() as conn:
-            cur = await conn.execute("SELECT content FROM files WHERE id = %s AND tenant = %s", (file_id, tenant))
+            cur = await conn.execute(_SQL.content, (file_id, tenant))
             row = await cur.fetchone()
         if row is None:
             raise file_missing(file_id)
         return bytes(row[0])
 
-    async def list(
-        self,
-        *,
-        tenant: str,
-        purpose: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
+    async def _list(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
     ) -> list[FileRecord]:
-        check_page_limit(limit, most=10_001)
         async with self._connect() as conn:
-            clause, params = page_clause("%s", order, await _cursor(conn, "files", after, tenant))
-            where = " AND purpose = %s" if purpose else ""
-            cur = await conn.execute(
-                f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = %s{where}{clause} LIMIT %s",
-                (tenant, *([purpose] if purpose else []), *params, limit),
-            )
+            cursor = await _cursor(conn, "files", after, tenant)
+            cur = await conn.execute(*_SQL.list_files(tenant, purpose, cursor, limit, order))
             return [file_of(row) for row in await cur.fetchall()]
 
     async def delete(self, file_id: str, *, tenant: str) -> None:
         async with self._connect() as conn:
-            cur = await conn.execute("DELETE FROM files WHERE id = %s AND tenant = %s", (file_id, tenant))
+            cur = await conn.execute(_SQL.delete_file, (file_id, tenant))
             if cur.rowcount == 0:
                 raise file_missing(file_id)
 
 
-class PostgresVectorStores(_Pooled):
-    async def create(
-        self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
-    ) -> VectorStoreRecord:
-        now = time.time()
-        record = VectorStoreRecord(
-            new_id("vs"), check_tenant(tenant), now, check_name(name), check_metadata(metadata), dict(data), now
-        )
+class PostgresVectorStores(_Pooled, BaseVectorStores):
+    async def _create(self, record: VectorStoreRecord) -> None:
         async with self._connect() as conn:
-            await conn.execute(
-                f"INSERT INTO vector_stores ({STORE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    record.id,
-                    record.tenant,
-                    record.created_at,
-                    record.name,
-                    json.dumps(record.metadata),
-                    json.dumps(record.data),
-                    record.last_active_at,
-                ),
-            )
-        return record
+            await conn.execute(_SQL.insert_store, store_params(record))
 
     async def get(self, vector_store_id: str, *, tenant: str) -> VectorStoreRecord:
         async with self._connect() as conn:
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
 
-    async def list(
-        self, *, tenant: str, after: str | None = None, limit: int = 20, order: Order = "desc"
-    ) -> list[VectorStoreRecord]:
-        check_page_limit(limit)
+    async def _list(self, tenant: str, after: str | None, limit: int, order: Order) -> list[VectorStoreRecord]:
         async with self._connect() as conn:
-            clause, params = page_clause("%s", order, await _cursor(conn, "vector_stores", after, tenant))
-            cur = await conn.execute(
-                f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE tenant = %s{clause} LIMIT %s",
-                (tenant, *params, limit),
-            )
+            cursor = await _cursor(conn, "vector_stores", after, tenant)
+            cur = await conn.execute(*_SQL.list_stores(tenant, cursor, limit, order))
             return [await _with_counts(conn, tuple(row)) for row in await cur.fetchall()]
 
-    async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+    async def _update(
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
     ) -> VectorStoreRecord:
-        check_name(name)
-        shown = None if metadata is None else json.dumps(check_metadata(metadata))
         async with self._connect() as conn:
-            cur = await conn.execute(
-                "UPDATE vector_stores SET name = coalesce(%s, name), metadata = coalesce(%s, metadata),"
-                " last_active_at = %s WHERE id = %s AND tenant = %s",
-                (name, shown, time.time(), vector_store_id, tenant),
-            )
+            cur = await conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
             if cur.rowcount == 0:
                 raise store_missing(vector_store_id)
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
         async with self._connect() as conn:
-            cur = await conn.execute(
-                "DELETE FROM vector_stores WHERE id = %s AND tenant = %s", (vector_store_id, tenant)
-            )
+            cur = await conn.execute(_SQL.delete_store, (vector_store_id, tenant))
             if cur.rowcount == 0:
                 raise store_missing(vector_store_id)
 
 
-class PostgresVectorFiles(_Pooled):
-    async def add(
-        self,
-        vector_store_id: str,
-        file_ids: Sequence[str],
-        *,
-        tenant: str,
-        attributes: Attributes,
-        chunking: dict[str, int],
-        batch_id: str | None = None,
+class PostgresVectorFiles(_Pooled, BaseVectorFiles):
+    async def _add(
+        self, vector_store_id: str, file_ids: list[str], tenant: str, row: tuple[str, str, str | None]
     ) -> list[VectorFile]:
-        ids = check_file_ids(file_ids)
-        attrs, chunks = json.dumps(check_attributes(attributes)), json.dumps(chunking)
         async with self._connect() as conn:
             async with conn.transaction():
                 await _store_row(conn, vector_store_id, tenant)
-                for file_id in ids:
+                for file_id in file_ids:
                     await _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
                 now = time.time()
-                for file_id in ids:
-                    await conn.execute(
-                        f"""INSERT INTO vector_store_files ({VECTOR_FILE_COLUMNS})
-                            VALUES (%s, %s, %s, %s, 'in_progress', %s, %s, NULL, 0, %s)
-                            ON CONFLICT (vector_store_id, file_id) DO UPDATE SET status = 'in_progress',
-                                attributes = EXCLUDED.attributes, chunking = EXCLUDED.chunking, last_error = NULL,
-                                batch_id = EXCLUDED.batch_id, created_at = EXCLUDED.created_at""",
-                        (vector_store_id, file_id, tenant, now, attrs, chunks, batch_id),
-                    )
-                await conn.execute("UPDATE vector_stores SET last_active_at = %s WHERE id = %s", (now, vector_store_id))
-            return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in ids]
+                for file_id in file_ids:
+                    await conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
+                await conn.execute(_SQL.touch_store, (now, vector_store_id))
+            return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in file_ids]
 
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
         async with self._connect() as conn:
             return await _vector_file(conn, vector_store_id, file_id, tenant)
 
-    async def list(
-        self,
-        vector_store_id: str,
-        *,
-        tenant: str,
-        status: str | None = None,
-        batch_id: str | None = None,
-        after: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
-    ) -> list[VectorFile]:
-        check_page_limit(limit, most=10_001)
-        check_status(status)
+    async def _list(self, vector_store_id: str, tenant: str, query: FilesQuery) -> list[VectorFile]:
         async with self._connect() as conn:
             await _store_row(conn, vector_store_id, tenant)
             cursor = None
-            if after is not None:
-                cur = await conn.execute(
-                    "SELECT created_at, file_id FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s",
-                    (vector_store_id, after),
-                )
-                found = await cur.fetchone()
-                if found is None:
-                    raise after_missing(after)
-                cursor = (float(found[0]), str(found[1]))
-            clause, params = page_clause("%s", order, cursor, "file_id")
-            where, extra = "", []
-            if status is not None:
-                where, extra = " AND status = %s", [status]
-            if batch_id is not None:
-                where, extra = where + " AND batch_id = %s", [*extra, batch_id]
-            cur = await conn.execute(
-                f"SELECT {VECTOR_FILE_COLUMNS} FROM vector_store_files WHERE vector_store_id = %s{where}{clause}"
-                " LIMIT %s",
-                (vector_store_id, *extra, *params, limit),
-            )
+            if query.after is not None:
+                cur = await conn.execute(_SQL.vector_file_cursor, (vector_store_id, query.after))
+                cursor = page_cursor(await cur.fetchone(), query.after)
+            cur = await conn.execute(*_SQL.list_vector_files(vector_store_id, query, cursor))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
-    async def update(self, vector_store_id: str, file_id: str, *, tenant: str, attributes: Attributes) -> VectorFile:
-        shown = json.dumps(check_attributes(attributes))
+    async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile:
         async with self._connect() as conn:
-            await conn.execute(
-                "UPDATE vector_store_files SET attributes = %s"
-                " WHERE vector_store_id = %s AND file_id = %s AND tenant = %s",
-                (shown, vector_store_id, file_id, tenant),
-            )
+            await conn.execute(_SQL.update_vector_file, (attributes, vector_store_id, file_id, tenant))
             return await _vector_file(conn, vector_store_id, file_id, tenant)
 
     async def remove(self, vector_store_id: str, file_id: str, *, tenant: str) -> None:
         async with self._connect() as conn:
-            cur = await conn.execute(
-                "DELETE FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s AND tenant = %s",
-                (vector_store_id, file_id, tenant),
-            )
+            cur = await conn.execute(_SQL.remove_vector_file, (vector_store_id, file_id, tenant))
             if cur.rowcount == 0:
                 await _store_row(conn, vector_store_id, tenant)
                 raise vector_file_missing(vector_store_id, file_id)
 
 
-class PostgresIndex(_Pooled):
+class PostgresIndex(_Pooled, BaseIndex):
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
-            cur = await conn.execute(
-                f"SELECT {VECTOR_FILE_COLUMNS} FROM vector_store_files WHERE status = 'in_progress'"
-                " ORDER BY created_at, vector_store_id, file_id LIMIT %s",
-                (limit,),
-            )
+            cur = await conn.execute(_SQL.pending, (limit,))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
-    async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+    async def _finish(
+        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
     ) -> bool:
-        texts = list(chunks or ())
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
-            cur = await conn.execute(
-                "SELECT status FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s FOR UPDATE",
-                (vector_store_id, file_id),
-            )
+            cur = await conn.execute(_SQL.file_status + " FOR UPDATE", (vector_store_id, file_id))
             row = await cur.fetchone()
             if row is None or row[0] != "in_progress":
                 return False
-            await conn.execute(
-                "DELETE FROM chunks WHERE vector_store_id = %s AND file_id = %s", (vector_store_id, file_id)
-            )
-            if error is None and texts:  # COPY: one round trip for all of a file's chunks
+            await conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
+            if error is None and chunks:  # COPY: one round trip for all of a file's chunks
                 async with (
                     conn.cursor() as cur,
                     cur.copy("COPY chunks (vector_store_id, file_id, position, text) FROM STDIN") as copy,
                 ):
-                    for n, text in enumerate(texts):
+                    for n, text in enumerate(chunks):
                         await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", "")))
-            usage = sum(len(text.encode()) for text in texts) if error is None else 0
-            await conn.execute(
-                "UPDATE vector_store_files SET status = %s, last_error = %s, usage_bytes = %s"
-                " WHERE vector_store_id = %s AND file_id = %s",
-                (
-                    "failed" if error else "completed",
-                    json.dumps(error) if error else None,
-                    usage,
-                    vector_store_id,
-                    file_id,
-                ),
-            )
+            await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         return True
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         async with self._connect() as conn:
             await _store_row(conn, vector_store_id, tenant)
-            cur = await conn.execute(
-                "UPDATE vector_store_files SET status = 'cancelled' WHERE vector_store_id = %s AND batch_id = %s"
-                " AND status = 'in_progress'",
-                (vector_store_id, batch_id),
-            )
+            cur = await conn.execute(_SQL.cancel, (vector_store_id, batch_id))
             return int(cur.rowcount)
 
     async def chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
         async with self._connect() as conn:
             await _vector_file(conn, vector_store_id, file_id, tenant)
-            cur = await conn.execute(
-                "SELECT text FROM chunks WHERE vector_store_id = %s AND file_id = %s ORDER BY position",
-                (vector_store_id, file_id),
-            )
+            cur = await conn.execute(_SQL.chunks, (vector_store_id, file_id))
             return [str(row[0]) for row in await cur.fetchall()]
 
-    async def search(
-        self,
-        vector_store_ids: Sequence[str],
-        query: str,
-        *,
-        tenant: str,
-        file_ids: Sequence[str] | None = None,
-        limit: int = 10,
-    ) -> list[ChunkHit]:
-        check_page_limit(limit)
-        terms = fts_match(query)
-        if terms is None or (file_ids is not None and not file_ids):
-            return []
+    async def _search(
+        self, vector_store_ids: list[str], tenant: str, terms: list[str], file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[Any, ...]]:
         tsquery = " || ".join(["plainto_tsquery('english', %s)"] * len(terms))
         only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
         # The query is spelled inline (not joined from a subquery) so the planner sees a constant and reads the GIN
@@ -378,24 +221,20 @@ class PostgresIndex(_Pooled):
                 (
                     *terms,
                     *terms,
-                    list(vector_store_ids),
+                    vector_store_ids,
                     *([list(file_ids)] if file_ids is not None else []),
-                    limit * CANDIDATES,
+                    limit,
                 ),
             )
-            rows = await cur.fetchall()
-        # ts_rank is small (about 0.1 for one match): scaled to weigh in the score as a BM25 rank does
-        hits = [
-            ChunkHit(
-                str(vs), str(fid), str(name), str(text), score_of(terms, text, float(rank) * 10), json.loads(attrs)
-            )
-            for vs, fid, name, text, rank, attrs in rows
-        ]
-        return best_hits(hits, limit)
+            return [tuple(row) for row in await cur.fetchall()]
+
+    @staticmethod
+    def _rank(rank: float) -> float:
+        return rank * 10  # ts_rank is small (about 0.1 for one match): scaled to weigh as a BM25 rank does
 
 
 async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:
-    cur = await conn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE id = %s AND tenant = %s", (file_id, tenant))
+    cur = await conn.execute(_SQL.file, (file_id, tenant))
     row = await cur.fetchone()
     if row is None:
         raise file_missing(file_id)
@@ -405,17 +244,12 @@ async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:
 async def _cursor(conn: Conn, table: str, after: str | None, tenant: str) -> tuple[float, str] | None:
     if after is None:
         return None
-    cur = await conn.execute(f"SELECT created_at, id FROM {table} WHERE id = %s AND tenant = %s", (after, tenant))
-    row = await cur.fetchone()
-    if row is None:
-        raise after_missing(after)
-    return float(row[0]), str(row[1])
+    cur = await conn.execute(_SQL.cursor(table), (after, tenant))
+    return page_cursor(await cur.fetchone(), after)
 
 
 async def _store_row(conn: Conn, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
-    cur = await conn.execute(
-        f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE id = %s AND tenant = %s", (vector_store_id, tenant)
-    )
+    cur = await conn.execute(_SQL.store, (vector_store_id, tenant))
     row = await cur.fetchone()
     if row is None:
         raise store_missing(vector_store_id)
@@ -423,23 +257,15 @@ async def _store_row(conn: Conn, vector_store_id: str, tenant: str) -> tuple[Any
 
 
 async def _with_counts(conn: Conn, row: tuple[Any, ...]) -> VectorStoreRecord:
-    cur = await conn.execute(
-        "SELECT status, count(*) FROM vector_store_files WHERE vector_store_id = %s GROUP BY status", (row[0],)
-    )
+    cur = await conn.execute(_SQL.store_counts, (row[0],))
     counts = await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE vector_store_id = %s", (row[0],)
-    )
+    cur = await conn.execute(_SQL.store_usage, (row[0],))
     usage = await cur.fetchone()
     return store_of(row, counts, int(usage[0]) if usage else 0)
 
 
 async def _vector_file(conn: Conn, vector_store_id: str, file_id: str, tenant: str) -> VectorFile:
-    cur = await conn.execute(
-        f"SELECT {VECTOR_FILE_COLUMNS} FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s"
-        " AND tenant = %s",
-        (vector_store_id, file_id, tenant),
-    )
+    cur = await conn.execute(_SQL.vector_file, (vector_store_id, file_id, tenant))
     row = await cur.fetchone()
     if row is None:
         await _store_row(conn, vector_store_id, tenant)

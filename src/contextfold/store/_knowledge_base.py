@@ -1,0 +1,174 @@
+"""The knowledge protocols' calls as both stores answer them: each checks its arguments and builds its records here,
+then hands a store's own method (`_put`, `_list`, ...) only what it must write or read, so the SQLite and PostgreSQL
+stores cannot drift in what they accept."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from ._knowledge import (
+    CANDIDATES,
+    Attributes,
+    ChunkHit,
+    FileRecord,
+    Order,
+    VectorFile,
+    VectorStoreRecord,
+    check_attributes,
+    check_file_ids,
+    check_page_limit,
+    check_status,
+    fts_match,
+)
+from ._knowledge_sql import FilesQuery, hits_of, new_file, new_store, store_changes
+
+MAX_LISTED_FILES = 10_001
+"""How long a page of files (or of a vector store's files) may be: the HTTP edge lists up to 10,000, and reads one
+row more to say whether more follow."""
+
+
+class BaseFiles(ABC):
+    @abstractmethod
+    async def _put(self, record: FileRecord, content: bytes) -> None: ...
+
+    @abstractmethod
+    async def _list(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
+    ) -> list[FileRecord]: ...
+
+    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
+        record = new_file(tenant, filename, purpose, content)
+        await self._put(record, content)
+        return record
+
+    async def list(
+        self,
+        *,
+        tenant: str,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+        order: Order = "desc",
+    ) -> list[FileRecord]:
+        check_page_limit(limit, most=MAX_LISTED_FILES)
+        return await self._list(tenant, purpose, after, limit, order)
+
+
+class BaseVectorStores(ABC):
+    @abstractmethod
+    async def _create(self, record: VectorStoreRecord) -> None: ...
+
+    @abstractmethod
+    async def _list(self, tenant: str, after: str | None, limit: int, order: Order) -> list[VectorStoreRecord]: ...
+
+    @abstractmethod
+    async def _update(
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+    ) -> VectorStoreRecord:
+        """Set the name and the metadata (JSON) where they are not None."""
+
+    async def create(
+        self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
+    ) -> VectorStoreRecord:
+        record = new_store(tenant, name, metadata, data)
+        await self._create(record)
+        return record
+
+    async def list(
+        self, *, tenant: str, after: str | None = None, limit: int = 20, order: Order = "desc"
+    ) -> list[VectorStoreRecord]:
+        check_page_limit(limit)
+        return await self._list(tenant, after, limit, order)
+
+    async def update(
+        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+    ) -> VectorStoreRecord:
+        return await self._update(vector_store_id, tenant, *store_changes(name, metadata))
+
+
+class BaseVectorFiles(ABC):
+    @abstractmethod
+    async def _add(
+        self, vector_store_id: str, file_ids: list[str], tenant: str, row: tuple[str, str, str | None]
+    ) -> list[VectorFile]:
+        """Queue the (checked, distinct) files with `row`: their attributes and chunking (JSON) and batch."""
+
+    @abstractmethod
+    async def _list(self, vector_store_id: str, tenant: str, query: FilesQuery) -> list[VectorFile]: ...
+
+    @abstractmethod
+    async def _update(self, vector_store_id: str, file_id: str, tenant: str, attributes: str) -> VectorFile: ...
+
+    async def add(
+        self,
+        vector_store_id: str,
+        file_ids: Sequence[str],
+        *,
+        tenant: str,
+        attributes: Attributes,
+        chunking: dict[str, int],
+        batch_id: str | None = None,
+    ) -> list[VectorFile]:
+        row = (json.dumps(check_attributes(attributes)), json.dumps(chunking), batch_id)
+        return await self._add(vector_store_id, check_file_ids(file_ids), tenant, row)
+
+    async def list(
+        self,
+        vector_store_id: str,
+        *,
+        tenant: str,
+        status: str | None = None,
+        batch_id: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+        order: Order = "desc",
+    ) -> list[VectorFile]:
+        check_page_limit(limit, most=MAX_LISTED_FILES)
+        check_status(status)
+        return await self._list(vector_store_id, tenant, FilesQuery(status, batch_id, after, limit, order))
+
+    async def update(self, vector_store_id: str, file_id: str, *, tenant: str, attributes: Attributes) -> VectorFile:
+        return await self._update(vector_store_id, file_id, tenant, json.dumps(check_attributes(attributes)))
+
+
+class BaseIndex(ABC):
+    @abstractmethod
+    async def _finish(
+        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+    ) -> bool: ...
+
+    @abstractmethod
+    async def _search(
+        self, vector_store_ids: list[str], tenant: str, terms: list[str], file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The best `limit` chunks' rows (vector store, file, filename, text, rank, attributes) that hold any of
+        `terms`, in the tenant's stores (a missing one is NotFoundError) and, given `file_ids`, of those files."""
+
+    @staticmethod
+    @abstractmethod
+    def _rank(rank: float) -> float:
+        """The dialect's full-text rank as one where higher is better, on BM25's scale."""
+
+    async def finish(
+        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+    ) -> bool:
+        return await self._finish(vector_store_id, file_id, list(chunks or ()), error)
+
+    async def search(
+        self,
+        vector_store_ids: Sequence[str],
+        query: str,
+        *,
+        tenant: str,
+        file_ids: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> list[ChunkHit]:
+        check_page_limit(limit)
+        terms = fts_match(query)
+        if terms is None or (file_ids is not None and not file_ids):
+            return []
+        rows = await self._search(list(vector_store_ids), tenant, terms, file_ids, limit * CANDIDATES)
+        return hits_of(rows, terms, limit, self._rank)
