@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, GenerationMode
+from schemathesis.core import NotSet
 from schemathesis.core.errors import InvalidSchema
 from schemathesis.core.result import Err, Ok
 from schemathesis.specs.openapi.checks import negative_data_rejection
@@ -227,7 +228,8 @@ def _strings(node: object, path: str = "") -> list[tuple[str, list[object]]]:
     return found
 
 
-BODIES = sorted(label for label, op in OPERATIONS.items() if op.body)
+BODIES = sorted(label for label, op in OPERATIONS.items() if op.body and not _multipart(op))
+"""The operations with a JSON body (an upload is multipart: its text fields are never decoded as JSON escapes)."""
 
 
 @pytest.mark.parametrize("label", BODIES)
@@ -240,7 +242,10 @@ def test_a_lone_surrogate_anywhere_in_any_body_is_a_400_naming_it(api: Api, labe
     @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), data=st.data())
     def fuzz(case: Any, data: st.DataObject) -> None:
         _aim(case, data, api, GenerationMode.POSITIVE)
-        body = case.body if isinstance(case.body, dict) else {"body": case.body}
+        if isinstance(case.body, NotSet):  # an optional body left out: the surrogate goes into one of its own
+            body: Any = {}
+        else:
+            body = case.body if isinstance(case.body, dict) else {"body": case.body}
         leaves = [leaf for leaf in _strings(body) if leaf[0]]
         into: bool = data.draw(st.booleans(), label="into a string of the body")
         if leaves and into:

@@ -173,16 +173,17 @@ async def small(tmp_path: Path) -> Any:
 
 
 def post_routes(served: Served) -> list[str]:
-    """Every POST route of the app's OpenAPI document, with any path parameter filled in (a body too large or too
-    deep is refused before the route looks at it)."""
+    """Every POST route of the app's OpenAPI document that takes a JSON body, with any path parameter filled in (a
+    body too large or too deep is refused before the route looks at it; a route that takes none never reads one)."""
     paths = served.app.openapi()["paths"]
-    routes = [path for path, operations in paths.items() if "post" in operations and not _multipart(operations["post"])]
+    routes = [path for path, operations in paths.items() if "post" in operations and _json_body(operations["post"])]
     return [path.replace("{conversation_id}", "conv_x").replace("{response_id}", "resp_x") for path in routes]
 
 
-def _multipart(operation: dict[str, Any]) -> bool:
-    """A file upload takes multipart, not JSON, under its own limit (tests/test_server_files.py checks it)."""
-    return "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+def _json_body(operation: dict[str, Any]) -> bool:
+    """A file upload takes multipart, not JSON, under its own limit (tests/test_server_files.py checks it); a cancel
+    takes no body at all."""
+    return "application/json" in operation.get("requestBody", {}).get("content", {})
 
 
 def check_refusal(reply: httpx.Response, status: int, path: str) -> str:
