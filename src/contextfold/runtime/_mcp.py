@@ -185,6 +185,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def remote_of(tool: Tool) -> tuple[McpServer, str] | None:
+    """The server and the remote name behind a tool made by `mcp_tools` (None: not an MCP tool)."""
+    return (tool.server, tool.remote_name) if isinstance(tool, _McpTool) else None
+
+
 class _McpTool(Tool):
     """One remote tool: its schema as the server gave it, its arguments passed through as JSON."""
 

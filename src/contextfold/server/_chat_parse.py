@@ -35,7 +35,7 @@ import msgspec
 from .._errors import InvalidRequestError
 from ..events import Event, FilePart, ImagePart, Message, Part, Role, TextPart, ToolCall, ToolResult, ToolSpec, new_id
 from ..models import ModelSettings
-from ._items_fields import Item, _kind, _object, _optional_string, _shown, _string, _wrong
+from ._items_fields import Item, _kind, _object, optional_string_at, shown, string_at, wrong
 from ._items_input import _DETAILS, _IMAGE_URL_SCHEMES
 from ._proxy_types import ClientMessage, ProxyRequest
 
@@ -109,10 +109,10 @@ def parse_chat(body: object) -> ProxyRequest:
         raise InvalidRequestError(f"the request body must be a JSON object, not {_kind(body)}")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _wrong("model", "the name of a model (a non-empty string)", None if model == "" else model)
+        raise wrong("model", "the name of a model (a non-empty string)", None if model == "" else model)
     raw = body.get("messages")
     if not isinstance(raw, list):
-        raise _wrong("messages", "an array of messages", raw)
+        raise wrong("messages", "an array of messages", raw)
     if not raw:
         raise InvalidRequestError("messages is an empty array; send at least one message", "messages")
     parsed = [_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
@@ -179,7 +179,7 @@ def _message(raw: object, path: str) -> _Parsed:
             "message with the tool_call_id of the assistant's tool call",
             f"{path}.role",
         )
-    raise InvalidRequestError(f"{path}.role is {_shown(role)}; expected one of {_ROLES}", f"{path}.role")
+    raise InvalidRequestError(f"{path}.role is {shown(role)}; expected one of {_ROLES}", f"{path}.role")
 
 
 def _content(item: Item, path: str, role: str, *, required: bool = False) -> tuple[Part, ...]:
@@ -191,7 +191,7 @@ def _content(item: Item, path: str, role: str, *, required: bool = False) -> tup
     if content is None and not required:
         return ()
     if not isinstance(content, list):
-        raise _wrong(where, "a string or an array of content parts", content)
+        raise wrong(where, "a string or an array of content parts", content)
     parts = (_part(raw, f"{where}[{index}]", role) for index, raw in enumerate(content))
     return tuple(p for p in parts if not isinstance(p, TextPart) or p.text)
 
@@ -201,15 +201,15 @@ def _part(raw: object, path: str, role: str) -> Part:
     kind = part.get("type")
     allowed = _PARTS[role]
     if kind == "text":
-        return TextPart(_string(part, "text", path))
+        return TextPart(string_at(part, "text", path))
     if kind not in allowed or not isinstance(kind, str):
         if kind == "input_audio":
             hint = "audio is not supported by this proxy; send a transcript as a text part"
         else:
             hint = f"the content parts of a {role} message may be of type {' or '.join(allowed)}"
-        raise InvalidRequestError(f"{path}.type is {_shown(kind)}; {hint}", f"{path}.type")
+        raise InvalidRequestError(f"{path}.type is {shown(kind)}; {hint}", f"{path}.type")
     if kind == "refusal":
-        return TextPart(_string(part, "refusal", path))
+        return TextPart(string_at(part, "refusal", path))
     return _image(part, path) if kind == "image_url" else _file(part, path)
 
 
@@ -217,14 +217,14 @@ def _sub(item: Item, key: str, where: str, expected: str) -> Item:
     """A required object field (`where` is its path)."""
     value = item.get(key)
     if not isinstance(value, dict):
-        raise _wrong(where, expected, value)
+        raise wrong(where, expected, value)
     return value
 
 
 def _image(part: Item, path: str) -> ImagePart:
     where = f"{path}.image_url"
     image = _sub(part, "image_url", where, "an object with a url")
-    url = _string(image, "url", where)
+    url = string_at(image, "url", where)
     if not url.startswith(_IMAGE_URL_SCHEMES):
         raise InvalidRequestError(
             f"{where}.url must be an http(s) URL or a base64 data URL (data:image/png;base64,...)", f"{where}.url"
@@ -234,7 +234,7 @@ def _image(part: Item, path: str) -> ImagePart:
         return ImagePart(url)
     if not isinstance(detail, str) or detail not in _DETAILS:
         raise InvalidRequestError(
-            f"{where}.detail is {_shown(detail)}; expected one of auto, low, high or original", f"{where}.detail"
+            f"{where}.detail is {shown(detail)}; expected one of auto, low, high or original", f"{where}.detail"
         )
     return ImagePart(url, detail=_DETAILS[detail])
 
@@ -242,9 +242,9 @@ def _image(part: Item, path: str) -> ImagePart:
 def _file(part: Item, path: str) -> FilePart:
     where = f"{path}.file"
     file = _sub(part, "file", where, "an object with a file_id or file_data")
-    file_id = _optional_string(file, "file_id", where)
-    data = _optional_string(file, "file_data", where)
-    filename = _optional_string(file, "filename", where) or None
+    file_id = optional_string_at(file, "file_id", where)
+    data = optional_string_at(file, "file_data", where)
+    filename = optional_string_at(file, "filename", where) or None
     guessed = (mimetypes.guess_type(filename)[0] if filename else None) or "application/octet-stream"
     if file_id:
         return FilePart(media_type=guessed, file_id=file_id, filename=filename)
@@ -281,12 +281,12 @@ def _tool_call(raw: object, path: str) -> Call:
     kind = call.get("type", "function")
     if kind != "function":
         raise InvalidRequestError(
-            f"{path}.type is {_shown(kind)}; only function tool calls are supported", f"{path}.type"
+            f"{path}.type is {shown(kind)}; only function tool calls are supported", f"{path}.type"
         )
-    call_id = _string(call, "id", path, non_empty=True)
+    call_id = string_at(call, "id", path, non_empty=True)
     where = f"{path}.function"
     function = _sub(call, "function", where, "an object with name and arguments")
-    name = _string(function, "name", where, non_empty=True)
+    name = string_at(function, "name", where, non_empty=True)
     arguments = function.get("arguments")
     if not isinstance(arguments, str):
         raise InvalidRequestError(
@@ -317,7 +317,7 @@ def _check_call_ids(parsed: list[_Parsed]) -> None:
 
 
 def _tool_call_id(item: Item, path: str) -> str:
-    return _string(item, "tool_call_id", path, non_empty=True)
+    return string_at(item, "tool_call_id", path, non_empty=True)
 
 
 def _output(parts: tuple[Part, ...]) -> str:
@@ -362,12 +362,12 @@ def _tools(raw: object) -> tuple[ToolSpec, ...] | None:
         tool = _object(entry, path)
         if tool.get("type") != "function":
             raise InvalidRequestError(
-                f"{path}.type is {_shown(tool.get('type'))}; only function tools are supported", f"{path}.type"
+                f"{path}.type is {shown(tool.get('type'))}; only function tools are supported", f"{path}.type"
             )
         where = f"{path}.function"
         function = _sub(tool, "function", where, "an object with a name")
-        name = _string(function, "name", where, non_empty=True)
-        description = _optional_string(function, "description", where) or ""
+        name = string_at(function, "name", where, non_empty=True)
+        description = optional_string_at(function, "description", where) or ""
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequestError(
@@ -393,12 +393,12 @@ def _tool_choice(
     choice_object = _object(raw, "tool_choice")
     if choice_object.get("type") != "function":
         raise InvalidRequestError(
-            f"tool_choice.type is {_shown(choice_object.get('type'))}; only a named function "
+            f"tool_choice.type is {shown(choice_object.get('type'))}; only a named function "
             '({"type": "function", "function": {"name": ...}}) is supported',
             "tool_choice.type",
         )
     function = _sub(choice_object, "function", "tool_choice.function", "an object with a name")
-    name = _string(function, "name", "tool_choice.function", non_empty=True)
+    name = string_at(function, "name", "tool_choice.function", non_empty=True)
     if not any(spec.name == name for spec in tools or ()):
         raise InvalidRequestError(
             f"tool_choice.function.name {name!r} names no tool in tools; name one of the tools sent",

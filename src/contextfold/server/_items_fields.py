@@ -30,14 +30,14 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A found value for a message: `missing`, a quoted string, or the JSON type."""
     if value is None:
         return "missing"
     return repr(value) if isinstance(value, str) else _kind(value)
 
 
-def _wrong(where: str, expected: str, value: object) -> InvalidRequestError:
+def wrong(where: str, expected: str, value: object) -> InvalidRequestError:
     """The error for a field that is missing (null counts as missing) or not of the `expected` kind."""
     if value is None:
         return InvalidRequestError(f"{where} is missing; it must be {expected}", where)
@@ -50,27 +50,31 @@ def _object(value: object, path: str) -> Item:
     return value
 
 
-def _string(item: Item, key: str, path: str, *, non_empty: bool = False) -> str:
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def string_at(item: Item, key: str, path: str, *, non_empty: bool = False) -> str:
     """A required string field (`non_empty`: and not empty)."""
-    where = f"{path}.{key}"
+    where = _at(path, key)
     value = item.get(key)
     if not isinstance(value, str):
-        raise _wrong(where, "a string", value)
+        raise wrong(where, "a string", value)
     if non_empty and not value:
         raise InvalidRequestError(f"{where} is empty; it must be a non-empty string", where)
     return value
 
 
-def _optional_string(item: Item, key: str, path: str) -> str | None:
+def optional_string_at(item: Item, key: str, path: str) -> str | None:
     """An optional string field: absent and null both give None."""
     value = item.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise InvalidRequestError(f"{path}.{key} must be a string or null, not {_kind(value)}", f"{path}.{key}")
+    raise InvalidRequestError(f"{_at(path, key)} must be a string or null, not {_kind(value)}", _at(path, key))
 
 
 def _list(item: Item, key: str, path: str) -> list[object]:
     value = item.get(key)
     if not isinstance(value, list):
-        raise _wrong(f"{path}.{key}", "an array", value)
+        raise wrong(f"{path}.{key}", "an array", value)
     return value

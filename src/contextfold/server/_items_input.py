@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from .._errors import InvalidRequestError, PayloadTooLargeError
 from ..events import Event, FilePart, ImagePart, Message, Part, Reasoning, Role, TextPart, ToolCall, ToolResult, new_id
-from ._items_fields import _TEXT_PARTS, Item, _kind, _list, _object, _optional_string, _shown, _string, _wrong
+from ._items_fields import _TEXT_PARTS, Item, _kind, _list, _object, optional_string_at, shown, string_at, wrong
 from ._items_tools import (
     BUILTIN_SERVER_LABEL,
     RUN_ITEMS,
@@ -191,7 +191,7 @@ def _message(item: Item, path: str) -> Message:
     role = item.get("role")
     if not isinstance(role, str) or role not in _ROLES:
         raise InvalidRequestError(
-            f"{path}.role is {_shown(role)}; expected one of user, assistant, system or developer", f"{path}.role"
+            f"{path}.role is {shown(role)}; expected one of user, assistant, system or developer", f"{path}.role"
         )
     content = item.get("content")
     where = f"{path}.content"
@@ -200,7 +200,7 @@ def _message(item: Item, path: str) -> Message:
             raise InvalidRequestError(f"{where} is empty; a message needs some text or at least one part", where)
         return Message(role=_ROLES[role], content=[TextPart(content)])
     if not isinstance(content, list):
-        raise _wrong(where, "a string or an array of content parts", content)
+        raise wrong(where, "a string or an array of content parts", content)
     if not content:
         raise InvalidRequestError(f"{where} is an empty array; a message needs at least one content part", where)
     return Message(role=_ROLES[role], content=[_part(raw, f"{where}[{i}]") for i, raw in enumerate(content)])
@@ -210,11 +210,11 @@ def _part(raw: object, path: str) -> Part:
     part = _object(raw, path)
     kind = part.get("type")
     if not isinstance(kind, str):
-        raise InvalidRequestError(f"{path}.type is {_shown(kind)}; expected one of {_PART_TYPES}", f"{path}.type")
+        raise InvalidRequestError(f"{path}.type is {shown(kind)}; expected one of {_PART_TYPES}", f"{path}.type")
     if kind in _TEXT_PARTS:
-        return TextPart(_string(part, "text", path))
+        return TextPart(string_at(part, "text", path))
     if kind == "refusal":
-        return TextPart(_string(part, "refusal", path))
+        return TextPart(string_at(part, "refusal", path))
     if kind == "input_image":
         return _image(part, path)
     if kind == "input_file":
@@ -223,12 +223,12 @@ def _part(raw: object, path: str) -> Part:
 
 
 def _image(part: Item, path: str) -> ImagePart | FilePart:
-    url = _optional_string(part, "image_url", path)
-    file_id = _optional_string(part, "file_id", path)
+    url = optional_string_at(part, "image_url", path)
+    file_id = optional_string_at(part, "file_id", path)
     detail = part.get("detail")
     if detail is not None and (not isinstance(detail, str) or detail not in _DETAILS):
         raise InvalidRequestError(
-            f"{path}.detail is {_shown(detail)}; expected one of auto, low, high or original", f"{path}.detail"
+            f"{path}.detail is {shown(detail)}; expected one of auto, low, high or original", f"{path}.detail"
         )
     if url:
         if not url.startswith(_IMAGE_URL_SCHEMES):
@@ -247,9 +247,9 @@ def _image(part: Item, path: str) -> ImagePart | FilePart:
 
 
 def _file(part: Item, path: str) -> FilePart:
-    file_id = _optional_string(part, "file_id", path)
-    data = _optional_string(part, "file_data", path)
-    filename = _optional_string(part, "filename", path) or None
+    file_id = optional_string_at(part, "file_id", path)
+    data = optional_string_at(part, "file_data", path)
+    filename = optional_string_at(part, "filename", path) or None
     if part.get("file_url") is not None:
         raise InvalidRequestError(
             f"{path}.file_url is not supported; send the file's content as file_data (a base64 data URL) or a file_id",
@@ -279,18 +279,18 @@ def _texts(item: Item, key: str, part_type: str, path: str) -> list[dict[str, st
         part = _object(raw, part_path)
         if part.get("type") != part_type:
             raise InvalidRequestError(f"{part_path}.type must be {part_type!r}", f"{part_path}.type")
-        out.append({"type": part_type, "text": _string(part, "text", part_path)})
+        out.append({"type": part_type, "text": string_at(part, "text", part_path)})
     return out
 
 
 def _reasoning(item: Item, path: str) -> Reasoning:
     data: dict[str, Any] = {}
-    reasoning_id = _optional_string(item, "id", path)
+    reasoning_id = optional_string_at(item, "id", path)
     if reasoning_id is not None:
         data["id"] = reasoning_id
     summary = _texts(item, "summary", "summary_text", path) if item.get("summary") is not None else []
     data["summary"] = summary
-    encrypted = _optional_string(item, "encrypted_content", path)
+    encrypted = optional_string_at(item, "encrypted_content", path)
     if encrypted is not None:
         data["encrypted_content"] = encrypted
     if item.get("content") is not None:
@@ -300,11 +300,11 @@ def _reasoning(item: Item, path: str) -> Reasoning:
 
 
 def _compaction(item: Item, path: str) -> CompactionInput:
-    return CompactionInput(id=_optional_string(item, "id", path), summary=_string(item, "encrypted_content", path))
+    return CompactionInput(id=optional_string_at(item, "id", path), summary=string_at(item, "encrypted_content", path))
 
 
 def _item_reference(item: Item, path: str) -> ItemReference:
-    return ItemReference(_string(item, "id", path, non_empty=True))
+    return ItemReference(string_at(item, "id", path, non_empty=True))
 
 
 _PARSERS: dict[str, Callable[[Item, str], InputEntry]] = {

@@ -32,10 +32,10 @@ from ._items_fields import (
     _kind,
     _list,
     _object,
-    _optional_string,
-    _shown,
-    _string,
-    _wrong,
+    optional_string_at,
+    shown,
+    string_at,
+    wrong,
 )
 
 BUILTIN_SERVER_LABEL = "contextfold"
@@ -61,21 +61,21 @@ RunItem = Callable[[Item, str, str], tuple[ToolCall, ToolResult | None]]
 
 def function_call(item: Item, path: str, batch: str) -> ToolCall:
     return ToolCall(
-        call_id=_string(item, "call_id", path, non_empty=True),
-        name=_string(item, "name", path, non_empty=True),
-        arguments=_string(item, "arguments", path),
+        call_id=string_at(item, "call_id", path, non_empty=True),
+        name=string_at(item, "name", path, non_empty=True),
+        arguments=string_at(item, "arguments", path),
         batch_id=batch,
     )
 
 
 def function_call_output(item: Item, path: str) -> ToolResult:
-    call_id = _string(item, "call_id", path, non_empty=True)
+    call_id = string_at(item, "call_id", path, non_empty=True)
     output = item.get("output")
     where = f"{path}.output"
     if isinstance(output, str):
         return ToolResult(call_id=call_id, output=output)
     if not isinstance(output, list):
-        raise _wrong(where, "a string or an array of input_text parts", output)
+        raise wrong(where, "a string or an array of input_text parts", output)
     texts: list[str] = []
     for index, raw in enumerate(output):
         part_path = f"{where}[{index}]"
@@ -83,28 +83,28 @@ def function_call_output(item: Item, path: str) -> ToolResult:
         kind = part.get("type")
         if kind not in _TEXT_PARTS:
             raise InvalidRequestError(
-                f"{part_path}.type is {_shown(kind)}; tool outputs may only hold text (input_text parts)",
+                f"{part_path}.type is {shown(kind)}; tool outputs may only hold text (input_text parts)",
                 f"{part_path}.type",
             )
-        texts.append(_string(part, "text", part_path))
+        texts.append(string_at(part, "text", part_path))
     return ToolResult(call_id=call_id, output="\n".join(texts))
 
 
 def _mcp_tool_call(item: Item, path: str, batch: str) -> ToolCall:
     """The call an `mcp_call` or `mcp_approval_request` stands for, named as the model was offered the tool."""
-    label = _string(item, "server_label", path, non_empty=True)
-    name = _string(item, "name", path, non_empty=True)
+    label = string_at(item, "server_label", path, non_empty=True)
+    name = string_at(item, "name", path, non_empty=True)
     return ToolCall(
-        call_id=_string(item, "id", path, non_empty=True),
+        call_id=string_at(item, "id", path, non_empty=True),
         name=name if label == BUILTIN_SERVER_LABEL else exposed_name(label, name),
-        arguments=_string(item, "arguments", path),
+        arguments=string_at(item, "arguments", path),
         batch_id=batch,
     )
 
 
 def mcp_call(item: Item, path: str, batch: str) -> tuple[ToolCall, ToolResult | None]:
     call = _mcp_tool_call(item, path, batch)
-    output = _optional_string(item, "output", path)
+    output = optional_string_at(item, "output", path)
     error = item.get("error")
     if error is None and item.get("status") != "failed":
         if output is None:
@@ -140,11 +140,11 @@ def _error_text(error: object, path: str) -> str:
 
 
 def file_search_call(item: Item, path: str, batch: str) -> tuple[ToolCall, ToolResult | None]:
-    call_id = _string(item, "id", path, non_empty=True)
+    call_id = string_at(item, "id", path, non_empty=True)
     queries: list[str] = []
     for index, raw in enumerate(_list(item, "queries", path)):
         if not isinstance(raw, str):
-            raise _wrong(f"{path}.queries[{index}]", "a string", raw)
+            raise wrong(f"{path}.queries[{index}]", "a string", raw)
         queries.append(raw)
     call = ToolCall(
         call_id=call_id,
@@ -182,16 +182,16 @@ def approval_response(item: Item, path: str) -> ApprovalInput:
             f"{path}.approve",
         )
     return ApprovalInput(
-        request_id=_string(item, "approval_request_id", path, non_empty=True),
+        request_id=string_at(item, "approval_request_id", path, non_empty=True),
         approve=approve,
-        reason=_optional_string(item, "reason", path),
+        reason=optional_string_at(item, "reason", path),
         path=path,
     )
 
 
 def check_listing(item: Item, path: str) -> None:
     """An `mcp_list_tools` item is accepted when well formed; it adds nothing to the log (see the module doc)."""
-    _string(item, "server_label", path)
+    string_at(item, "server_label", path)
     for index, raw in enumerate(_list(item, "tools", path)):
         _object(raw, f"{path}.tools[{index}]")
 

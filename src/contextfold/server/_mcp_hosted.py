@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidRequestError, NotFoundError
 from ..events import Event, ToolCall, ToolResult, new_id
-from ..runtime._mcp import McpListingError, McpServer, McpTool, call_tool, list_tools, mcp_tools, split_name
+from ..runtime._mcp import McpListingError, McpServer, McpTool, call_tool, list_tools, mcp_tools, remote_of, split_name
 from ._items_input import CompactionInput, ItemReference
 from ._items_tools import ApprovalInput
 
@@ -224,19 +224,19 @@ async def answer_approvals(
                 param=f"{param}.approval_request_id",
             )
         tool = by_name.get(call.name)
+        remote = remote_of(tool) if tool is not None else None
         if not approve:
             reason = approval.get("reason")
             results.append(declined(call.call_id, reason if isinstance(reason, str) else None))
             continue
-        if tool is None:
+        if remote is None:
             label = (split_name(call.name) or ("", ""))[0]
             raise InvalidRequestError(
                 f"send the mcp tool of server {label!r} again with this request: the approved call runs on it",
                 param="tools",
             )
-        server, remote = tool.server, tool.remote_name  # type: ignore[attr-defined]
         arguments = json.loads(call.arguments or "{}")
-        output, is_error = await call_tool(server, remote, arguments if isinstance(arguments, dict) else {})
+        output, is_error = await call_tool(*remote, arguments if isinstance(arguments, dict) else {})
         results.append(ToolResult(call_id=call.call_id, output=output, is_error=is_error))
     return results
 

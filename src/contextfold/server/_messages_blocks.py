@@ -22,7 +22,7 @@ import json
 
 from .._errors import InvalidRequestError
 from ..events import Event, FilePart, ImagePart, Message, Part, Reasoning, TextPart, ToolCall, ToolResult, new_id
-from ._items_fields import _kind
+from ._items_fields import _kind, optional_string_at, shown, string_at, wrong
 
 PROVIDER = "anthropic"
 """The `Reasoning.provider` of thinking blocks, as the Anthropic adapter stores them."""
@@ -197,42 +197,7 @@ def _document(block: Body, path: str) -> FilePart:
 # --- field access -------------------------------------------------------------------------------------------------
 
 
-def _at(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def shown(value: object) -> str:
-    """A found value for a message: `missing`, a quoted string, or the JSON type."""
-    if value is None:
-        return "missing"
-    return repr(value) if isinstance(value, str) else _kind(value)
-
-
-def wrong(where: str, expected: str, value: object) -> InvalidRequestError:
-    """The error for a field that is missing (null counts as missing) or not of the `expected` kind."""
-    if value is None:
-        return InvalidRequestError(f"{where} is missing; it must be {expected}", where)
-    return InvalidRequestError(f"{where} must be {expected}, not {_kind(value)}", where)
-
-
 def object_at(value: object, path: str) -> Body:
     if not isinstance(value, dict):
         raise wrong(path, "an object", value)
     return value
-
-
-def string_at(item: Body, key: str, path: str, *, non_empty: bool = False) -> str:
-    where = _at(path, key)
-    value = item.get(key)
-    if not isinstance(value, str):
-        raise wrong(where, "a string", value)
-    if non_empty and not value:
-        raise InvalidRequestError(f"{where} is empty; it must be a non-empty string", where)
-    return value
-
-
-def optional_string_at(item: Body, key: str, path: str) -> str | None:
-    value = item.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise InvalidRequestError(f"{_at(path, key)} must be a string or null, not {_kind(value)}", _at(path, key))

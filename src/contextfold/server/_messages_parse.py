@@ -24,17 +24,8 @@ import msgspec
 from .._errors import InvalidRequestError
 from ..events import Event, Message, TextPart, ToolSpec
 from ..models import ModelSettings
-from ._items_fields import _kind
-from ._messages_blocks import (
-    Body,
-    assistant_events,
-    object_at,
-    optional_string_at,
-    shown,
-    string_at,
-    user_events,
-    wrong,
-)
+from ._items_fields import _kind, optional_string_at, shown, string_at, wrong
+from ._messages_blocks import Body, assistant_events, object_at, user_events
 from ._proxy_types import ClientMessage, ProxyRequest
 
 _CONSUMED = frozenset(
