@@ -119,6 +119,15 @@ def test_the_default_session_matches_the_store_and_reopens(tmp_path: Path, capsy
         assert replica.stop() == 0
 
 
+def test_a_session_too_short_to_fold_runs_and_says_recall_was_not_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--db", str(tmp_path / "d.db"), "--turns", "5", "--no-wait"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"turns +5\b", out)
+    assert re.search(r"recall hits +not tried \(from 20 turns on", out)
+
+
 def test_a_short_session_prints_a_table_and_how_to_reopen_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -185,7 +194,7 @@ def test_a_recall_that_finds_nothing_fails_the_demo(tmp_path: Path, capsys: pyte
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--turns", "5"], "--turns must be at least 20"),
+        (["--turns", "0"], "--turns must be at least 1, got 0"),
         (["--context-window", "1000"], "--context-window must be at least 4096 tokens, got 1000"),
         (["--port", "70000"], "--port must be from 0 (any free port) to 65535, got 70000"),
         (["--db", "/nonexistent/dir/demo.db"], "cannot open --db '/nonexistent/dir/demo.db': unable to open"),

@@ -29,14 +29,14 @@ import msgspec
 
 from .._errors import ConfigurationError, ContextfoldError, InvalidRequestError
 from ..events import ITEM_TYPES, AnyEvent, Compaction, Message, Reasoning, ToolCall, Usage
-from ._demo_agent import FACTS, Agent, Played, Script
+from ._demo_agent import FACTS, RECALL_TURNS, Agent, Played, Script
 from ._words import counted
 
 if TYPE_CHECKING:
     import httpx2
     import uvicorn
 
-MIN_TURNS = 20
+MIN_TURNS = 1
 MIN_WINDOW = 4_096
 
 
@@ -52,7 +52,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     demo.add_argument(
-        "--turns", type=int, default=300, help=f"agent turns to run, at least {MIN_TURNS} (default: %(default)s)"
+        "--turns",
+        type=int,
+        default=300,
+        help=f"agent turns to run; from {RECALL_TURNS} on, facts are recalled (default: %(default)s)",
     )
     demo.add_argument(
         "--db", default="contextfold-demo.db", help="SQLite file the server keeps the session in (default: %(default)s)"
@@ -89,8 +92,8 @@ class DemoOptions:
     def __post_init__(self) -> None:
         if self.turns < MIN_TURNS:
             raise InvalidRequestError(
-                f"--turns must be at least {MIN_TURNS} (facts are planted in the first turns and recalled in the "
-                f"last {len(FACTS)}, with history folded in between), got {self.turns}"
+                f"--turns must be at least {MIN_TURNS}, got {self.turns} (from {RECALL_TURNS} turns on, facts are "
+                f"planted early and recalled over folded history in the last {len(FACTS)})"
             )
         if self.context_window < MIN_WINDOW:
             raise InvalidRequestError(
@@ -261,7 +264,12 @@ class Report:
             ("input tokens billed", f"{self.billed_tokens:,} + {self.summariser_tokens:,} for summaries"),
             ("full history every time", f"{self.full_history_tokens:,}"),
             ("saved", f"{self.saved:.0%}"),
-            ("recall hits", f"{self.recall_hits}/{len(FACTS)}"),
+            (
+                "recall hits",
+                f"{self.recall_hits}/{len(FACTS)}"
+                if self.turns >= RECALL_TURNS
+                else f"not tried (from {RECALL_TURNS} turns on, when history is folded)",
+            ),
             ("time taken", f"{self.seconds:.1f} s"),
         ]
 

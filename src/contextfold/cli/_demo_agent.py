@@ -48,6 +48,8 @@ FACTS = (
     Fact("billing export bucket", "LEDGER-9921"),
 )
 FIRST_FACT_TURN = 1
+RECALL_TURNS = 20
+"""The shortest session that plants and recalls the facts."""
 
 
 def _tool(name: str, description: str, **properties: str) -> FunctionToolParam:
@@ -109,22 +111,25 @@ class Script:
         self.turns = turns
         self.seed = seed
         self.per_turn = turn_chars(budget)
+        # the facts are planted early and recalled once history has been folded: a shorter session folds too
+        # little for recall to find anything (the model keeps it all in view), so it plants none
+        self.facts = FACTS if turns >= RECALL_TURNS else ()
 
     @property
     def recall_turns(self) -> range:
-        return range(self.turns - len(FACTS), self.turns)
+        return range(self.turns - len(self.facts), self.turns)
 
     def turn(self, number: int) -> Turn:
         if number in self.recall_turns:
-            return Turn(number, recall=FACTS[number - self.recall_turns.start])
+            return Turn(number, recall=self.facts[number - self.recall_turns.start])
         rng = random.Random(f"{self.seed}/{number}")
         count = rng.randint(1, 3)
         sizes = _fit([_size(rng) for _ in range(count)], self.per_turn)
         calls = [_call(rng, size) for size in sizes]
         planted = number - FIRST_FACT_TURN
-        if 0 <= planted < len(FACTS):
+        if 0 <= planted < len(self.facts):
             first = calls[0]
-            calls[0] = Call(first.name, first.arguments, first.size, FACTS[planted])
+            calls[0] = Call(first.name, first.arguments, first.size, self.facts[planted])
         return Turn(number, calls=tuple(calls))
 
     def output(self, turn: Turn, index: int) -> str:
