@@ -93,7 +93,7 @@ def api(server: Replica, path: str, **params: Any) -> dict[str, Any]:
 def test_an_answer_streams_and_the_status_line_matches_the_context(chat: Callable[..., Run], server: Replica) -> None:
     run = chat("hello there", "and again")
     assert run.code == 0
-    assert 'You said: "hello there". I saw 1 items' in run.out
+    assert 'You said: "hello there". I saw 1 item,' in run.out
     assert 'You said: "and again". I saw 3 items' in run.out
     first, second = run.statuses()
     conversation = second[5]
@@ -195,7 +195,7 @@ def test_clear_starts_a_new_conversation_and_keeps_the_old_one(chat: Callable[..
     (first, *_), (second, *_) = (s[5:] for s in run.statuses())
     assert first != second
     assert f"new conversation {second}; the previous one, {first}, stays in the log" in run.out
-    assert 'You said: "second words". I saw 1 items' in run.out
+    assert 'You said: "second words". I saw 1 item,' in run.out
     kept = api(server, f"/conversations/{first}/items", order="asc")["data"]
     assert kept[0]["content"][0]["text"] == "first words"
 

@@ -140,7 +140,7 @@ def test_an_output_check_replaces_the_answer_before_any_of_it_is_streamed(
         assert final.output_text == "I'm sorry, but I can't help with that."
         fine = client.responses.create(model="echo-checked", input="say hello", previous_response_id=final.id)
         assert 'You said: "say hello"' in fine.output_text
-        assert "I saw 1 items" in fine.output_text or "I saw 1 item" in fine.output_text
+        assert "I saw 1 item," in fine.output_text
 
 
 def test_request_guardrails_in_llama_stacks_shape_use_the_moderation_upstream_and_the_classifier(

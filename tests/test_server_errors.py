@@ -281,7 +281,7 @@ async def test_a_client_that_goes_away_mid_stream_cancels_its_turn(tmp_path: Pat
         assert [m.status for m in markers] == ["started", "interrupted"]
         gated.gate.set()  # the conversation is free again, and the interrupted turn is not in its view
         answer = await served.respond(model="gated", input="I am back", conversation=conversation)
-        assert "I saw 1 items" in answer["output"][0]["content"][0]["text"]
+        assert "I saw 1 item," in answer["output"][0]["content"][0]["text"]
 
 
 # --- never a 500 for anything a client can send --------------------------------------------------------------------

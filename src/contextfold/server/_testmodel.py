@@ -100,7 +100,8 @@ def _text(text: str, seen: int, stop: str = "stop") -> ModelResponse:
 def _echo(window: Window, seen: int) -> str:
     said = next((text_of(i) for i in reversed(window.items) if isinstance(i, Message) and i.role == "user"), None)
     quoted = f'You said: "{_clip(said, 200)}".' if said is not None else "There is no user message."
-    return f"{quoted} I saw {len(window.items)} items, about {seen} tokens. {HINT}"
+    items = len(window.items)
+    return f"{quoted} I saw {items} item{'' if items == 1 else 's'}, about {seen} tokens. {HINT}"
 
 
 def _fail(command: str) -> str:
