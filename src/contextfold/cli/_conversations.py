@@ -155,7 +155,7 @@ def clip(text: str, limit: int = _TEXT) -> str:
 async def _list(state: ServerState, args: argparse.Namespace) -> int:
     from .._conversation import Conversation
     from .._errors import ContextfoldError
-    from ..server._window import context_report, newest_request, recorded_lines, served_lines
+    from ..server.inspect._window import context_report, newest_request, recorded_lines, served_lines
 
     infos = await state.store.conversations.list(limit=args.limit, tenant=args.tenant, order="desc")
     default: list[ResolvedModel | None] = []  # the default model, resolved once, when a log recorded no window
@@ -223,7 +223,7 @@ def _metadata(metadata: Mapping[str, str]) -> str:
 
 
 async def _show(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._inspect import events
+    from ..server.inspect._inspect import events
 
     info = await conversation(state.store, args.conversation_id)
     after = 0 if args.all else max(0, info.head - SHOWN)
@@ -297,7 +297,7 @@ def _config(event: Mapping[str, Any]) -> str:
 
 
 async def _context(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import context
+    from ..server.responses._conversations import context
 
     info = await conversation(state.store, args.conversation_id)
     report = await context(info.id, info.tenant, state, model=args.model)
@@ -326,8 +326,8 @@ async def _context(state: ServerState, args: argparse.Namespace) -> int:
 
 
 async def _compact(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import compact
-    from ..server._schemas import ConversationCompact
+    from ..server.responses._conversations import compact
+    from ..server.responses._schemas import ConversationCompact
 
     info = await conversation(state.store, args.conversation_id)
     body = ConversationCompact(instructions=args.instructions, model=args.model)
@@ -347,7 +347,7 @@ async def _compact(state: ServerState, args: argparse.Namespace) -> int:
 
 
 async def _search(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import search
+    from ..server.responses._conversations import search
 
     info = await conversation(state.store, args.conversation_id)
     hits = (await search(info.id, info.tenant, state, q=args.query, limit=args.limit))["data"]

@@ -42,10 +42,10 @@ async def local_state(db: str | None, config_file: str | None) -> AsyncIterator[
     """
     from ..server._config import load_config
     from ..server._locks import ConversationLocks, ViewCache
-    from ..server._metrics import Metrics
     from ..server._registry import ModelRegistry
-    from ..server._replay import StreamBuffers
     from ..server._state import ServerState
+    from ..server.edge._metrics import Metrics
+    from ..server.edge._replay import StreamBuffers
     from ..store import open_server_store
 
     config = load_config({"db": db, "config": config_file})

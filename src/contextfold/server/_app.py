@@ -22,15 +22,17 @@ from .. import __version__
 from .._errors import PayloadTooLargeError
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
-from . import _background, _conversations, _files, _inspect, _moderations, _proxy, _responses, _ui, _vector_stores
 from ._config import ServerConfig
-from ._errors import api_error, error_response, install
 from ._locks import ConversationLocks, ViewCache
-from ._metrics import Metrics
 from ._registry import ModelRegistry
-from ._replay import StreamBuffers
 from ._state import ServerState, state_of, tenant_of
-from ._text import RefuseLoneSurrogates
+from .edge._errors import api_error, error_response, install
+from .edge._metrics import Metrics
+from .edge._replay import StreamBuffers
+from .edge._text import RefuseLoneSurrogates
+from .inspect import _inspect, _ui
+from .proxy import _proxy
+from .responses import _background, _conversations, _files, _moderations, _responses, _vector_stores
 
 log = logging.getLogger("contextfold.server")
 _WIND_UP = 5.0

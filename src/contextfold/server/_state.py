@@ -13,13 +13,13 @@ from fastapi import Request
 from .._errors import AuthenticationError
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore
-from ._background_runs import BackgroundRuns
 from ._config import ServerConfig
-from ._guardrails import Guardrails
 from ._locks import ConversationLocks, ViewCache
-from ._metrics import Metrics
 from ._registry import ModelRegistry
-from ._replay import StreamBuffers
+from .edge._metrics import Metrics
+from .edge._replay import StreamBuffers
+from .responses._background_runs import BackgroundRuns
+from .responses._guardrails import Guardrails
 
 DEFAULT_TENANT = "default"
 
