@@ -46,6 +46,11 @@ async def events(
     limit: Annotated[int, Query(ge=1, le=1_000)] = 200,
 ) -> dict[str, Any]:
     """The log's events after `after`, oldest first, each with how it stands in the view now."""
+    return await log_page(state, tenant, conversation_id, after=after, limit=limit)
+
+
+async def log_page(state: ServerState, tenant: str, conversation_id: str, *, after: int, limit: int) -> dict[str, Any]:
+    """A page of the log with each event's state in the view (the route's body; the CLI's `show` calls it too)."""
     info = await owned_conversation(state, tenant, conversation_id)
     if after >= info.head:  # a poll with nothing new: no log read, no view
         return _page([], head=info.head, after=after, pinned=None)

@@ -11,20 +11,18 @@ Extensions (not in OpenAI's API, so its clients never call them): `GET /v1/conve
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
 from ..._conversation import Conversation
 from ..._errors import InvalidEventError, InvalidRequestError, NotFoundError
-from ...compaction import CompactionResult
 from ...events import AnyEvent, Pin, ToolCall, ToolResult, TurnMarker
 from ...store import ConversationInfo
 from ...view import TokenEstimator, View
+from .. import _operations as operations
 from .._fork import fork
 from .._state import ServerState, state_of, tenant_of
-from ..inspect._window import context_report, conversation_lines
 from ._items import BUILTIN_TOOLS, ItemReference, conversation_item, output_items, parse_input
 from ._items_input import InputEntry
 from ._mcp_hosted import written_approvals
@@ -171,31 +169,14 @@ async def list_conversations(
 async def context(conversation_id: str, tenant: Tenant, state: State, model: str | None = None) -> dict[str, Any]:
     """The window as the next request would send it: tokens by category, budget, utilisation, compactions, and
     what is folded."""
-    await owned_conversation(state, tenant, conversation_id)
-    conversation = await state.views.peek(conversation_id)
-    lines = await conversation_lines(state.registry, conversation, model)
-    served = lines.model if lines.model in state.registry.names() else None
-    return await context_report(conversation, lines, state.config, await state.registry.resolve(served))
+    return await operations.context(state, tenant, conversation_id, model)
 
 
 @extensions.post("/{conversation_id}/compact")
 async def compact(conversation_id: str, body: ConversationCompact, tenant: Tenant, state: State) -> dict[str, Any]:
     """Compact now, optionally steering the summary with instructions. Returns what it did."""
-    await owned_conversation(state, tenant, conversation_id)
-    resolved = await state.registry.resolve(body.model)
-    async with state.locks.hold(conversation_id):
-        conversation = await state.views.current(conversation_id, resolved.name)
-        budget = resolved.budget(conversation.view.max_output_tokens)
-        result = await conversation.compact(
-            budget=budget,
-            policy=resolved.policy,
-            summariser=resolved.summariser,
-            trigger="manual",
-            instructions=body.instructions,
-        )
-    if result.compacted:
-        state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
-    return {"object": "conversation.compaction", **_fields(result)}
+    result = await operations.compact(state, tenant, conversation_id, body.instructions, body.model)
+    return {"object": "conversation.compaction", **operations.compaction_fields(result)}
 
 
 @extensions.post("/{conversation_id}/pins")
@@ -230,14 +211,7 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> dict[str, Any]:
     """Full-text search over what is folded out of the view (older items, masked tool outputs)."""
-    await owned_conversation(state, tenant, conversation_id)
-    conversation = await state.views.peek(conversation_id)
-    try:
-        hits = await conversation.recall(q, limit=limit)
-    except InvalidRequestError as exc:  # the store's word for a query with nothing to look for: the client's `q`
-        raise InvalidRequestError(str(exc), param="q") from None
-    data = [{"item_id": h.event_id, "seq": h.seq, "type": h.type, "snippet": h.snippet, "score": h.score} for h in hits]
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": await operations.search(state, tenant, conversation_id, q, limit)}
 
 
 @extensions.post("/{conversation_id}/fork")
@@ -281,7 +255,3 @@ def _open(events: list[AnyEvent]) -> bool:
     """Whether a turn is open in the log: running, or left open by a crash."""
     markers = [e for e in events if isinstance(e, TurnMarker)]
     return bool(markers) and markers[-1].status == "started"
-
-
-def _fields(result: CompactionResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
