@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contextfold._errors import ModelResponseError
-from contextfold.server._guardrails import ClassifierGuardrail, RuleGuardrail, TurnChecks
-from contextfold.server._guardrails_config import GuardrailSpec
+from contextfold.server.responses._guardrails import ClassifierGuardrail, RuleGuardrail, TurnChecks
+from contextfold.server.responses._guardrails_config import GuardrailSpec
 
 _words = st.text(alphabet="abcdefghij XYZ.,!\n", max_size=40)
 RULES = RuleGuardrail(GuardrailSpec(name="r", type="rules", terms=("Nightingale", "code red")))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from contextfold import Conversation
 from contextfold.events import Compaction, Message, Reasoning, ToolCall, ToolResult, TurnMarker, Usage, encode, new_id
 from contextfold.server import ServerConfig
-from contextfold.server._ui import CSP, UI_DIR
+from contextfold.server.inspect._ui import CSP, UI_DIR
 
 from .server_fixtures import Served, check_error, function_tool, serving
 

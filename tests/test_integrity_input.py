@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from contextfold._conversation import Conversation
 from contextfold._errors import InvalidEventError, InvalidRequestError
 from contextfold.events import Message, TextPart, ToolCall, ToolResult
-from contextfold.server._text import check_text
+from contextfold.server.edge._text import check_text
 from contextfold.store import Store
 
 from .processes import Replica
@@ -305,7 +305,7 @@ def _lone(text: str) -> bool:
 def test_the_quick_scan_never_misses_a_lone_surrogate(text: str, ascii_only: bool) -> None:
     """The byte scan that spares most bodies a second decode lets no lone surrogate through, however the text
     mixes backslashes, pairs and halves, and whether the encoder escapes every non-ASCII character or only these."""
-    from contextfold.server._text import _maybe_lone
+    from contextfold.server.edge._text import _maybe_lone
 
     # a lone surrogate can only be sent escaped: as UTF-8 bytes it is invalid, which every decoder refuses
     body = json.dumps({"text": text}, ensure_ascii=ascii_only or _lone(text)).encode()
@@ -368,8 +368,8 @@ def _anthropic(steps: list[Step]) -> dict[str, Any]:
 @settings(max_examples=300, deadline=None)
 @given(STEPS)
 def test_the_proxy_parsers_refuse_exactly_the_ids_reused_while_waiting(steps: list[Step]) -> None:
-    from contextfold.server._chat_parse import parse_chat
-    from contextfold.server._messages_parse import parse_messages
+    from contextfold.server.proxy._chat_parse import parse_chat
+    from contextfold.server.proxy._messages_parse import parse_messages
 
     reused = _reused_while_waiting(steps)
     for parse, body in ((parse_chat, _chat(steps)), (parse_messages, _anthropic(steps))):
@@ -383,7 +383,7 @@ def test_the_proxy_parsers_refuse_exactly_the_ids_reused_while_waiting(steps: li
 @settings(max_examples=300, deadline=None)
 @given(STEPS)
 def test_responses_input_refuses_any_reused_id_and_any_call_left_unanswered(steps: list[Step]) -> None:
-    from contextfold.server._items_input import parse_input
+    from contextfold.server.responses._items_input import parse_input
 
     items: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
     for kind, ids in steps:

@@ -223,7 +223,7 @@ async def test_every_request_to_a_streaming_model_is_checked_not_only_turns() ->
 
 
 def test_a_window_that_cannot_be_sent_is_a_500_naming_what_was_wrong() -> None:
-    from contextfold.server._errors import api_error
+    from contextfold.server.edge._errors import api_error
 
     error = api_error(GrammarError("anthropic", ["messages is empty: Anthropic needs at least one user message"]))
     assert (error.status, error.code) == (500, "grammar_violation")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contextfold.events import Event, Message, Role, TextPart, ToolCall, ToolResult
-from contextfold.server._match_log import client_signatures, is_tail_of, overlap, signatures
+from contextfold.server.proxy._match_log import client_signatures, is_tail_of, overlap, signatures
 
 WORDS = st.sampled_from(["hello", "thanks", "ok", "run it", "done", "again"])
 

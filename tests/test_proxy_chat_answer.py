@@ -35,8 +35,8 @@ from contextfold.runtime import (
     TurnFailed,
     TurnStarted,
 )
-from contextfold.server._chat_wire import SSE_DONE, ChatAnswer, canonical_chat, sse
-from contextfold.server._proxy_types import AnswerMapper
+from contextfold.server.proxy._chat_wire import SSE_DONE, ChatAnswer, canonical_chat, sse
+from contextfold.server.proxy._proxy_types import AnswerMapper
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 

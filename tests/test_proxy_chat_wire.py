@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from contextfold import InvalidRequestError
 from contextfold.events import Event, FilePart, ImagePart, Item, Message, TextPart, ToolCall, ToolResult
-from contextfold.server._chat_wire import canonical_chat, parse_chat
+from contextfold.server.proxy._chat_wire import canonical_chat, parse_chat
 from contextfold.view import Window
 from contextfold.view._render import render_openai_chat
 

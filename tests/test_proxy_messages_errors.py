@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from contextfold._errors import InvalidRequestError
-from contextfold.server._messages_wire import parse_messages
+from contextfold.server.proxy._messages_wire import parse_messages
 
 Body = dict[str, Any]
 _DROP = object()

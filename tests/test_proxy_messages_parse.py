@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from contextfold.events import FilePart, ImagePart, Item, Message, Reasoning, TextPart, ToolCall, ToolResult, ToolSpec
 from contextfold.models._anthropic import _StreamState
-from contextfold.server._messages_blocks import TOOL_RESULT_IMAGE
-from contextfold.server._messages_wire import canonical_anthropic, parse_messages
+from contextfold.server.proxy._messages_blocks import TOOL_RESULT_IMAGE
+from contextfold.server.proxy._messages_wire import canonical_anthropic, parse_messages
 from contextfold.view import Window
 from contextfold.view._render import render_anthropic
 

@@ -51,8 +51,8 @@ from contextfold.runtime import (
     TurnFailed,
     TurnStarted,
 )
-from contextfold.server._errors import ApiError, api_error
-from contextfold.server._messages_wire import (
+from contextfold.server.edge._errors import ApiError, api_error
+from contextfold.server.proxy._messages_wire import (
     MessagesAnswer,
     anthropic_error,
     canonical_anthropic,

@@ -26,7 +26,7 @@ from contextfold.runtime import (
     TurnEvent,
 )
 from contextfold.runtime._remote_events import ResponseTranslator
-from contextfold.server._stream import StreamMapper
+from contextfold.server.responses._stream import StreamMapper
 
 _pieces = st.lists(st.text(min_size=1, max_size=8), max_size=4)
 _args = st.dictionaries(st.sampled_from(["city", "q", "n"]), st.integers(0, 9), max_size=2)

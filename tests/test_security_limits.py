@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from contextfold.server import Limits, ServerConfig
-from contextfold.server._schemas import MAX_JSON_DEPTH
+from contextfold.server.responses._schemas import MAX_JSON_DEPTH
 
 from .processes import Replica
 from .server_fixtures import Served, check_anthropic_error, check_error, serving

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from contextfold.server import ServerConfig, create_app
-from contextfold.server._http import _h11, protocol
+from contextfold.server.edge._http import _h11, protocol
 
 from .processes import Replica
 from .test_security_limits import resident_bytes

@@ -31,7 +31,7 @@ from contextfold.events import (
     assistant,
     user,
 )
-from contextfold.server._items import (
+from contextfold.server.responses._items import (
     ApprovalInput,
     CompactionInput,
     InputEntry,

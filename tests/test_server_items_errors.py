@@ -19,7 +19,7 @@ from contextfold.events import (
     ToolCall,
     ToolResult,
 )
-from contextfold.server._items import (
+from contextfold.server.responses._items import (
     ApprovalInput,
     CompactionInput,
     InputEntry,

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contextfold.server import ServerConfig
-from contextfold.server._replay import StreamBuffers
-from contextfold.server._stream import StreamMapper, encode
+from contextfold.server.edge._replay import StreamBuffers
+from contextfold.server.responses._stream import StreamMapper, encode
 
 from .server_fixtures import parse_sse, serving
 

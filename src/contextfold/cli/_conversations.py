@@ -155,7 +155,7 @@ def clip(text: str, limit: int = _TEXT) -> str:
 async def _list(state: ServerState, args: argparse.Namespace) -> int:
     from .._conversation import Conversation
     from .._errors import ContextfoldError
-    from ..server._window import context_report, newest_request, recorded_lines, served_lines
+    from ..server.inspect._window import context_report, newest_request, recorded_lines, served_lines
 
     infos = await state.store.conversations.list(limit=args.limit, tenant=args.tenant, order="desc")
     default: list[ResolvedModel | None] = []  # the default model, resolved once, when a log recorded no window
@@ -223,14 +223,14 @@ def _metadata(metadata: Mapping[str, str]) -> str:
 
 
 async def _show(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._inspect import events
+    from ..server.inspect._inspect import log_page
 
     info = await conversation(state.store, args.conversation_id)
     after = 0 if args.all else max(0, info.head - SHOWN)
     data: list[dict[str, Any]] = []
     pinned: list[int] | None = []
     while True:
-        page = await events(info.id, info.tenant, state, after=after, limit=_PAGE)
+        page = await log_page(state, info.tenant, info.id, after=after, limit=_PAGE)
         data += page["data"]
         pinned = page["pinned"] if page["pinned"] is not None else pinned
         if not page["has_more"] or not page["data"]:
@@ -297,10 +297,10 @@ def _config(event: Mapping[str, Any]) -> str:
 
 
 async def _context(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import context
+    from ..server._operations import context
 
     info = await conversation(state.store, args.conversation_id)
-    report = await context(info.id, info.tenant, state, model=args.model)
+    report = await context(state, info.tenant, info.id, args.model)
     if args.json:
         print_json(report)
         return 0
@@ -326,12 +326,10 @@ async def _context(state: ServerState, args: argparse.Namespace) -> int:
 
 
 async def _compact(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import compact
-    from ..server._schemas import ConversationCompact
+    from ..server._operations import compact, compaction_fields
 
     info = await conversation(state.store, args.conversation_id)
-    body = ConversationCompact(instructions=args.instructions, model=args.model)
-    result = await compact(info.id, body, info.tenant, state)
+    result = compaction_fields(await compact(state, info.tenant, info.id, args.instructions, args.model))
     if not result["compacted"]:
         stdout().print(f"nothing to compact: the view holds {result['tokens_before']:,} tokens", highlight=False)
         return 0
@@ -347,10 +345,10 @@ async def _compact(state: ServerState, args: argparse.Namespace) -> int:
 
 
 async def _search(state: ServerState, args: argparse.Namespace) -> int:
-    from ..server._conversations import search
+    from ..server._operations import search
 
     info = await conversation(state.store, args.conversation_id)
-    hits = (await search(info.id, info.tenant, state, q=args.query, limit=args.limit))["data"]
+    hits = await search(state, info.tenant, info.id, args.query, args.limit)
     if args.json:
         print_json(hits)
     elif not hits:

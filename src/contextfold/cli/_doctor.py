@@ -269,7 +269,7 @@ def _listed(label: str, wanted: str, listing: Listing) -> Check:
 async def _window(registry: ModelRegistry, config: ServerConfig, name: str, route: ModelRoute | None) -> Check:
     from .._errors import ContextfoldError
     from ..server._config import TEST_MODEL
-    from ..server._inspect import budget_lines
+    from ..server.inspect._inspect import budget_lines
 
     label = f"window {name}"
     try:
@@ -299,7 +299,7 @@ async def _window(registry: ModelRegistry, config: ServerConfig, name: str, rout
 
 def _policy_text(resolved: ResolvedModel) -> str:
     """The rest of the compaction policy in force for a model (the window check gives its lines), on one line."""
-    from ..server._window import summariser_name
+    from ..server.inspect._window import summariser_name
 
     settings = resolved.compaction
     cap = f"{settings.summary_max_tokens:,} tokens" if settings.summary_max_tokens else "its share of the budget"

@@ -1,9 +1,9 @@
 """What the store-level commands share: the server's state, built in this process from `serve`'s configuration.
 
-`contextfold conversations` answers with the server's own handlers (the inspector's `/events`, the conversation
-extensions), called directly rather than over HTTP, so no server needs to run. They need what the app's lifespan
-builds: the configuration, the store, the model registry, the turn locks (leases in the store, so a command and a
-running server never work on one conversation at once) and the view cache.
+`contextfold conversations` answers with the server's own operations (`server/_operations.py`, the inspector's log
+page), called directly rather than over HTTP, so no server needs to run. They need what the app's lifespan opens:
+the configuration, the store, the model registry, the turn locks (leases in the store, so a command and a running
+server never work on one conversation at once) and the view cache.
 """
 
 from __future__ import annotations
@@ -38,33 +38,14 @@ def run_action(action: Action) -> Callable[[argparse.Namespace], int]:
 async def local_state(db: str | None, config_file: str | None) -> AsyncIterator[ServerState]:
     """What the server's handlers reach, built from the same configuration `serve` would load, and closed after.
 
-    Built as the app's lifespan builds it (`server/_app.py`), so the handlers behave here as they do there.
+    Opened as the app's lifespan opens it (`server/_state.py`'s `open_state`), so the operations behave here as
+    they do there; only the ingestion of queued files is left to the server.
     """
     from ..server._config import load_config
-    from ..server._locks import ConversationLocks, ViewCache
-    from ..server._metrics import Metrics
-    from ..server._registry import ModelRegistry
-    from ..server._replay import StreamBuffers
-    from ..server._state import ServerState
-    from ..store import open_server_store
+    from ..server._state import open_state
 
-    config = load_config({"db": db, "config": config_file})
-    store = await open_server_store(config.db)
-    registry = ModelRegistry(config)
-    try:
-        yield ServerState(
-            config=config,
-            store=store,
-            registry=registry,
-            locks=ConversationLocks(store.leases, ttl=config.lease_ttl, queue=config.queue_turns),
-            views=ViewCache(store),
-            metrics=Metrics(),
-            streams=StreamBuffers(),
-            keys_required=await store.keys.active() > 0,
-        )
-    finally:
-        await registry.close()
-        await store.close()
+    async with open_state(load_config({"db": db, "config": config_file}), ingest=False) as state:
+        yield state
 
 
 async def conversation(store: ServerStore, conversation_id: str) -> ConversationInfo:

@@ -1,5 +1,5 @@
 """The server's Responses stream read back as the runtime's turn and step events (the inverse of
-`server/_stream.py`), so a remote turn yields exactly the events an in-process turn yields.
+`server/responses/_stream.py`), so a remote turn yields exactly the events an in-process turn yields.
 
     response.compaction.compacting                 StepStarted(compaction)
       output_item.done (compaction)                StepCompleted(compaction), figures fetched by the caller

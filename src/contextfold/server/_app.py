@@ -6,8 +6,6 @@ and closes the store and the model clients.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,21 +18,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._errors import PayloadTooLargeError
-from ..runtime._ingest import Ingestor
-from ..store import ServerStore, open_server_store
-from . import _background, _conversations, _files, _inspect, _moderations, _proxy, _responses, _ui, _vector_stores
+from ..store import ServerStore
 from ._config import ServerConfig
-from ._errors import api_error, error_response, install
-from ._locks import ConversationLocks, ViewCache
-from ._metrics import Metrics
 from ._registry import ModelRegistry
-from ._replay import StreamBuffers
-from ._state import ServerState, state_of, tenant_of
-from ._text import RefuseLoneSurrogates
+from ._state import open_state, state_of, tenant_of
+from .edge._errors import api_error, error_response, install
+from .edge._metrics import Metrics
+from .edge._text import RefuseLoneSurrogates
+from .inspect import _inspect, _ui
+from .proxy import _proxy
+from .responses import _background, _conversations, _files, _moderations, _responses, _vector_stores
 
 log = logging.getLogger("contextfold.server")
-_WIND_UP = 5.0
-"""Seconds the app waits, as it stops, for the turns cancelled by the shutdown to be marked and released."""
 
 
 def create_app(
@@ -45,38 +40,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_store = store is None
-        opened = store or await open_server_store(config.db)
-        models = registry or ModelRegistry(config)
-        locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
-        ingestor = Ingestor(opened.knowledge)
-        # Files a restart cut off mid-ingestion are still queued in the store: this picks them up first.
-        ingesting = asyncio.create_task(ingestor.run(), name="contextfold ingestion")
-        try:
-            app.state.server = ServerState(
-                config=config,
-                store=opened,
-                registry=models,
-                locks=locks,
-                views=ViewCache(opened),
-                metrics=metrics,
-                streams=StreamBuffers(max_bytes=config.max_replay_bytes),
-                keys_required=await opened.keys.active() > 0,
-                ingestor=ingestor,
-            )
+        async with open_state(config, store=store, registry=registry, metrics=metrics) as state:
+            app.state.server = state
             yield
-        finally:
-            if hasattr(app.state, "server"):
-                await app.state.server.background.stop()  # their turns are marked before the locks go
-            if not await locks.drained(_WIND_UP):
-                log.warning("stopping with turns still running; they are marked interrupted when next held")
-            ingesting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ingesting
-            if registry is None:
-                await models.close()
-            if own_store:
-                await opened.close()
 
     metrics = Metrics()
     app = FastAPI(

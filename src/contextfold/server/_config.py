@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
 from ._compaction import NONE, SELF, CompactionSettings
-from ._guardrails_config import GuardrailSpec, check_references, parse_guardrails
+from .responses._guardrails_config import GuardrailSpec, check_references, parse_guardrails
 
 Provider = Literal["openai-chat", "openai-responses", "azure", "anthropic", "gemini", "cohere", "bedrock", "test"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)

@@ -141,11 +141,11 @@ def _busy(conversation_id: str) -> BusyError:
 class ViewCache:
     """Conversations with their views, most recently used kept, at most `capacity`."""
 
-    def __init__(self, store: ServerStore, capacity: int = 1_024) -> None:
+    def __init__(self, store: ServerStore, capacity: int = 1_024, *, locks: ConversationLocks | None = None) -> None:
         self.store = store
         self.capacity = capacity
-        self.locks: ConversationLocks | None = None
-        """The same process's locks (set by `ServerState`): with them, reads recover what a crash left open."""
+        self.locks = locks
+        """The same process's locks: with them, reads recover what a crash left open (holding the conversation)."""
         self._cached: OrderedDict[str, Conversation] = OrderedDict()
 
     async def current(self, conversation_id: str, model: str | None) -> Conversation:

@@ -41,7 +41,7 @@ def run(config: ServerConfig, *, out: TextIO | None = None) -> None:
 
     import uvicorn
 
-    from ._http import protocol
+    from .edge._http import protocol
 
     app = _create_app(config)
     settings = uvicorn.Config(

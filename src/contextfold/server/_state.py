@@ -1,27 +1,35 @@
 """What every request handler reaches: the configuration, the store, the models, the locks and the metrics.
 
-One `ServerState` per app, built in the app's lifespan. It holds no per-turn state: turns share only the view
-cache, whose entries are used by one turn at a time under the conversation's lock.
+One `ServerState` per app, opened by `open_state` in the app's lifespan (and by the CLI's store commands, which
+call the same operations with no server running). It holds no per-turn state: turns share only the view cache,
+whose entries are used by one turn at a time under the conversation's lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from .._errors import AuthenticationError
 from ..runtime._ingest import Ingestor
-from ..store import ServerStore
-from ._background_runs import BackgroundRuns
+from ..store import ServerStore, open_server_store
 from ._config import ServerConfig
-from ._guardrails import Guardrails
 from ._locks import ConversationLocks, ViewCache
-from ._metrics import Metrics
 from ._registry import ModelRegistry
-from ._replay import StreamBuffers
+from .edge._metrics import Metrics
+from .edge._replay import StreamBuffers
+from .responses._background_runs import BackgroundRuns
+from .responses._guardrails import Guardrails
 
+log = logging.getLogger("contextfold.server")
 DEFAULT_TENANT = "default"
+_WIND_UP = 5.0
+"""Seconds a closing state waits for the turns cancelled by the shutdown to be marked and released."""
 
 
 @dataclass(slots=True)
@@ -41,7 +49,53 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.guardrails = Guardrails(self.config.guardrails, self.registry)
-        self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it
+
+
+@contextlib.asynccontextmanager
+async def open_state(
+    config: ServerConfig,
+    *,
+    store: ServerStore | None = None,
+    registry: ModelRegistry | None = None,
+    metrics: Metrics | None = None,
+    ingest: bool = True,
+) -> AsyncIterator[ServerState]:
+    """The server's state, opened from `config` and closed in order after: background runs stopped (their turns
+    marked), the turns this process holds wound up, ingestion stopped, then the registry and the store closed. A
+    `store` or `registry` passed in is used as is and left open. `ingest`: run the ingestion of queued files."""
+    opened = store or await open_server_store(config.db)
+    models = registry or ModelRegistry(config)
+    locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
+    ingestor = Ingestor(opened.knowledge) if ingest else None
+    # Files a restart cut off mid-ingestion are still queued in the store: this picks them up first.
+    ingesting = asyncio.create_task(ingestor.run(), name="contextfold ingestion") if ingestor else None
+    state: ServerState | None = None
+    try:
+        state = ServerState(
+            config=config,
+            store=opened,
+            registry=models,
+            locks=locks,
+            views=ViewCache(opened, locks=locks),
+            metrics=metrics or Metrics(),
+            streams=StreamBuffers(max_bytes=config.max_replay_bytes),
+            keys_required=await opened.keys.active() > 0,
+            ingestor=ingestor,
+        )
+        yield state
+    finally:
+        if state is not None:
+            await state.background.stop()  # their turns are marked before the locks go
+        if not await locks.drained(_WIND_UP):
+            log.warning("stopping with turns still running; they are marked interrupted when next held")
+        if ingesting is not None:
+            ingesting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ingesting
+        if registry is None:
+            await models.close()
+        if store is None:
+            await opened.close()
 
 
 def state_of(request: Request) -> ServerState:

@@ -1,0 +1,1 @@
+"""The transparent compaction proxy: Chat Completions and Anthropic Messages."""
