@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._errors import PayloadTooLargeError
+from ..runtime._embeddings import Embedder
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
 from . import _background, _conversations, _files, _inspect, _moderations, _proxy, _responses, _ui, _vector_stores
@@ -49,7 +50,10 @@ def create_app(
         opened = store or await open_server_store(config.db)
         models = registry or ModelRegistry(config)
         locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
-        ingestor = Ingestor(opened.knowledge)
+        embedder = None
+        if config.embeddings_url is not None and config.embeddings_model is not None:
+            embedder = Embedder(config.embeddings_url, config.embeddings_model, api_key=config.embeddings_api_key)
+        ingestor = Ingestor(opened.knowledge, embedder=embedder)
         # Files a restart cut off mid-ingestion are still queued in the store: this picks them up first.
         ingesting = asyncio.create_task(ingestor.run(), name="contextfold ingestion")
         try:
@@ -63,6 +67,7 @@ def create_app(
                 streams=StreamBuffers(max_bytes=config.max_replay_bytes),
                 keys_required=await opened.keys.active() > 0,
                 ingestor=ingestor,
+                embedder=embedder,
             )
             yield
         finally:
@@ -73,6 +78,8 @@ def create_app(
             ingesting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingesting
+            if embedder is not None:
+                await embedder.close()
             if registry is None:
                 await models.close()
             if own_store:

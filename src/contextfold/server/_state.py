@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime._embeddings import Embedder
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore
 from ._background_runs import BackgroundRuns
@@ -36,6 +37,8 @@ class ServerState:
     keys_required: bool
     ingestor: Ingestor | None = None
     """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
+    embedder: Embedder | None = None
+    """Embeds chunks and search queries (None: no embeddings upstream is configured)."""
     guardrails: Guardrails = field(init=False)
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
 

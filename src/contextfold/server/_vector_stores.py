@@ -372,7 +372,7 @@ async def search(vector_store_id: str, body: SearchRequest, tenant: Tenant, stat
     if not queries or not all(q.strip() for q in queries) or len(queries) > 10:
         raise InvalidRequestError("query must be a non-empty string or a list of 1 to 10 of them", param="query")
     options = search_options(body.max_num_results, body.filters, body.ranking_options)
-    hits = await search_chunks(state.store.knowledge, tenant, [vector_store_id], queries, options)
+    hits = await search_chunks(state.store.knowledge, tenant, [vector_store_id], queries, options, state.embedder)
     data = [
         {
             "file_id": r["file_id"],

@@ -191,10 +191,17 @@ class Index(Protocol):
         ...
 
     async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        *,
+        chunks: Sequence[str] | None,
+        error: dict[str, str] | None = None,
+        vectors: Sequence[bytes] | None = None,
     ) -> bool:
-        """Write the chunks (status `completed`) or the error (`failed`), replacing any earlier chunks, in one
-        transaction; False, writing nothing, if the file is no longer `in_progress` there (removed, cancelled)."""
+        """Write the chunks (status `completed`) with their `vectors` (one per chunk, float32 bytes, when they
+        were embedded) or the error (`failed`), replacing any earlier chunks, in one transaction; False, writing
+        nothing, if the file is no longer `in_progress` there (removed, cancelled)."""
         ...
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
@@ -216,6 +223,19 @@ class Index(Protocol):
     ) -> list[ChunkHit]:
         """The best chunks for `query` (full-text rank, any of its words) in the tenant's stores, best first;
         `file_ids` (when given) keeps only chunks of those files."""
+        ...
+
+    async def nearest(
+        self,
+        vector_store_ids: Sequence[str],
+        vector: bytes,
+        *,
+        tenant: str,
+        file_ids: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> list[ChunkHit]:
+        """The embedded chunks nearest `vector` (a unit float32 vector) by cosine similarity, best first, their
+        score the similarity (below 0 counted 0); chunks of another vector size are left out."""
         ...
 
 

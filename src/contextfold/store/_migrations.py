@@ -210,6 +210,12 @@ SQLITE: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "chunk embeddings",
+        # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
+        ("ALTER TABLE chunks ADD COLUMN embedding BLOB",),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -368,5 +374,11 @@ POSTGRES: tuple[Migration, ...] = (
                 response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
             )""",
         ),
+    ),
+    Migration(
+        7,
+        "chunk embeddings",
+        # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
+        ("ALTER TABLE chunks ADD COLUMN embedding BYTEA",),
     ),
 )

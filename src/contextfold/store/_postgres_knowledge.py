@@ -166,7 +166,12 @@ class PostgresIndex(_Pooled, BaseIndex):
             return [vector_file_of(row) for row in await cur.fetchall()]
 
     async def _finish(
-        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        chunks: list[str],
+        error: dict[str, str] | None,
+        vectors: list[bytes | None],
     ) -> bool:
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
@@ -178,10 +183,10 @@ class PostgresIndex(_Pooled, BaseIndex):
             if error is None and chunks:  # COPY: one round trip for all of a file's chunks
                 async with (
                     conn.cursor() as cur,
-                    cur.copy("COPY chunks (vector_store_id, file_id, position, text) FROM STDIN") as copy,
+                    cur.copy("COPY chunks (vector_store_id, file_id, position, text, embedding) FROM STDIN") as copy,
                 ):
-                    for n, text in enumerate(chunks):
-                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", "")))
+                    for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", ""), vector))
             await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         return True
 
@@ -226,6 +231,23 @@ class PostgresIndex(_Pooled, BaseIndex):
                     limit,
                 ),
             )
+            return [tuple(row) for row in await cur.fetchall()]
+
+    async def _embedded(
+        self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+    ) -> list[tuple[Any, ...]]:
+        only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
+        sql = f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, c.embedding, v.attributes
+                  FROM chunks c
+                  JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+                  JOIN files f ON f.id = c.file_id
+                  WHERE c.vector_store_id = ANY(%s::text[]) AND c.embedding IS NOT NULL
+                      AND v.status = 'completed'{only}
+                  ORDER BY c.file_id, c.position"""
+        async with self._connect() as conn:
+            for vector_store_id in vector_store_ids:
+                await _store_row(conn, vector_store_id, tenant)
+            cur = await conn.execute(sql, (vector_store_ids, *([list(file_ids)] if file_ids is not None else [])))
             return [tuple(row) for row in await cur.fetchall()]
 
     @staticmethod

@@ -114,9 +114,19 @@ class SQLiteIndex(_Workers, BaseIndex):
         return await self._reader.run(_pending, limit)
 
     async def _finish(
-        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        chunks: list[str],
+        error: dict[str, str] | None,
+        vectors: list[bytes | None],
     ) -> bool:
-        return await self._writer.run(_finish, vector_store_id, file_id, chunks, error)
+        return await self._writer.run(_finish, vector_store_id, file_id, chunks, error, vectors)
+
+    async def _embedded(
+        self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+    ) -> list[tuple[Any, ...]]:
+        return await self._reader.run(_embedded, vector_store_ids, tenant, file_ids)
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         return await self._writer.run(_cancel, vector_store_id, batch_id, tenant)
@@ -282,7 +292,12 @@ def _pending(conn: sqlite3.Connection, limit: int) -> list[VectorFile]:
 
 
 def _finish(
-    conn: sqlite3.Connection, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+    conn: sqlite3.Connection,
+    vector_store_id: str,
+    file_id: str,
+    chunks: list[str],
+    error: dict[str, str] | None,
+    vectors: list[bytes | None],
 ) -> bool:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -293,8 +308,11 @@ def _finish(
         conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
         if error is None:
             conn.executemany(
-                "INSERT INTO chunks (vector_store_id, file_id, position, text) VALUES (?, ?, ?, ?)",
-                [(vector_store_id, file_id, n, text) for n, text in enumerate(chunks)],
+                "INSERT INTO chunks (vector_store_id, file_id, position, text, embedding) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (vector_store_id, file_id, n, text, vector)
+                    for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True))
+                ],
             )
         conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         conn.execute("COMMIT")
@@ -334,5 +352,24 @@ def _search(
                 AND v.status = 'completed'{only}
             ORDER BY bm25(chunks_fts), c.file_id, c.position LIMIT ?""",
         (match, json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else []), limit),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _embedded(
+    conn: sqlite3.Connection, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+) -> list[tuple[Any, ...]]:
+    for vector_store_id in vector_store_ids:
+        _store_row(conn, vector_store_id, tenant)
+    only = "" if file_ids is None else " AND c.file_id IN (SELECT value FROM json_each(?))"
+    rows = conn.execute(
+        f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, c.embedding, v.attributes
+            FROM chunks c
+            JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+            JOIN files f ON f.id = c.file_id
+            WHERE c.vector_store_id IN (SELECT value FROM json_each(?)) AND c.embedding IS NOT NULL
+                AND v.status = 'completed'{only}
+            ORDER BY c.file_id, c.position""",
+        (json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else [])),
     ).fetchall()
     return [tuple(row) for row in rows]
