@@ -8,6 +8,7 @@ fewer), and every chunk is a slice of the original text, whitespace and all.
 
 `Ingestor.run` drains `index.pending()`: the queue is the store's `in_progress` rows, so a file whose ingestion a
 crash or a restart cut off is simply ingested again, and the chunks of one file land in one transaction.
+Each round also sweeps the vector stores whose `expires_after` has passed.
 With an `Embedder`, a file's chunks are embedded (in batches, each retried) before they are written with their
 vectors; when the embeddings upstream still fails, the file is `failed` with a `last_error` naming the upstream
 and what to check (not indexed for text only: a store searched with embeddings would silently miss it).
@@ -182,6 +183,7 @@ class Ingestor:
         """Forever: drain the queue, then sleep until woken or `poll` seconds pass. Cancel it to stop."""
         while True:
             try:
+                await self.knowledge.index.sweep()  # expired vector stores, erased off the request path
                 await self.drain()
             except Exception:  # a failing database must not end ingestion for good: try again later
                 log.exception("ingestion failed; retrying in %gs", self.poll)

@@ -212,9 +212,16 @@ SQLITE: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "chunk embeddings",
+        "chunk embeddings and vector store expiry",
         # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
-        ("ALTER TABLE chunks ADD COLUMN embedding BLOB",),
+        (
+            "ALTER TABLE chunks ADD COLUMN embedding BLOB",
+            # expires_after: the policy, and when it falls (moved on as the store is used, for `last_active_at`).
+            "ALTER TABLE vector_stores ADD COLUMN expires_anchor TEXT",
+            "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
+            "ALTER TABLE vector_stores ADD COLUMN expires_at REAL",
+            "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
+        ),
     ),
 )
 
@@ -377,8 +384,15 @@ POSTGRES: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "chunk embeddings",
+        "chunk embeddings and vector store expiry",
         # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
-        ("ALTER TABLE chunks ADD COLUMN embedding BYTEA",),
+        (
+            "ALTER TABLE chunks ADD COLUMN embedding BYTEA",
+            # expires_after: the policy, and when it falls (moved on as the store is used, for `last_active_at`).
+            "ALTER TABLE vector_stores ADD COLUMN expires_anchor TEXT",
+            "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
+            "ALTER TABLE vector_stores ADD COLUMN expires_at DOUBLE PRECISION",
+            "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
+        ),
     ),
 )

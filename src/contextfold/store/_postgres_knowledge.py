@@ -7,7 +7,6 @@ Deletions cascade through foreign keys, so a deleted file leaves no chunk behind
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ._knowledge import (
+    CLOCK,
     FileRecord,
     Order,
     VectorFile,
@@ -105,7 +105,7 @@ class PostgresVectorStores(_Pooled, BaseVectorStores):
         self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
     ) -> VectorStoreRecord:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
+            cur = await conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
             if cur.rowcount == 0:
                 raise store_missing(vector_store_id)
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
@@ -126,10 +126,10 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
                 await _store_row(conn, vector_store_id, tenant)
                 for file_id in file_ids:
                     await _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
-                now = time.time()
+                now = CLOCK.now()
                 for file_id in file_ids:
                     await conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
-                await conn.execute(_SQL.touch_store, (now, vector_store_id))
+                await conn.execute(_SQL.touch_store, (now, now, vector_store_id))
             return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in file_ids]
 
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
@@ -160,6 +160,12 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
 
 
 class PostgresIndex(_Pooled, BaseIndex):
+    async def sweep(self) -> int:
+        async with self._connect() as conn:
+            # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
+            cur = await conn.execute(_SQL.sweep, (CLOCK.now(),))
+            return int(cur.rowcount)
+
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
             cur = await conn.execute(_SQL.pending, (limit,))
@@ -271,7 +277,7 @@ async def _cursor(conn: Conn, table: str, after: str | None, tenant: str) -> tup
 
 
 async def _store_row(conn: Conn, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
-    cur = await conn.execute(_SQL.store, (vector_store_id, tenant))
+    cur = await conn.execute(_SQL.store, (vector_store_id, tenant, CLOCK.now()))
     row = await cur.fetchone()
     if row is None:
         raise store_missing(vector_store_id)
@@ -293,3 +299,8 @@ async def _vector_file(conn: Conn, vector_store_id: str, file_id: str, tenant: s
         await _store_row(conn, vector_store_id, tenant)
         raise vector_file_missing(vector_store_id, file_id)
     return vector_file_of(row)
+
+
+def _update_params(name: str | None, metadata: str | None, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
+    now = CLOCK.now()
+    return (name, metadata, now, now, vector_store_id, tenant, now)

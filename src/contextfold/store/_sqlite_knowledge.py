@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._knowledge import (
+    CLOCK,
     FileRecord,
     Order,
     VectorFile,
@@ -113,6 +113,9 @@ class SQLiteIndex(_Workers, BaseIndex):
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         return await self._reader.run(_pending, limit)
 
+    async def sweep(self) -> int:
+        return await self._writer.run(_sweep)
+
     async def _finish(
         self,
         vector_store_id: str,
@@ -198,7 +201,7 @@ def _create_store(conn: sqlite3.Connection, record: VectorStoreRecord) -> None:
 
 
 def _store_row(conn: sqlite3.Connection, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
-    row = conn.execute(_SQL.store, (vector_store_id, tenant)).fetchone()
+    row = conn.execute(_SQL.store, (vector_store_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise store_missing(vector_store_id)
     return tuple(row)
@@ -224,7 +227,7 @@ def _list_stores(
 def _update_store(
     conn: sqlite3.Connection, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
 ) -> VectorStoreRecord:
-    changed = conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
+    changed = conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
     if changed.rowcount == 0:
         raise store_missing(vector_store_id)
     return _store(conn, vector_store_id, tenant)
@@ -243,10 +246,10 @@ def _add(
         _store_row(conn, vector_store_id, tenant)
         for file_id in file_ids:
             _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
-        now = time.time()
+        now = CLOCK.now()
         for file_id in file_ids:
             conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
-        conn.execute(_SQL.touch_store, (now, vector_store_id))
+        conn.execute(_SQL.touch_store, (now, now, vector_store_id))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -373,3 +376,13 @@ def _embedded(
         (json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else [])),
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+def _update_params(name: str | None, metadata: str | None, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
+    now = CLOCK.now()
+    return (name, metadata, now, now, vector_store_id, tenant, now)
+
+
+def _sweep(conn: sqlite3.Connection) -> int:
+    # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
+    return int(conn.execute(_SQL.sweep, (CLOCK.now(),)).rowcount)
