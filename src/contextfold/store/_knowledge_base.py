@@ -5,6 +5,7 @@ stores cannot drift in what they accept."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -153,8 +154,12 @@ class BaseIndex(ABC):
     async def _embedded(
         self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
     ) -> list[tuple[Any, ...]]:
-        """Every embedded chunk's row (vector store, file, filename, text, embedding, attributes) of the
-        tenant's stores (a missing one is NotFoundError), `completed` files only, given `file_ids` those."""
+        """Every embedded chunk's (id, embedding) in the tenant's stores (a missing one is NotFoundError),
+        `completed` files only, given `file_ids` those."""
+
+    @abstractmethod
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        """The chunks' (id, vector store, file, filename, text, attributes), any order."""
 
     @abstractmethod
     async def _search(
@@ -198,11 +203,13 @@ class BaseIndex(ABC):
         if file_ids is not None and not file_ids:
             return []
         rows = await self._embedded(list(vector_store_ids), tenant, file_ids)
-        scores = await asyncio.to_thread(similarities, vector, [bytes(row[4]) for row in rows])
+        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        # Only the best chunks' text and attributes are read: scoring needs just the vectors.
+        best = heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
+        score_of_id = {chunk: score for score, chunk in best}
         hits = [
-            ChunkHit(str(vs), str(fid), str(name), str(text), max(0.0, min(1.0, score)), json.loads(attrs))
-            for (vs, fid, name, text, _, attrs), score in zip(rows, scores, strict=True)
-            if score > -1.0
+            ChunkHit(str(vs), str(fid), str(name), str(text), max(0.0, min(1.0, score_of_id[int(cid)])), json.loads(a))
+            for cid, vs, fid, name, text, a in await self._hit_rows(list(score_of_id))
         ]
         return best_hits(hits, limit)
 

@@ -243,17 +243,25 @@ class PostgresIndex(_Pooled, BaseIndex):
         self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
     ) -> list[tuple[Any, ...]]:
         only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
-        sql = f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, c.embedding, v.attributes
-                  FROM chunks c
+        sql = f"""SELECT c.id, c.embedding FROM chunks c
                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
-                  JOIN files f ON f.id = c.file_id
                   WHERE c.vector_store_id = ANY(%s::text[]) AND c.embedding IS NOT NULL
-                      AND v.status = 'completed'{only}
-                  ORDER BY c.file_id, c.position"""
+                      AND v.status = 'completed'{only}"""
         async with self._connect() as conn:
             for vector_store_id in vector_store_ids:
                 await _store_row(conn, vector_store_id, tenant)
             cur = await conn.execute(sql, (vector_store_ids, *([list(file_ids)] if file_ids is not None else [])))
+            return [tuple(row) for row in await cur.fetchall()]
+
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        async with self._connect() as conn:
+            cur = await conn.execute(
+                """SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
+                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+                   JOIN files f ON f.id = c.file_id
+                   WHERE c.id = ANY(%s::bigint[])""",
+                (chunk_ids,),
+            )
             return [tuple(row) for row in await cur.fetchall()]
 
     @staticmethod

@@ -131,6 +131,9 @@ class SQLiteIndex(_Workers, BaseIndex):
     ) -> list[tuple[Any, ...]]:
         return await self._reader.run(_embedded, vector_store_ids, tenant, file_ids)
 
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        return await self._reader.run(_hit_rows, chunk_ids)
+
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         return await self._writer.run(_cancel, vector_store_id, batch_id, tenant)
 
@@ -366,13 +369,10 @@ def _embedded(
         _store_row(conn, vector_store_id, tenant)
     only = "" if file_ids is None else " AND c.file_id IN (SELECT value FROM json_each(?))"
     rows = conn.execute(
-        f"""SELECT c.vector_store_id, c.file_id, f.filename, c.text, c.embedding, v.attributes
-            FROM chunks c
+        f"""SELECT c.rowid, c.embedding FROM chunks c
             JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
-            JOIN files f ON f.id = c.file_id
             WHERE c.vector_store_id IN (SELECT value FROM json_each(?)) AND c.embedding IS NOT NULL
-                AND v.status = 'completed'{only}
-            ORDER BY c.file_id, c.position""",
+                AND v.status = 'completed'{only}""",
         (json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else [])),
     ).fetchall()
     return [tuple(row) for row in rows]
@@ -386,3 +386,14 @@ def _update_params(name: str | None, metadata: str | None, vector_store_id: str,
 def _sweep(conn: sqlite3.Connection) -> int:
     # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
     return int(conn.execute(_SQL.sweep, (CLOCK.now(),)).rowcount)
+
+
+def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        """SELECT c.rowid, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
+            JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+            JOIN files f ON f.id = c.file_id
+            WHERE c.rowid IN (SELECT value FROM json_each(?))""",
+        (json.dumps(chunk_ids),),
+    ).fetchall()
+    return [tuple(row) for row in rows]
