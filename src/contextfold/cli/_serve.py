@@ -26,6 +26,9 @@ _FLAGS = (
     ("--compact-summariser", "self (the serving model), none (deterministic only) or a served model (default self)"),
     ("--compact-summariser-timeout", "seconds a summary may take before the deterministic digest (default 120)"),
     ("--compact-summary-max-tokens", "the summary's output cap in tokens (default 0: its share of the budget)"),
+    ("--embeddings-url", "OpenAI-compatible base URL (.../v1) to embed vector store chunks and queries with"),
+    ("--embeddings-model", "the embeddings model to ask --embeddings-url for"),
+    ("--embeddings-api-key", "API key for --embeddings-url"),
     ("--otel-endpoint", "OTLP/HTTP endpoint to export traces to, such as http://localhost:4318 (needs [otel])"),
     ("--log-format", "text or json (default text)"),
     ("--log-level", "debug, info, warning, error or critical (default info)"),
@@ -65,6 +68,8 @@ def serve_command(args: argparse.Namespace) -> int:
         *("first_byte_timeout", "turn_timeout", "shutdown_grace", "max_header_bytes", "max_replay_bytes"),
         *("compact_threshold", "compact_target", "compact_tail_turns", "compact_head_items", "compact_masking"),
         *("compact_summariser", "compact_summariser_timeout", "compact_summary_max_tokens", "otel_endpoint"),
+        *("embeddings_url", "embeddings_model", "embeddings_api_key"),
+        *("embeddings_url", "embeddings_model", "embeddings_api_key"),
     )
     given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
     run(load_config(given))

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._errors import InvalidRequestError
 from ..store import ChunkHit, Knowledge
+from ..store._knowledge import CANDIDATES, fts_match, score_of
+from ._embeddings import Embedder
 from ._tools import Tool, ToolOutput
 
 FILE_SEARCH = "file_search"
@@ -37,6 +39,9 @@ class FileSearchOptions:
     max_num_results: int = 10
     filters: Mapping[str, Any] | None = None
     score_threshold: float = 0.0
+    ranker: str = "auto"
+    """`auto`/`default-2024-11-15`: with embeddings, vector similarity fused with the full-text score; `none`:
+    with embeddings, vector similarity alone. Without embeddings every ranker is the full-text score."""
 
 
 def search_options(
@@ -53,6 +58,7 @@ def search_options(
     if filters is not None:
         check_filter(filters, where + "filters")
     threshold = 0.0
+    ranker = "auto"
     if ranking_options is not None:
         if not isinstance(ranking_options, Mapping):
             raise InvalidRequestError("ranking_options must be an object", param=where + "ranking_options")
@@ -69,7 +75,8 @@ def search_options(
                 param=where + "ranking_options.score_threshold",
             )
         threshold = float(given)
-    return FileSearchOptions(count, filters, threshold)
+        ranker = ranker or "auto"
+    return FileSearchOptions(count, filters, threshold, ranker)
 
 
 def check_filter(node: Any, param: str, depth: int = 0) -> None:
@@ -134,21 +141,49 @@ async def search_chunks(
     vector_store_ids: Sequence[str],
     queries: Sequence[str],
     options: FileSearchOptions = FileSearchOptions(),
+    embedder: Embedder | None = None,
 ) -> list[ChunkHit]:
-    """The best chunks for any of `queries`, best first: each chunk once, with its best score."""
+    """The best chunks for any of `queries`, best first: each chunk once, with its best score. With an
+    `embedder`, each query is embedded and the chunks ranked by vector similarity fused with the text score."""
     allowed = None
     if options.filters is not None:
         allowed = [f for vs in vector_store_ids for f in await _passing(knowledge, tenant, vs, options.filters)]
     best: dict[tuple[str, str, str], ChunkHit] = {}
     for query in queries:
-        for hit in await knowledge.index.search(
-            vector_store_ids, query, tenant=tenant, file_ids=allowed, limit=options.max_num_results
-        ):
+        limit = options.max_num_results
+        found = await knowledge.index.search(vector_store_ids, query, tenant=tenant, file_ids=allowed, limit=limit)
+        if embedder is not None:
+            vector = await embedder.embed_query(query)
+            near = await knowledge.index.nearest(
+                vector_store_ids, vector, tenant=tenant, file_ids=allowed, limit=limit * CANDIDATES
+            )
+            found = fuse(query, found, near) if options.ranker != "none" else near
+        for hit in found:
             key = (hit.vector_store_id, hit.file_id, hit.text)
             if key not in best or best[key].score < hit.score:
                 best[key] = hit
     ranked = sorted(best.values(), key=lambda h: (-h.score, h.file_id))
     return [h for h in ranked if h.score >= options.score_threshold][: options.max_num_results]
+
+
+def fuse(query: str, text_hits: Sequence[ChunkHit], near: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Relative score fusion: each chunk's score is the mean of its full-text score and its vector similarity.
+    Both are in [0, 1], so the fused score is too and `score_threshold` keeps its meaning (reciprocal rank
+    fusion would give the best chunk of an unrelated query the top score). A chunk only the vectors found gets
+    its text score from its words; one only the text search found counts its similarity as 0 (it is below
+    every similarity the vector search returned)."""
+    terms = fts_match(query) or []
+    similarity = {(h.vector_store_id, h.file_id, h.text): h.score for h in near}
+    fused: dict[tuple[str, str, str], ChunkHit] = {}
+    for hit in [*text_hits, *near]:
+        key = (hit.vector_store_id, hit.file_id, hit.text)
+        if key in fused:
+            continue
+        text_score = next((h.score for h in text_hits if (h.vector_store_id, h.file_id, h.text) == key), None)
+        if text_score is None:
+            text_score = score_of(terms, hit.text, 0.0) if terms else 0.0
+        fused[key] = replace(hit, score=(text_score + similarity.get(key, 0.0)) / 2)
+    return sorted(fused.values(), key=lambda h: -h.score)
 
 
 async def _passing(knowledge: Knowledge, tenant: str, vector_store_id: str, node: Mapping[str, Any]) -> list[str]:
@@ -175,7 +210,11 @@ def result_of(hit: ChunkHit) -> dict[str, Any]:
 
 
 def file_search_tool(
-    knowledge: Knowledge, tenant: str, vector_store_ids: Sequence[str], options: FileSearchOptions = FileSearchOptions()
+    knowledge: Knowledge,
+    tenant: str,
+    vector_store_ids: Sequence[str],
+    options: FileSearchOptions = FileSearchOptions(),
+    embedder: Embedder | None = None,
 ) -> Tool:
     """`file_search` over the given vector stores, as a server-side tool for a turn."""
     stores = list(vector_store_ids)
@@ -190,7 +229,7 @@ def file_search_tool(
         wanted = [q for q in queries if isinstance(q, str) and q.strip()][:5]
         if not wanted:
             raise InvalidRequestError("pass at least one non-empty query")
-        hits = await search_chunks(knowledge, tenant, stores, wanted, options)
+        hits = await search_chunks(knowledge, tenant, stores, wanted, options, embedder)
         output = json.dumps({"queries": wanted, "results": [result_of(h) for h in hits]}, ensure_ascii=False)
         names = sorted({h.filename for h in hits})
         summary = f"file_search {wanted!r}: {len(hits)} results" + (f" from {', '.join(names)}" if names else "")

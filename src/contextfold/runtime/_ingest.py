@@ -8,6 +8,10 @@ fewer), and every chunk is a slice of the original text, whitespace and all.
 
 `Ingestor.run` drains `index.pending()`: the queue is the store's `in_progress` rows, so a file whose ingestion a
 crash or a restart cut off is simply ingested again, and the chunks of one file land in one transaction.
+Each round also sweeps the vector stores whose `expires_after` has passed.
+With an `Embedder`, a file's chunks are embedded (in batches, each retried) before they are written with their
+vectors; when the embeddings upstream still fails, the file is `failed` with a `last_error` naming the upstream
+and what to check (not indexed for text only: a store searched with embeddings would silently miss it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from .._errors import InvalidRequestError, UserError
 from ..store import Knowledge, VectorFile
+from ._embeddings import Embedder, EmbeddingError
 
 log = logging.getLogger("contextfold.ingest")
 
@@ -163,8 +168,10 @@ def _pdf_text(content: bytes) -> str:
 class Ingestor:
     """Ingests what the store has queued, in the background, one file at a time (`wake` after queueing more)."""
 
-    def __init__(self, knowledge: Knowledge, *, poll: float = 5.0) -> None:
+    def __init__(self, knowledge: Knowledge, *, poll: float = 5.0, embedder: Embedder | None = None) -> None:
         self.knowledge = knowledge
+        self.embedder = embedder
+        """Embeds each file's chunks before they are written (None: full-text search only)."""
         self.poll = poll
         """How often to look for work nobody woke us for (another replica queued it)."""
         self._wake = asyncio.Event()
@@ -176,6 +183,7 @@ class Ingestor:
         """Forever: drain the queue, then sleep until woken or `poll` seconds pass. Cancel it to stop."""
         while True:
             try:
+                await self.knowledge.index.sweep()  # expired vector stores, erased off the request path
                 await self.drain()
             except Exception:  # a failing database must not end ingestion for good: try again later
                 log.exception("ingestion failed; retrying in %gs", self.poll)
@@ -216,4 +224,11 @@ class Ingestor:
             log.exception("ingesting %s failed", queued.file_id)
             error = {"code": "server_error", "message": f"the file could not be read: {type(exc).__name__}"}
             return await index.finish(queued.vector_store_id, queued.file_id, chunks=None, error=error)
-        return await index.finish(queued.vector_store_id, queued.file_id, chunks=chunks)
+        vectors = None
+        if self.embedder is not None and chunks:
+            try:
+                vectors = await self.embedder.embed(chunks)
+            except EmbeddingError as exc:  # retried already: the file fails, saying what to fix
+                error = {"code": "server_error", "message": str(exc)}
+                return await index.finish(queued.vector_store_id, queued.file_id, chunks=None, error=error)
+        return await index.finish(queued.vector_store_id, queued.file_id, chunks=chunks, vectors=vectors)

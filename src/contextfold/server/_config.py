@@ -139,6 +139,13 @@ class ServerConfig:
     mcp_timeout: float = 30.0
     """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
 
+    embeddings_url: str | None = None
+    """An OpenAI-compatible base URL (`.../v1`) whose `POST /embeddings` embeds vector store chunks and search
+    queries; unset, file search ranks by full text only."""
+    embeddings_model: str | None = None
+    """The model `embeddings_url` is asked for (needed with it)."""
+    embeddings_api_key: str | None = field(default=None, repr=False)  # kept out of logs and tracebacks
+
     otel_endpoint: str | None = None
     """An OTLP/HTTP endpoint (`http://collector:4318`) to export traces to; needs the `otel` extra."""
 
@@ -256,6 +263,11 @@ def _check_together(config: ServerConfig, origins: Mapping[str, str]) -> None:
             f"compact_target {config.compact_target} (from {origins.get('compact_target', 'the default')}) must be "
             f"below compact_threshold {config.compact_threshold} (from "
             f"{origins.get('compact_threshold', 'the default')}): the gap between them is what keeps compactions rare"
+        )
+    if (config.embeddings_url is None) != (config.embeddings_model is None):
+        raise ConfigurationError(
+            "embeddings_url and embeddings_model go together: set both (--embeddings-url http://host/v1 "
+            "--embeddings-model NAME) to embed vector store chunks, or neither for full-text search only"
         )
     names = [route.name for route in config.routes]
     for route in (None, *config.routes):
@@ -393,6 +405,9 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "compact_summariser_timeout": _seconds,
     "compact_summary_max_tokens": lambda key, value, origin: _int(key, value, origin, 0, None, "0 (no cap) or more"),
     "otel_endpoint": _url,
+    "embeddings_url": _url,
+    "embeddings_model": _name,
+    "embeddings_api_key": _text,
 }  # the Limits fields (and max_replay_bytes) are positive integers
 
 

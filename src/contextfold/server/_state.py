@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime._embeddings import Embedder
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
 from ._config import ServerConfig
@@ -44,6 +45,8 @@ class ServerState:
     keys_required: bool
     ingestor: Ingestor | None = None
     """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
+    embedder: Embedder | None = None
+    """Embeds chunks and search queries (None: no embeddings upstream is configured)."""
     guardrails: Guardrails = field(init=False)
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
 
@@ -66,7 +69,10 @@ async def open_state(
     opened = store or await open_server_store(config.db)
     models = registry or ModelRegistry(config)
     locks = ConversationLocks(opened.leases, ttl=config.lease_ttl, queue=config.queue_turns)
-    ingestor = Ingestor(opened.knowledge) if ingest else None
+    embedder = None
+    if config.embeddings_url is not None and config.embeddings_model is not None:
+        embedder = Embedder(config.embeddings_url, config.embeddings_model, api_key=config.embeddings_api_key)
+    ingestor = Ingestor(opened.knowledge, embedder=embedder) if ingest else None
     # Files a restart cut off mid-ingestion are still queued in the store: this picks them up first.
     ingesting = asyncio.create_task(ingestor.run(), name="contextfold ingestion") if ingestor else None
     state: ServerState | None = None
@@ -81,6 +87,7 @@ async def open_state(
             streams=StreamBuffers(max_bytes=config.max_replay_bytes),
             keys_required=await opened.keys.active() > 0,
             ingestor=ingestor,
+            embedder=embedder,
         )
         yield state
     finally:
@@ -92,6 +99,8 @@ async def open_state(
             ingesting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingesting
+        if embedder is not None:
+            await embedder.close()
         if registry is None:
             await models.close()
         if store is None:

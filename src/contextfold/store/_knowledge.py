@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -35,6 +36,11 @@ MAX_ATTRIBUTE_VALUE = 512
 MAX_FILES_PER_ADD = 500
 MAX_PAGE = 100
 _PURPOSE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+EXPIRY_ANCHORS = ("last_active_at",)
+"""OpenAI's vector stores anchor expiry at `last_active_at` only (the SDK's models refuse another anchor)."""
+MAX_EXPIRY_DAYS = 365
+DAY = 86_400.0
 
 Order = Literal["asc", "desc"]
 Attributes = dict[str, str | float | bool]
@@ -190,11 +196,22 @@ class Index(Protocol):
         """Files still `in_progress`, oldest first, across every tenant: what ingestion must still do."""
         ...
 
+    async def sweep(self) -> int:
+        """Erase every vector store whose `expires_after` has passed (across tenants); returns how many."""
+        ...
+
     async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        *,
+        chunks: Sequence[str] | None,
+        error: dict[str, str] | None = None,
+        vectors: Sequence[bytes] | None = None,
     ) -> bool:
-        """Write the chunks (status `completed`) or the error (`failed`), replacing any earlier chunks, in one
-        transaction; False, writing nothing, if the file is no longer `in_progress` there (removed, cancelled)."""
+        """Write the chunks (status `completed`) with their `vectors` (one per chunk, float32 bytes, when they
+        were embedded) or the error (`failed`), replacing any earlier chunks, in one transaction; False, writing
+        nothing, if the file is no longer `in_progress` there (removed, cancelled)."""
         ...
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
@@ -218,6 +235,19 @@ class Index(Protocol):
         `file_ids` (when given) keeps only chunks of those files."""
         ...
 
+    async def nearest(
+        self,
+        vector_store_ids: Sequence[str],
+        vector: bytes,
+        *,
+        tenant: str,
+        file_ids: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> list[ChunkHit]:
+        """The embedded chunks nearest `vector` (a unit float32 vector) by cosine similarity, best first, their
+        score the similarity (below 0 counted 0); chunks of another vector size are left out."""
+        ...
+
 
 class Knowledge(Protocol):
     @property
@@ -231,6 +261,45 @@ class Knowledge(Protocol):
 
     @property
     def index(self) -> Index: ...
+
+
+class Clock:
+    """The time the knowledge stores read (expiry, created_at, last_active_at); `offset` moves it, for tests."""
+
+    offset: float = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+CLOCK = Clock()
+
+
+def check_expires_after(value: Any, param: str = "expires_after") -> tuple[str, int] | None:
+    """OpenAI's `{"anchor": "last_active_at", "days": N}` as (anchor, days)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"anchor", "days"}:
+        raise InvalidRequestError('expires_after must be {"anchor": "last_active_at", "days": 1 to 365}', param=param)
+    anchor, days = value.get("anchor", "last_active_at"), value.get("days")
+    if anchor not in EXPIRY_ANCHORS:
+        raise InvalidRequestError(
+            f"expires_after.anchor must be 'last_active_at' (a vector store expires that many days after it was "
+            f"last used), got {anchor!r}",
+            param=param + ".anchor",
+        )
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise InvalidRequestError(
+            f"expires_after.days must be an integer from 1 to {MAX_EXPIRY_DAYS}, got {days!r}", param=param + ".days"
+        )
+    return anchor, days
+
+
+def expires_at(expiry: tuple[str, int] | None, created_at: float, last_active_at: float) -> float | None:
+    if expiry is None:
+        return None
+    anchor, days = expiry
+    return (created_at if anchor == "created_at" else last_active_at) + days * DAY
 
 
 # --- rules both stores share --------------------------------------------------------------------------------------

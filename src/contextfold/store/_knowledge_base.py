@@ -4,6 +4,8 @@ stores cannot drift in what they accept."""
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -11,12 +13,14 @@ from typing import Any
 
 from ._knowledge import (
     CANDIDATES,
+    MAX_PAGE,
     Attributes,
     ChunkHit,
     FileRecord,
     Order,
     VectorFile,
     VectorStoreRecord,
+    best_hits,
     check_attributes,
     check_file_ids,
     check_page_limit,
@@ -24,6 +28,7 @@ from ._knowledge import (
     fts_match,
 )
 from ._knowledge_sql import FilesQuery, hits_of, new_file, new_store, store_changes
+from ._knowledge_vectors import similarities
 
 MAX_LISTED_FILES = 10_001
 """How long a page of files (or of a vector store's files) may be: the HTTP edge lists up to 10,000, and reads one
@@ -137,8 +142,24 @@ class BaseVectorFiles(ABC):
 class BaseIndex(ABC):
     @abstractmethod
     async def _finish(
-        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        chunks: list[str],
+        error: dict[str, str] | None,
+        vectors: list[bytes | None],
     ) -> bool: ...
+
+    @abstractmethod
+    async def _embedded(
+        self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+    ) -> list[tuple[Any, ...]]:
+        """Every embedded chunk's (id, embedding) in the tenant's stores (a missing one is NotFoundError),
+        `completed` files only, given `file_ids` those."""
+
+    @abstractmethod
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        """The chunks' (id, vector store, file, filename, text, attributes), any order."""
 
     @abstractmethod
     async def _search(
@@ -153,9 +174,44 @@ class BaseIndex(ABC):
         """The dialect's full-text rank as one where higher is better, on BM25's scale."""
 
     async def finish(
-        self, vector_store_id: str, file_id: str, *, chunks: Sequence[str] | None, error: dict[str, str] | None = None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        *,
+        chunks: Sequence[str] | None,
+        error: dict[str, str] | None = None,
+        vectors: Sequence[bytes] | None = None,
     ) -> bool:
-        return await self._finish(vector_store_id, file_id, list(chunks or ()), error)
+        texts = list(chunks or ())
+        if vectors is not None and len(vectors) != len(texts):
+            raise ValueError(f"{len(vectors)} vectors for {len(texts)} chunks")
+        embedded: list[bytes | None] = list(vectors) if vectors is not None else [None] * len(texts)
+        return await self._finish(vector_store_id, file_id, texts, error, embedded)
+
+    async def nearest(
+        self,
+        vector_store_ids: Sequence[str],
+        vector: bytes,
+        *,
+        tenant: str,
+        file_ids: Sequence[str] | None = None,
+        limit: int = 10,
+    ) -> list[ChunkHit]:
+        # The exact scan: every embedded chunk of the stores, compared on a worker thread. It always works and
+        # is right; an approximate index (sqlite-vec, pgvector) would go behind this same method.
+        check_page_limit(limit, most=MAX_PAGE * CANDIDATES)
+        if file_ids is not None and not file_ids:
+            return []
+        rows = await self._embedded(list(vector_store_ids), tenant, file_ids)
+        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        # Only the best chunks' text and attributes are read: scoring needs just the vectors.
+        best = heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
+        score_of_id = {chunk: score for score, chunk in best}
+        hits = [
+            ChunkHit(str(vs), str(fid), str(name), str(text), max(0.0, min(1.0, score_of_id[int(cid)])), json.loads(a))
+            for cid, vs, fid, name, text, a in await self._hit_rows(list(score_of_id))
+        ]
+        return best_hits(hits, limit)
 
     async def search(
         self,

@@ -9,13 +9,13 @@ differently: full-text search, bulk chunk writes and row locks.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..events import new_id
 from ._knowledge import (
+    CLOCK,
     FILE_COLUMNS,
     STORE_COLUMNS,
     VECTOR_FILE_COLUMNS,
@@ -25,10 +25,12 @@ from ._knowledge import (
     VectorStoreRecord,
     after_missing,
     best_hits,
+    check_expires_after,
     check_filename,
     check_metadata,
     check_name,
     check_purpose,
+    expires_at,
     page_clause,
     score_of,
 )
@@ -42,12 +44,13 @@ def new_file(tenant: str, filename: str, purpose: str, content: bytes) -> FileRe
         check_filename(filename),
         check_purpose(purpose),
         len(content),
-        time.time(),
+        CLOCK.now(),
     )
 
 
 def new_store(tenant: str, name: str | None, metadata: dict[str, str], data: dict[str, Any]) -> VectorStoreRecord:
-    now = time.time()
+    check_expires_after(data.get("expires_after"))
+    now = CLOCK.now()
     return VectorStoreRecord(
         new_id("vs"), check_tenant(tenant), now, check_name(name), check_metadata(metadata), dict(data), now
     )
@@ -63,6 +66,7 @@ def file_params(record: FileRecord, content: bytes) -> tuple[Any, ...]:
 
 
 def store_params(record: VectorStoreRecord) -> tuple[Any, ...]:
+    expiry = check_expires_after(record.data.get("expires_after"))
     return (
         record.id,
         record.tenant,
@@ -71,6 +75,8 @@ def store_params(record: VectorStoreRecord) -> tuple[Any, ...]:
         json.dumps(record.metadata),
         json.dumps(record.data),
         record.last_active_at,
+        *(expiry or (None, None)),
+        expires_at(expiry, record.created_at, record.last_active_at),
     )
 
 
@@ -121,18 +127,29 @@ class KnowledgeSQL:
         self.file = f"SELECT {FILE_COLUMNS} FROM files WHERE id = {m} AND tenant = {m}"
         self.content = f"SELECT content FROM files WHERE id = {m} AND tenant = {m}"
         self.delete_file = f"DELETE FROM files WHERE id = {m} AND tenant = {m}"
-        self.insert_store = f"INSERT INTO vector_stores ({STORE_COLUMNS}) VALUES ({', '.join([m] * 7)})"
-        self.store = f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE id = {m} AND tenant = {m}"
+        self.insert_store = (
+            f"INSERT INTO vector_stores ({STORE_COLUMNS}, expires_anchor, expires_days, expires_at)"
+            f" VALUES ({', '.join([m] * 10)})"
+        )
+        # An expired store answers as missing (the sweep erases it soon after): the time is the last parameter.
+        self.live = f"(expires_at IS NULL OR expires_at > {m})"
+        self.store = f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE id = {m} AND tenant = {m} AND {self.live}"
+        # Using a store moves its last_active_at, and with it the expiry anchored there.
+        moved = (
+            f"expires_at = CASE WHEN expires_anchor = 'last_active_at' THEN {m} + expires_days * 86400.0"
+            " ELSE expires_at END"
+        )
         self.store_counts = (
             f"SELECT status, count(*) FROM vector_store_files WHERE vector_store_id = {m} GROUP BY status"
         )
         self.store_usage = f"SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE vector_store_id = {m}"
         self.update_store = (
             f"UPDATE vector_stores SET name = coalesce({m}, name), metadata = coalesce({m}, metadata),"
-            f" last_active_at = {m} WHERE id = {m} AND tenant = {m}"
+            f" last_active_at = {m}, {moved} WHERE id = {m} AND tenant = {m} AND {self.live}"
         )
         self.delete_store = f"DELETE FROM vector_stores WHERE id = {m} AND tenant = {m}"
-        self.touch_store = f"UPDATE vector_stores SET last_active_at = {m} WHERE id = {m}"
+        self.touch_store = f"UPDATE vector_stores SET last_active_at = {m}, {moved} WHERE id = {m}"
+        self.sweep = f"DELETE FROM vector_stores WHERE expires_at <= {m}"
         # Adding a file again queues it again: its old chunks go when the new ones are written.
         self.add_file = f"""INSERT INTO vector_store_files ({VECTOR_FILE_COLUMNS})
             VALUES ({m}, {m}, {m}, {m}, 'in_progress', {m}, {m}, NULL, 0, {m})
@@ -187,8 +204,9 @@ class KnowledgeSQL:
     ) -> tuple[str, tuple[Any, ...]]:
         m = self.mark
         clause, params = page_clause(m, order, cursor)
-        return f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE tenant = {m}{clause} LIMIT {m}", (
+        return f"SELECT {STORE_COLUMNS} FROM vector_stores WHERE tenant = {m} AND {self.live}{clause} LIMIT {m}", (
             tenant,
+            CLOCK.now(),
             *params,
             limit,
         )

@@ -210,6 +210,19 @@ SQLITE: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "chunk embeddings and vector store expiry",
+        # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
+        (
+            "ALTER TABLE chunks ADD COLUMN embedding BLOB",
+            # expires_after: the policy, and when it falls (moved on as the store is used, for `last_active_at`).
+            "ALTER TABLE vector_stores ADD COLUMN expires_anchor TEXT",
+            "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
+            "ALTER TABLE vector_stores ADD COLUMN expires_at REAL",
+            "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -367,6 +380,19 @@ POSTGRES: tuple[Migration, ...] = (
             """CREATE TABLE response_cancels (
                 response_id TEXT PRIMARY KEY REFERENCES responses(id) ON DELETE CASCADE
             )""",
+        ),
+    ),
+    Migration(
+        7,
+        "chunk embeddings and vector store expiry",
+        # A chunk's vector (float32, unit length) when an embeddings upstream is configured; it goes with the chunk.
+        (
+            "ALTER TABLE chunks ADD COLUMN embedding BYTEA",
+            # expires_after: the policy, and when it falls (moved on as the store is used, for `last_active_at`).
+            "ALTER TABLE vector_stores ADD COLUMN expires_anchor TEXT",
+            "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
+            "ALTER TABLE vector_stores ADD COLUMN expires_at DOUBLE PRECISION",
+            "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
         ),
     ),
 )

@@ -7,7 +7,6 @@ Deletions cascade through foreign keys, so a deleted file leaves no chunk behind
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ._knowledge import (
+    CLOCK,
     FileRecord,
     Order,
     VectorFile,
@@ -105,7 +105,7 @@ class PostgresVectorStores(_Pooled, BaseVectorStores):
         self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
     ) -> VectorStoreRecord:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
+            cur = await conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
             if cur.rowcount == 0:
                 raise store_missing(vector_store_id)
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
@@ -126,10 +126,10 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
                 await _store_row(conn, vector_store_id, tenant)
                 for file_id in file_ids:
                     await _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
-                now = time.time()
+                now = CLOCK.now()
                 for file_id in file_ids:
                     await conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
-                await conn.execute(_SQL.touch_store, (now, vector_store_id))
+                await conn.execute(_SQL.touch_store, (now, now, vector_store_id))
             return [await _vector_file(conn, vector_store_id, file_id, tenant) for file_id in file_ids]
 
     async def get(self, vector_store_id: str, file_id: str, *, tenant: str) -> VectorFile:
@@ -160,13 +160,24 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
 
 
 class PostgresIndex(_Pooled, BaseIndex):
+    async def sweep(self) -> int:
+        async with self._connect() as conn:
+            # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
+            cur = await conn.execute(_SQL.sweep, (CLOCK.now(),))
+            return int(cur.rowcount)
+
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
             cur = await conn.execute(_SQL.pending, (limit,))
             return [vector_file_of(row) for row in await cur.fetchall()]
 
     async def _finish(
-        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        chunks: list[str],
+        error: dict[str, str] | None,
+        vectors: list[bytes | None],
     ) -> bool:
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
@@ -178,10 +189,10 @@ class PostgresIndex(_Pooled, BaseIndex):
             if error is None and chunks:  # COPY: one round trip for all of a file's chunks
                 async with (
                     conn.cursor() as cur,
-                    cur.copy("COPY chunks (vector_store_id, file_id, position, text) FROM STDIN") as copy,
+                    cur.copy("COPY chunks (vector_store_id, file_id, position, text, embedding) FROM STDIN") as copy,
                 ):
-                    for n, text in enumerate(chunks):
-                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", "")))
+                    for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True)):
+                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", ""), vector))
             await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         return True
 
@@ -228,6 +239,31 @@ class PostgresIndex(_Pooled, BaseIndex):
             )
             return [tuple(row) for row in await cur.fetchall()]
 
+    async def _embedded(
+        self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+    ) -> list[tuple[Any, ...]]:
+        only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
+        sql = f"""SELECT c.id, c.embedding FROM chunks c
+                  JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+                  WHERE c.vector_store_id = ANY(%s::text[]) AND c.embedding IS NOT NULL
+                      AND v.status = 'completed'{only}"""
+        async with self._connect() as conn:
+            for vector_store_id in vector_store_ids:
+                await _store_row(conn, vector_store_id, tenant)
+            cur = await conn.execute(sql, (vector_store_ids, *([list(file_ids)] if file_ids is not None else [])))
+            return [tuple(row) for row in await cur.fetchall()]
+
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        async with self._connect() as conn:
+            cur = await conn.execute(
+                """SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
+                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+                   JOIN files f ON f.id = c.file_id
+                   WHERE c.id = ANY(%s::bigint[])""",
+                (chunk_ids,),
+            )
+            return [tuple(row) for row in await cur.fetchall()]
+
     @staticmethod
     def _rank(rank: float) -> float:
         return rank * 10  # ts_rank is small (about 0.1 for one match): scaled to weigh as a BM25 rank does
@@ -249,7 +285,7 @@ async def _cursor(conn: Conn, table: str, after: str | None, tenant: str) -> tup
 
 
 async def _store_row(conn: Conn, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
-    cur = await conn.execute(_SQL.store, (vector_store_id, tenant))
+    cur = await conn.execute(_SQL.store, (vector_store_id, tenant, CLOCK.now()))
     row = await cur.fetchone()
     if row is None:
         raise store_missing(vector_store_id)
@@ -271,3 +307,8 @@ async def _vector_file(conn: Conn, vector_store_id: str, file_id: str, tenant: s
         await _store_row(conn, vector_store_id, tenant)
         raise vector_file_missing(vector_store_id, file_id)
     return vector_file_of(row)
+
+
+def _update_params(name: str | None, metadata: str | None, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
+    now = CLOCK.now()
+    return (name, metadata, now, now, vector_store_id, tenant, now)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._knowledge import (
+    CLOCK,
     FileRecord,
     Order,
     VectorFile,
@@ -113,10 +113,26 @@ class SQLiteIndex(_Workers, BaseIndex):
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         return await self._reader.run(_pending, limit)
 
+    async def sweep(self) -> int:
+        return await self._writer.run(_sweep)
+
     async def _finish(
-        self, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        file_id: str,
+        chunks: list[str],
+        error: dict[str, str] | None,
+        vectors: list[bytes | None],
     ) -> bool:
-        return await self._writer.run(_finish, vector_store_id, file_id, chunks, error)
+        return await self._writer.run(_finish, vector_store_id, file_id, chunks, error, vectors)
+
+    async def _embedded(
+        self, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+    ) -> list[tuple[Any, ...]]:
+        return await self._reader.run(_embedded, vector_store_ids, tenant, file_ids)
+
+    async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+        return await self._reader.run(_hit_rows, chunk_ids)
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
         return await self._writer.run(_cancel, vector_store_id, batch_id, tenant)
@@ -188,7 +204,7 @@ def _create_store(conn: sqlite3.Connection, record: VectorStoreRecord) -> None:
 
 
 def _store_row(conn: sqlite3.Connection, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
-    row = conn.execute(_SQL.store, (vector_store_id, tenant)).fetchone()
+    row = conn.execute(_SQL.store, (vector_store_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise store_missing(vector_store_id)
     return tuple(row)
@@ -214,7 +230,7 @@ def _list_stores(
 def _update_store(
     conn: sqlite3.Connection, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
 ) -> VectorStoreRecord:
-    changed = conn.execute(_SQL.update_store, (name, metadata, time.time(), vector_store_id, tenant))
+    changed = conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
     if changed.rowcount == 0:
         raise store_missing(vector_store_id)
     return _store(conn, vector_store_id, tenant)
@@ -233,10 +249,10 @@ def _add(
         _store_row(conn, vector_store_id, tenant)
         for file_id in file_ids:
             _file(conn, file_id, tenant)  # another tenant's file is as missing as one never uploaded
-        now = time.time()
+        now = CLOCK.now()
         for file_id in file_ids:
             conn.execute(_SQL.add_file, (vector_store_id, file_id, tenant, now, *row))
-        conn.execute(_SQL.touch_store, (now, vector_store_id))
+        conn.execute(_SQL.touch_store, (now, now, vector_store_id))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -282,7 +298,12 @@ def _pending(conn: sqlite3.Connection, limit: int) -> list[VectorFile]:
 
 
 def _finish(
-    conn: sqlite3.Connection, vector_store_id: str, file_id: str, chunks: list[str], error: dict[str, str] | None
+    conn: sqlite3.Connection,
+    vector_store_id: str,
+    file_id: str,
+    chunks: list[str],
+    error: dict[str, str] | None,
+    vectors: list[bytes | None],
 ) -> bool:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -293,8 +314,11 @@ def _finish(
         conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
         if error is None:
             conn.executemany(
-                "INSERT INTO chunks (vector_store_id, file_id, position, text) VALUES (?, ?, ?, ?)",
-                [(vector_store_id, file_id, n, text) for n, text in enumerate(chunks)],
+                "INSERT INTO chunks (vector_store_id, file_id, position, text, embedding) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (vector_store_id, file_id, n, text, vector)
+                    for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True))
+                ],
             )
         conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
         conn.execute("COMMIT")
@@ -334,5 +358,42 @@ def _search(
                 AND v.status = 'completed'{only}
             ORDER BY bm25(chunks_fts), c.file_id, c.position LIMIT ?""",
         (match, json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else []), limit),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _embedded(
+    conn: sqlite3.Connection, vector_store_ids: list[str], tenant: str, file_ids: Sequence[str] | None
+) -> list[tuple[Any, ...]]:
+    for vector_store_id in vector_store_ids:
+        _store_row(conn, vector_store_id, tenant)
+    only = "" if file_ids is None else " AND c.file_id IN (SELECT value FROM json_each(?))"
+    rows = conn.execute(
+        f"""SELECT c.rowid, c.embedding FROM chunks c
+            JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+            WHERE c.vector_store_id IN (SELECT value FROM json_each(?)) AND c.embedding IS NOT NULL
+                AND v.status = 'completed'{only}""",
+        (json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else [])),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _update_params(name: str | None, metadata: str | None, vector_store_id: str, tenant: str) -> tuple[Any, ...]:
+    now = CLOCK.now()
+    return (name, metadata, now, now, vector_store_id, tenant, now)
+
+
+def _sweep(conn: sqlite3.Connection) -> int:
+    # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
+    return int(conn.execute(_SQL.sweep, (CLOCK.now(),)).rowcount)
+
+
+def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        """SELECT c.rowid, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
+            JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+            JOIN files f ON f.id = c.file_id
+            WHERE c.rowid IN (SELECT value FROM json_each(?))""",
+        (json.dumps(chunk_ids),),
     ).fetchall()
     return [tuple(row) for row in rows]

@@ -79,7 +79,7 @@ async def _file_search(ctx: Context, spec: Mapping[str, Any], param: str, out: H
     options = search_options(spec.get("max_num_results"), spec.get("filters"), spec.get("ranking_options"), param=param)
     if any(t.name == FILE_SEARCH for t in out.tools):
         raise InvalidRequestError("send one file_search tool per request (list all its stores in it)", param=param)
-    out.tools.append(file_search_tool(knowledge, ctx.tenant, ids, options))
+    out.tools.append(file_search_tool(knowledge, ctx.tenant, ids, options, ctx.state.embedder))
     out.shown.append(
         {
             "type": "file_search",

@@ -24,6 +24,7 @@ from ...events import new_id
 from ...runtime._file_search import result_of, search_chunks, search_options
 from ...runtime._ingest import chunking_of
 from ...store import FileCounts, VectorFile, VectorStoreRecord
+from ...store._knowledge import check_expires_after, expires_at
 from .._state import ServerState, state_of, tenant_of
 from ._files import list_page
 from ._schemas import _Body
@@ -123,9 +124,9 @@ def _counts(counts: FileCounts) -> dict[str, int]:
 
 def store_object(record: VectorStoreRecord) -> dict[str, Any]:
     expires_after = record.data.get("expires_after")
-    expires_at = None
-    if isinstance(expires_after, dict) and isinstance(expires_after.get("days"), int):
-        expires_at = int(record.last_active_at + expires_after["days"] * 86_400)
+    expiry = check_expires_after(expires_after) if isinstance(expires_after, dict) else None
+    falls = expires_at(expiry, record.created_at, record.last_active_at)
+    expires_after = {"anchor": expiry[0], "days": expiry[1]} if expiry else None
     return {
         "id": record.id,
         "object": "vector_store",
@@ -135,7 +136,7 @@ def store_object(record: VectorStoreRecord) -> dict[str, Any]:
         "file_counts": _counts(record.counts),
         "status": "in_progress" if record.counts.in_progress else "completed",
         "expires_after": expires_after,
-        "expires_at": expires_at,
+        "expires_at": None if falls is None else int(falls),
         "last_active_at": int(record.last_active_at),
         "metadata": record.metadata,
         "description": record.data.get("description"),
@@ -372,7 +373,7 @@ async def search(vector_store_id: str, body: SearchRequest, tenant: Tenant, stat
     if not queries or not all(q.strip() for q in queries) or len(queries) > 10:
         raise InvalidRequestError("query must be a non-empty string or a list of 1 to 10 of them", param="query")
     options = search_options(body.max_num_results, body.filters, body.ranking_options)
-    hits = await search_chunks(state.store.knowledge, tenant, [vector_store_id], queries, options)
+    hits = await search_chunks(state.store.knowledge, tenant, [vector_store_id], queries, options, state.embedder)
     data = [
         {
             "file_id": r["file_id"],

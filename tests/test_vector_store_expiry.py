@@ -1,0 +1,75 @@
+"""`expires_after` on vector stores: recorded, shown as `expires_at` (moving on with `last_active_at` as the store
+is used), enforced (an expired store answers 404 everywhere) and erased by the sweep, on both stores. The time is
+moved with the knowledge stores' clock, never slept through."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from contextfold.server import ServerConfig
+from contextfold.store._knowledge import CLOCK, DAY
+
+from .server_fixtures import Served, check_error, serving
+from .store_fixtures import Backend
+
+NOTES = b"The launch code for project heron is 7741."
+
+
+async def test_expired_stores_answer_as_missing_and_are_swept(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(ServerConfig(db=backend.location)) as served:
+        client = served.client
+        active = await client.vector_stores.create(name="a", expires_after={"anchor": "last_active_at", "days": 2})
+        assert active.expires_after is not None
+        assert (active.expires_after.anchor, active.expires_after.days) == ("last_active_at", 2)
+        assert active.last_active_at is not None
+        assert active.expires_at == active.last_active_at + 2 * DAY  # whole days: both round down alike
+        fixed = await served.post("/v1/vector_stores", {"name": "f", "expires_after": {"days": 1}})
+        assert fixed["expires_at"] == fixed["last_active_at"] + DAY  # never used again: it expires first
+        lasting = await client.vector_stores.create(name="l")
+        assert lasting.expires_at is None
+
+        monkeypatch.setattr(CLOCK, "offset", 1.5 * DAY)
+        uploaded = await client.files.create(file=("heron.md", NOTES), purpose="assistants")
+        done = await client.vector_stores.files.create_and_poll(
+            vector_store_id=active.id, file_id=uploaded.id, poll_interval_ms=20
+        )
+        assert done.status == "completed"
+        moved = await client.vector_stores.retrieve(active.id)  # used: its expiry moved on with last_active_at
+        assert moved.expires_at is not None
+        assert active.expires_at is not None
+        assert moved.expires_at >= active.expires_at + 1.5 * DAY - 1
+        for attempt in (  # past its day: missing, though the sweep has not run
+            client.vector_stores.retrieve(fixed["id"]),
+            client.vector_stores.search(fixed["id"], query="heron"),
+            client.vector_stores.files.list(fixed["id"]),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await attempt
+        assert {s.id for s in (await client.vector_stores.list()).data} == {active.id, lasting.id}
+
+        monkeypatch.setattr(CLOCK, "offset", 2.5 * DAY)  # past the first expiry, not the moved one
+        assert (await client.vector_stores.search(active.id, query="heron launch code")).data
+        await served.store.knowledge.index.sweep()
+        assert backend.query("SELECT id FROM vector_stores WHERE id = ?", (fixed["id"],)) == []
+
+        monkeypatch.setattr(CLOCK, "offset", 4 * DAY)
+        with pytest.raises(openai.NotFoundError):
+            await client.vector_stores.retrieve(active.id)
+        await served.store.knowledge.index.sweep()
+        assert backend.query("SELECT count(*) FROM chunks") == [(0,)]  # its chunks went with it
+        assert [s.id for s in (await client.vector_stores.list()).data] == [lasting.id]
+        assert (await client.files.retrieve(uploaded.id)).id == uploaded.id  # the file itself stays
+
+
+async def test_a_malformed_expires_after_is_a_400_naming_the_field(served: Served) -> None:
+    for body, param in (
+        ({"anchor": "last_active_at", "days": 0}, "expires_after.days"),
+        ({"anchor": "created_at", "days": 3}, "expires_after.anchor"),
+        ({"days": 3, "hours": 1}, "expires_after"),
+    ):
+        reply = await served.http.post("/v1/vector_stores", json={"name": "x", "expires_after": body})
+        check_error(reply, 400, param=param)
+    assert (await served.client.vector_stores.list()).data == []
