@@ -83,7 +83,7 @@ def size_windows(sizes: Sequence[int], kilobytes: Sequence[int], width: int) -> 
     for kb in kilobytes:
         first = next((i for i, size in enumerate(sizes) if size >= kb * 1024), len(sizes) - 1)
         start = max(0, min(first - width // 2, len(sizes) - width))
-        windows.append((start, start + width))
+        windows.append((start, min(start + width, len(sizes))))
     return windows
 
 

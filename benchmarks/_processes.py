@@ -52,6 +52,8 @@ def upstream_process() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """`python -m benchmarks.versus [--quick] [--only NAME] [--json PATH]`: contextfold beside what users would pick
 instead, as markdown tables: the Llama Stack server, the OpenHands SDK's view and store, and four ways of keeping
-a long agent session's context (the token economy)."""
+a long agent session's context (the token economy), and the compaction proxies."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks._report import Table
-from benchmarks.versus import economy, llama_stack, openhands
+from benchmarks.versus import economy, llama_stack, openhands, proxies
 
 SECTIONS: dict[str, Callable[[bool], Awaitable[list[Table]]]] = {
     "llama-stack": llama_stack.run,
     "openhands": openhands.run,
     "economy": economy.run,
+    "proxies": proxies.run,
 }
 
 
