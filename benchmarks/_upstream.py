@@ -7,8 +7,9 @@ when the request asks for a stream, one JSON completion when it does not. `POST 
 in the Responses wire format (the floor's Responses turns forward there). `GET .../models` lists one model. In its
 own process, so the benchmark's client and the server under test never wait on its interpreter lock.
 
-A request whose body contains `STALL` (below) gets its first chunk at once and the rest `STALL_SECONDS` later:
-how the benchmarks tell a proxy that streams from one that buffers the whole answer before sending it on.
+A request whose body contains `STALL` (below) gets its first chunk at once and the rest `STALL_SECONDS` later (a
+non-streamed one its whole answer after that time): how the benchmarks tell a proxy that streams from one that
+buffers the whole answer, or asks the upstream for a whole one, before sending it on.
 """
 
 from __future__ import annotations
@@ -120,11 +121,14 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             size = sum(len(p) for p in parts)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: " + kind + b"\r\ncontent-length: " + str(size).encode())
             writer.write(b"\r\n\r\n")
-            if STALL in body and len(parts) > 1:
-                writer.write(parts[0])
-                await writer.drain()
+            if STALL in body:
+                # A model that takes STALL_SECONDS to finish: the streamed text comes first, a whole answer only
+                # at the end (so a proxy that asks for a whole answer cannot pass the text on any sooner).
+                if len(parts) > 1:
+                    writer.write(parts[0])
+                    await writer.drain()
+                    parts = parts[1:]
                 await asyncio.sleep(STALL_SECONDS)
-                parts = parts[1:]
             writer.write(b"".join(parts))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):

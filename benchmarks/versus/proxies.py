@@ -66,7 +66,7 @@ async def run(quick: bool) -> list[Table]:
         ["system", *[f"{kb} KB p50 / p95" for kb in SIZES], "streams"],
     )
     windows = size_windows(history.sizes, SIZES, width)
-    for name in systems:
+    for name in [s for s in systems if s != CONTEXTFOLD]:
         cells = []
         for start, end in windows:
             peer, mine = added(history, name, start, end), added(history, CONTEXTFOLD, start, end)
