@@ -48,7 +48,7 @@ def _machine(pg: Postgres, wants_pg: bool) -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    names = [args.only] if args.only else list(SECTIONS)
+    names = args.only or list(SECTIONS)
     ctx = Context(quick=args.quick, pg=Postgres())
     results: dict[str, Any] = {"quick": args.quick, "sections": {}}
     try:
@@ -72,10 +72,22 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _sections(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or value!r}: pick from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller logs and fewer runs (about 3 minutes)")
-    parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
+    parser.add_argument(
+        "--only", type=_sections, metavar="NAME[,NAME]", help=f"run these sections: {', '.join(SECTIONS)}"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     results = asyncio.run(_main(args))

@@ -44,9 +44,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._processes import _free_port, serve_process
 from benchmarks._report import Table
 from benchmarks.fidelity_session import KINDS, POSITIONS, Planted, Session, generate
-from benchmarks.server import _free_port, serve_process
 from contextfold import CompactionPolicy, Conversation
 from contextfold._errors import ContextOverflowError
 from contextfold.events import (

@@ -1,12 +1,13 @@
 """`proxy`: the time the compaction proxy adds to a request, and the upstream tokens it bills against forwarding the
 client's full history.
 
-Latency: a real server process (`python -m contextfold serve --upstream ...`) in front of the zero-latency fake
-OpenAI-compatible upstream (its own process). A client that keeps its own history posts non-streaming Chat
-Completions requests, resending everything each time (a user message of ~60 tokens and the echoed answer per
-request). The added time of a request is its latency through the proxy less the latency of the same request body
-sent to the upstream directly; it includes reading and hashing the whole history, matching it, appending the new
-message, the fold and compaction checks, the upstream call and the answer's mapping.
+Latency: real server processes (`python -m contextfold serve --upstream ...`, on SQLite and on PostgreSQL) and the
+floor pass-through (`_floor.py`) in front of the zero-latency fake OpenAI-compatible upstream (its own process). A
+client that keeps its own history posts streamed Chat Completions requests, resending everything each time, and
+sends each request to every system in turn (`_interleave.py`). The added time of a request is its latency through a
+system less the upstream's own for the same body; for contextfold it includes reading and hashing the whole
+history, matching it, appending the new message, the fold and compaction checks, the upstream call and the answer's
+mapping, and its rows are read as a multiple of the floor's.
 
 Tokens: the scripted coding agent of the tests (`tests/fakes/coding_*`: tool outputs of 1-8 KB, a fact planted at
 request 3 and asked for at the last one) runs once through the proxy in front of a 32k-token upstream, and once
@@ -17,84 +18,127 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-from ._report import Table, median, ms, percentile
+from ._interleave import (
+    DIRECT,
+    FLOOR,
+    Run,
+    Target,
+    added,
+    chat_history,
+    requests_for,
+    size_windows,
+    streaming_cell,
+    streams,
+    times_floor,
+)
+from ._processes import WINDOW, floor_process, serve_process, serving, upstream_process
+from ._report import Table
 from ._stores import RESULTS, Context, progress
-from .server import serve_process, upstream_process
 
-QUESTION = "why does test {n} fail? " + "the assertion on line 42 compares the parsed config with the default " * 4
-
-
-async def _requests(url: str, count: int, *, direct: bool) -> list[float]:
-    """`count` requests of one growing history, each timed from send to the last byte of the answer."""
-    history: list[dict[str, Any]] = [{"role": "system", "content": "You are a careful coding assistant."}]
-    times = []
-    path = "/chat/completions" if direct else "/v1/chat/completions"
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for n in range(count):
-            history.append({"role": "user", "content": QUESTION.format(n=n)})
-            started = time.perf_counter()
-            response = await client.post(path, json={"model": "bench", "messages": history})
-            times.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"request {n}: {response.status_code} {response.text}")
-            history.append({"role": "assistant", "content": _answer_text(response)})
-    return times
+SIZES = (22, 244, 422)
+"""History sizes (KB of request body) the latency rows are taken at."""
 
 
-def _answer_text(response: httpx.Response) -> str:
-    if response.headers.get("content-type", "").startswith("text/event-stream"):  # the fake upstream always streams
-        text = ""
-        for line in response.text.splitlines():
-            if line.startswith("data: {"):
-                for choice in json.loads(line[6:])["choices"]:
-                    text += choice["delta"].get("content") or ""
-        return text
-    content: str = response.json()["choices"][0]["message"]["content"]
-    return content
+def _p50_target(kb: int) -> float:
+    """The issue's targets, as a multiple of the floor's added time: tighter where the history is short."""
+    return 1.3 if kb <= SIZES[0] else 2.0
 
 
-async def _latency(ctx: Context) -> Table:
-    count = 300 if ctx.quick else 1_000
+P95_TARGET = 1.8
+
+
+def shape(quick: bool) -> tuple[int, int, int]:
+    """(requests, padding, window): quick mode reaches the same sizes in a tenth of the requests, with longer
+    messages."""
+    padding, width = (40, 10) if quick else (4, 100)
+    return requests_for(SIZES[-1], padding, width), padding, width
+
+
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def latency_table(title: str, run: Run, systems: Sequence[str], width: int, *, targets: Sequence[str]) -> Table:
+    """One row per system and history size: added p50/p95 over the upstream alone and as a multiple of the floor's.
+
+    `targets` are the systems whose rows are marked against the issue's targets.
+    """
     table = Table(
-        f"Proxy: time added to a non-streaming Chat Completions request, one client resending its history for "
-        f"{count:,} requests (target ≤ 3 ms p50)",
-        [
-            "requests",
-            "history sent (KB)",
-            "through the proxy p50 ms",
-            "p95 ms",
-            "upstream direct p50 ms",
-            "added p50 ms",
-        ],
+        title,
+        ["system", "history (KB)", "added p50 ms", "added p95 ms", "x floor p50", "x floor p95", "target (x floor)"],
     )
-    with upstream_process() as upstream:
-        direct = await _requests(upstream, count, direct=True)
-        for leftover in RESULTS.glob("proxy.db*"):
-            leftover.unlink()
-        with serve_process(str(RESULTS / "proxy.db"), upstream) as url:
-            progress("proxy: latency")
-            proxied = await _requests(url, count, direct=False)
-    per_request = len(QUESTION) + 100  # the question and the echoed answer, roughly
-    for start in (0, count // 2, count - 100):
-        part, base = proxied[start : start + 100], direct[start : start + 100]
-        table.add(
-            f"{start + 1:,}-{start + 100:,}",
-            round((start + 50) * per_request / 1024),
-            round(ms(median(part)), 2),
-            round(ms(percentile(part, 0.95)), 2),
-            round(ms(median(base)), 2),
-            round(ms(median(part) - median(base)), 2),
-        )
+    windows = size_windows(run.sizes, SIZES, width)
+    for name in systems:
+        for kb, (start, end) in zip(SIZES, windows, strict=True):
+            mine, floor = added(run, name, start, end), added(run, FLOOR, start, end)
+            goal = "—"
+            if name in targets:
+                p50_ok = mine.p50 <= _p50_target(kb) * floor.p50
+                p95_ok = mine.p95 <= P95_TARGET * floor.p95
+                goal = f"p50 ≤ {_p50_target(kb):g}x {_mark(p50_ok)}, p95 ≤ {P95_TARGET:g}x {_mark(p95_ok)}"
+            table.add(
+                name,
+                round(statistics.mean(run.sizes[start:end]) / 1024),
+                round(mine.p50, 2),
+                round(mine.p95, 2),
+                times_floor(mine.p50, floor.p50),
+                times_floor(mine.p95, floor.p95),
+                goal,
+            )
+    broken = [f"{name} ({count})" for name, count in run.broken.items() if count]
     table.notes.append(
-        "SQLite store; a 32,000-token window, so the conversation compacts as it grows while the client's history "
-        "keeps growing. The direct baseline is the same body sent to the upstream."
+        f"{len(run.sizes):,} streamed Chat Completions requests of one growing history, each sent to every system in "
+        f"turn (the upstream alone included); rows are the {width} requests around each size. 'Added' is a request's "
+        "latency to the last byte less the upstream's own for the same request (paired), so the floor row is what a "
+        "minimal Python pass-through costs. Answers missing the upstream's text: "
+        + (", ".join(broken) if broken else "none")
+        + "."
     )
     return table
+
+
+async def _latency(ctx: Context) -> list[Table]:
+    count, padding, width = shape(ctx.quick)
+    pg = ctx.pg.database()
+    for leftover in RESULTS.glob("proxy.db*"):
+        leftover.unlink()
+    try:
+        with (
+            upstream_process() as upstream,
+            floor_process(upstream) as floor,
+            serving(str(RESULTS / "proxy.db"), upstream) as sqlite,
+            serving(pg, upstream) as postgres,
+        ):
+            targets = [
+                Target(DIRECT, upstream),
+                Target(FLOOR, floor.url + "/v1", floor.pid),
+                Target("contextfold (SQLite)", sqlite.url + "/v1", sqlite.pid),
+                Target("contextfold (PostgreSQL)", postgres.url + "/v1", postgres.pid),
+            ]
+            progress(f"proxy: latency, {count:,} requests interleaved over {len(targets)} systems")
+            run = await chat_history(targets, count, padding)
+            streamed = {t.name: streaming_cell(await streams(t)) for t in targets[1:]}
+    finally:
+        ctx.pg.drop(pg)
+    systems = [t.name for t in targets[1:]]
+    table = latency_table(
+        "Proxy: time added to a streamed Chat Completions request as the client's history grows, beside the floor",
+        run,
+        systems,
+        width,
+        targets=systems[1:],
+    )
+    table.notes.append(
+        f"contextfold runs with a {WINDOW:,}-token window, so it compacts as the history grows (the peers in "
+        "`benchmarks.versus` run with theirs held off). Streams: " + "; ".join(f"{k}: {v}" for k, v in streamed.items())
+    )
+    return [table]
 
 
 async def _tokens(ctx: Context) -> Table:
@@ -172,4 +216,4 @@ def _extends(before: dict[str, Any], after: dict[str, Any]) -> bool:
 
 
 async def run(ctx: Context) -> list[Table]:
-    return [await _latency(ctx), await _tokens(ctx)]
+    return [*await _latency(ctx), await _tokens(ctx)]

@@ -1,6 +1,6 @@
 """`python -m benchmarks.versus [--quick] [--only NAME] [--json PATH]`: contextfold beside what users would pick
 instead, as markdown tables: the Llama Stack server, the OpenHands SDK's view and store, and four ways of keeping
-a long agent session's context (the token economy)."""
+a long agent session's context (the token economy), and the compaction proxies."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks._report import Table
-from benchmarks.versus import economy, llama_stack, openhands
+from benchmarks.versus import economy, llama_stack, openhands, proxies
 
 SECTIONS: dict[str, Callable[[bool], Awaitable[list[Table]]]] = {
     "llama-stack": llama_stack.run,
     "openhands": openhands.run,
     "economy": economy.run,
+    "proxies": proxies.run,
 }
 
 
@@ -41,7 +42,7 @@ def _machine() -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    names = [args.only] if args.only else list(SECTIONS)
+    names = args.only or list(SECTIONS)
     machine = _machine()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine, "sections": {}}
     print(f"# contextfold side by side{' (quick)' if args.quick else ''}\n")
@@ -60,10 +61,22 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _sections(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or value!r}: pick from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.versus", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller logs, fewer turns")
-    parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
+    parser.add_argument(
+        "--only", type=_sections, metavar="NAME[,NAME]", help=f"run these sections: {', '.join(SECTIONS)}"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     results = asyncio.run(_main(args))

