@@ -67,9 +67,10 @@ _decoder = msgspec.json.Decoder()
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(CHAT_BODY))
 async def chat_completions(request: Request, tenant: Tenant, state: State) -> Response:
-    from ._chat_wire import SSE_DONE, ChatAnswer, parse_chat, sse
+    from ._chat_decode import decode_chat
+    from ._chat_wire import SSE_DONE, ChatAnswer, sse
 
-    parsed = parse_chat(await _json(request))
+    parsed = decode_chat(await request.body())
 
     def mapper(hidden: frozenset[str]) -> AnswerMapper:
         chat_id = "chatcmpl-" + secrets.token_hex(12)
