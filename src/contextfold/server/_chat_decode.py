@@ -117,6 +117,14 @@ class _Tool(msgspec.Struct, tag_field="role", tag="tool", forbid_unknown_fields=
 
 _Message = _User | _System | _Developer | _Assistant | _Tool
 
+_ROLE: dict[type[_Message], str] = {
+    _User: "user",
+    _System: "system",
+    _Developer: "developer",
+    _Assistant: "assistant",
+    _Tool: "tool",
+}
+_encode = msgspec.json.encode
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _messages = msgspec.json.Decoder(list[_Message])
 _generic = msgspec.json.Decoder()
@@ -163,6 +171,14 @@ def _fast(data: bytes) -> ProxyRequest:
 
 
 def _parsed(message: _Message) -> ParsedMessage:
+    content = message.content
+    if isinstance(content, str) and not (isinstance(message, _Assistant) and message.tool_calls):
+        # the common message, keyed here as `ParsedMessage.key` would key it, without building the key's parts
+        role, call_id = _ROLE[type(message)], message.tool_call_id if isinstance(message, _Tool) else None
+        if call_id == "":
+            raise _Fallback
+        parts = (TextPart(content),) if content else ()
+        return ParsedMessage(role, parts, (), call_id, _encode([role, [content] if content else [], [], call_id]))
     if isinstance(message, _User):
         return ParsedMessage("user", _content(message.content))
     if isinstance(message, _Assistant):

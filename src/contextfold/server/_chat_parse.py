@@ -79,8 +79,12 @@ class ParsedMessage(msgspec.Struct, frozen=True):
     parts: tuple[Part, ...]
     calls: tuple[Call, ...] = ()
     tool_call_id: str | None = None
+    known_key: bytes | None = None
+    """The key, when the decoder had it at hand (`_chat_decode`: a string content and no calls)."""
 
     def key(self) -> bytes:
+        if self.known_key is not None:
+            return self.known_key
         if self.tool_call_id is not None:  # a tool result is one string, however the client split it
             output = _output(self.parts)
             content: list[object] = [output] if output else []
