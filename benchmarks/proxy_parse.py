@@ -18,6 +18,8 @@ import msgspec
 
 from contextfold.server._chat_decode import decode_chat, reference_body
 from contextfold.server._chat_parse import parse_chat
+from contextfold.server._messages_decode import decode_messages
+from contextfold.server._messages_parse import parse_messages
 from contextfold.server._proxy_match import History
 
 from .proxy import QUESTION
@@ -25,7 +27,7 @@ from .proxy import QUESTION
 _ANSWER = "answer {n}: the config default differs in the timeout field, so the comparison fails; fix the default"
 
 
-def history_body(kilobytes: int) -> bytes:
+def history_body(kilobytes: int, wire: str = "chat") -> bytes:
     """A Chat Completions body whose history (as `benchmarks.proxy` grows it) is about `kilobytes` long."""
     history: list[dict[str, str]] = [{"role": "system", "content": "You are a careful coding assistant."}]
     size, n = 0, 0
@@ -35,6 +37,10 @@ def history_body(kilobytes: int) -> bytes:
         size += len(question) + len(answer) + 60
         n += 1
     history.append({"role": "user", "content": QUESTION.format(n=n)})
+    if wire == "anthropic":  # the instructions are the system parameter there
+        return msgspec.json.encode(
+            {"model": "bench", "max_tokens": 1024, "system": "Be careful.", "messages": history[1:]}
+        )
     return msgspec.json.encode({"model": "bench", "messages": history})
 
 
@@ -47,7 +53,14 @@ def _cpu_ms(run: Callable[[], object], rounds: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _runs(data: bytes) -> dict[str, Callable[[], object]]:
+def _runs(data: bytes, wire: str) -> dict[str, Callable[[], object]]:
+    if wire == "anthropic":
+        return {
+            "before": lambda: parse_messages(reference_body(data)),
+            "before+hash": lambda: History(parse_messages(reference_body(data))),
+            "after": lambda: decode_messages(data),
+            "after+hash": lambda: History(decode_messages(data)),
+        }
     return {
         "before": lambda: parse_chat(reference_body(data)),
         "before+hash": lambda: History(parse_chat(reference_body(data))),
@@ -57,18 +70,20 @@ def _runs(data: bytes) -> dict[str, Callable[[], object]]:
 
 
 def main(rounds: int = 40) -> None:
-    print("| history | messages | before parse ms | before parse+hash ms | after parse ms | after parse+hash ms |")
-    print("|---|---|---|---|---|---|")
-    for kilobytes in (22, 244, 422):
-        data = history_body(kilobytes)
-        runs = _runs(data)
+    print(
+        "| wire | history | messages | before parse ms | before parse+hash ms | after parse ms | after parse+hash ms |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for wire, kilobytes in [(wire, size) for wire in ("chat", "anthropic") for size in (22, 244, 422)]:
+        data = history_body(kilobytes, wire)
+        runs = _runs(data, wire)
         results: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(5):  # interleaved, so a burst of load lands on all of them
             for name, run in runs.items():
                 results[name].append(_cpu_ms(run, rounds // 5))
-        count = len(decode_chat(data).messages)
+        count = len(decode_chat(data).messages) if wire == "chat" else len(decode_messages(data).messages)
         cells = [f"{statistics.median(results[name]):.2f}" for name in runs]
-        print(f"| {len(data) // 1024} KB | {count} | " + " | ".join(cells) + " |")
+        print(f"| {wire} | {len(data) // 1024} KB | {count} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
