@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -73,16 +72,19 @@ Call = tuple[str, str, str]
 """A tool call as the key sees it: (id, name, arguments)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+class ParsedMessage(msgspec.Struct, frozen=True):
     """One message, validated: what both its events and its key are made from."""
 
     role: str
     parts: tuple[Part, ...]
     calls: tuple[Call, ...] = ()
     tool_call_id: str | None = None
+    known_key: bytes | None = None
+    """The key, when the decoder had it at hand (`_chat_decode`: a string content and no calls)."""
 
     def key(self) -> bytes:
+        if self.known_key is not None:
+            return self.known_key
         if self.tool_call_id is not None:  # a tool result is one string, however the client split it
             output = _output(self.parts)
             content: list[object] = [output] if output else []
@@ -116,6 +118,12 @@ def parse_chat(body: object) -> ProxyRequest:
     if not raw:
         raise InvalidRequestError("messages is an empty array; send at least one message", "messages")
     parsed = [_message(item, f"messages[{index}]") for index, item in enumerate(raw)]
+    return finish_chat(body, model, parsed)
+
+
+def finish_chat(body: Item, model: str, parsed: list[ParsedMessage]) -> ProxyRequest:
+    """The request from its validated messages and the body's other fields (`body`'s `messages` is not read:
+    `_chat_decode` hands in the body without it)."""
     _check_call_ids(parsed)
     lead = 0
     while lead < len(parsed) and parsed[lead].role in ("system", "developer"):
@@ -162,17 +170,17 @@ def canonical_chat(message: Mapping[str, Any]) -> bytes:
 # --- messages -------------------------------------------------------------------------------------------------
 
 
-def _message(raw: object, path: str) -> _Parsed:
+def _message(raw: object, path: str) -> ParsedMessage:
     item = _object(raw, path)
     role = item.get("role")
     if role == "user":
-        return _Parsed("user", _content(item, path, "user"))
+        return ParsedMessage("user", _content(item, path, "user"))
     if role == "assistant":
         return _assistant(item, path)
     if role == "tool":
-        return _Parsed("tool", _content(item, path, "tool", required=True), (), _tool_call_id(item, path))
+        return ParsedMessage("tool", _content(item, path, "tool", required=True), (), _tool_call_id(item, path))
     if role in ("system", "developer"):
-        return _Parsed(role, _content(item, path, role))
+        return ParsedMessage(role, _content(item, path, role))
     if role == "function":
         raise InvalidRequestError(
             f"{path}.role 'function' (legacy function calling) is not supported; send the result as a role 'tool' "
@@ -259,7 +267,7 @@ def _file(part: Item, path: str) -> FilePart:
     )
 
 
-def _assistant(item: Item, path: str) -> _Parsed:
+def _assistant(item: Item, path: str) -> ParsedMessage:
     if item.get("function_call") is not None:
         raise InvalidRequestError(
             f"{path}.function_call (legacy function calling) is not supported; send the call in tool_calls",
@@ -268,12 +276,12 @@ def _assistant(item: Item, path: str) -> _Parsed:
     parts = _content(item, path, "assistant")
     raw = item.get("tool_calls")
     if raw is None:
-        return _Parsed("assistant", parts)
+        return ParsedMessage("assistant", parts)
     if not isinstance(raw, list):
         raise InvalidRequestError(
             f"{path}.tool_calls must be an array of tool calls or null, not {_kind(raw)}", f"{path}.tool_calls"
         )
-    return _Parsed("assistant", parts, tuple(_tool_call(c, f"{path}.tool_calls[{i}]") for i, c in enumerate(raw)))
+    return ParsedMessage("assistant", parts, tuple(_tool_call(c, f"{path}.tool_calls[{i}]") for i, c in enumerate(raw)))
 
 
 def _tool_call(raw: object, path: str) -> Call:
@@ -297,7 +305,7 @@ def _tool_call(raw: object, path: str) -> Call:
     return call_id, name, arguments
 
 
-def _check_call_ids(parsed: list[_Parsed]) -> None:
+def _check_call_ids(parsed: list[ParsedMessage]) -> None:
     """Refuse a tool call whose id is the id of an earlier call that has no result yet (in the same message or an
     earlier one): the tool messages name their call by id, so one of the two could never be answered. An id reused
     after its call was answered is left to the conversation, which refuses it while the earlier call is in view."""

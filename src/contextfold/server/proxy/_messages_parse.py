@@ -49,9 +49,16 @@ def parse_messages(body: object) -> ProxyRequest:
     """
     if not isinstance(body, dict):
         raise InvalidRequestError(f"the request body must be a JSON object, not {_kind(body)}")
+    string_at(body, "model", "", non_empty=True)
+    _max_tokens(body.get("max_tokens"))
+    return finish_messages(body, _messages(body.get("messages")))
+
+
+def finish_messages(body: Body, messages: tuple[ClientMessage, ...]) -> ProxyRequest:
+    """The request from its validated messages and the body's other fields (`body`'s `messages` is not read:
+    `_messages_decode` hands in the body without it)."""
     model = string_at(body, "model", "", non_empty=True)
     max_tokens = _max_tokens(body.get("max_tokens"))
-    messages = _messages(body.get("messages"))
     system = _system(body.get("system"))
     tools = _tools(body.get("tools"))
     choice, parallel, named = _tool_choice(body.get("tool_choice"), tools)

@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -47,7 +46,6 @@ from .._registry import ResolvedModel
 from .._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
 from ..edge._gone import gone, unless_gone
 from ..responses._items import BUILTIN_TOOLS
-from ..responses._schemas import check_depth, too_deep
 from ._match_log import client_signatures, hold_match, overlap, stored_signatures, tail_holds
 from ._proxy_match import History, find
 from ._proxy_types import CHAT_BODY, MESSAGES_BODY, AnswerMapper, ProxyRequest, request_body
@@ -62,14 +60,14 @@ CONVERSATION_HEADER = "x-contextfold-conversation"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _INTERRUPTED = "the client went away before the answer was complete"
 _MAX_STEPS = 20
-_decoder = msgspec.json.Decoder()
 
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(CHAT_BODY))
 async def chat_completions(request: Request, tenant: Tenant, state: State) -> Response:
-    from ._chat_wire import SSE_DONE, ChatAnswer, parse_chat, sse
+    from ._chat_decode import decode_chat
+    from ._chat_wire import SSE_DONE, ChatAnswer, sse
 
-    parsed = parse_chat(await _json(request))
+    parsed = decode_chat(await request.body())
 
     def mapper(hidden: frozenset[str]) -> AnswerMapper:
         chat_id = "chatcmpl-" + secrets.token_hex(12)
@@ -80,25 +78,15 @@ async def chat_completions(request: Request, tenant: Tenant, state: State) -> Re
 
 @router.post("/v1/messages", openapi_extra=request_body(MESSAGES_BODY))
 async def messages(request: Request, tenant: Tenant, state: State) -> Response:
-    from ._messages_wire import MessagesAnswer, parse_messages, sse
+    from ._messages_decode import decode_messages
+    from ._messages_wire import MessagesAnswer, sse
 
-    parsed = parse_messages(await _json(request))
+    parsed = decode_messages(await request.body())
 
     def mapper(hidden: frozenset[str]) -> AnswerMapper:
         return MessagesAnswer("msg_" + secrets.token_hex(12), parsed.model, hidden)
 
     return await _serve(request, state, tenant, parsed, mapper, sse, b"")
-
-
-async def _json(request: Request) -> object:
-    try:
-        body = _decoder.decode(await request.body())
-    except msgspec.DecodeError as error:
-        raise InvalidRequestError(f"the request body is not valid JSON: {error}") from None
-    except RecursionError:  # nested thousands deep: the decoder gave up
-        raise too_deep() from None
-    check_depth(body)
-    return body
 
 
 async def _serve(

@@ -68,30 +68,57 @@ class Source(Protocol):
 
 class History:
     """A request's history, hashed once: the chain after each assistant message (where anchors can be) and after
-    the last message (what the next anchors extend). One running digest: `digest()` does not end it."""
+    the last message (what the next anchors extend). One running digest: `digest()` does not end it.
+
+    Only the latest `_RECENT` assistant positions (what `find` looks up first, and nearly always finds) are read off
+    the running digest as it goes; the chain at an older position is computed on the one request that needs it
+    (`link`), so a long history costs one pass of its keys through the digest, not a digest per assistant message.
+    """
 
     def __init__(self, request: Source) -> None:
         self.request = request
-        running = hashlib.blake2b(b"chain", digest_size=_DIGEST)
-        _feed(running, system_key(request.system_prompt))
         messages = request.messages
-        self.links: dict[int, bytes] = {}
+        last = len(messages) - 1
+        self._positions = [i for i, message in enumerate(messages) if message.role == "assistant" and i < last]
+        wanted = set(self._positions[-_RECENT:])
+        self._links: dict[int, bytes] = {}
+        self._all = False
+        running = self._start()
+        update = running.update
         for i, message in enumerate(messages):
-            _feed(running, message.key)
-            if message.role == "assistant" and i < len(messages) - 1:  # the last message is always new
-                self.links[i] = running.digest()
+            key = message.key
+            update(len(key).to_bytes(8, "little"))  # length-prefixed, as `_feed`
+            update(key)
+            if i in wanted:
+                self._links[i] = running.digest()
         self._end = running
+
+    def _start(self) -> Any:
+        running = hashlib.blake2b(b"chain", digest_size=_DIGEST)
+        _feed(running, system_key(self.request.system_prompt))
+        return running
+
+    def link(self, i: int) -> bytes:
+        """The chain after message `i` (an assistant position)."""
+        if i not in self._links and not self._all:
+            running, wanted = self._start(), set(self._positions)
+            for n, message in enumerate(self.request.messages[: max(wanted, default=-1) + 1]):
+                _feed(running, message.key)
+                if n in wanted:
+                    self._links[n] = running.digest()
+            self._all = True
+        return self._links[i]
 
     def positions(self) -> list[int]:
         """Where a match may end, latest first."""
-        return sorted(self.links, reverse=True)
+        return self._positions[::-1]
 
     def keys(self, positions: Sequence[int]) -> dict[str, tuple[int, int]]:
         """The anchor keys to look up at `positions`: key -> (position, kind: 1 chain, 0 tail)."""
         messages = self.request.messages
         out: dict[str, tuple[int, int]] = {}
         for i in positions:
-            out[chain_anchor(self.links[i])] = (i, 1)
+            out[chain_anchor(self.link(i))] = (i, 1)
             if i >= 1:
                 out[tail_anchor(messages[i - 1].key, messages[i].key)] = (i, 0)
         return out
@@ -145,7 +172,7 @@ async def find(store: ServerStore, tenant: str, history: History, *, only: str |
     recent = history.keys(positions[:_RECENT])
     found = await _found(store, tenant, recent, only)
     if not any(kind for _, kind in found.values()) and len(positions) > _RECENT:
-        rest = {chain_anchor(history.links[i]): (i, 1) for i in positions[_RECENT:]}
+        rest = {chain_anchor(history.link(i)): (i, 1) for i in positions[_RECENT:]}
         found.update(await _found(store, tenant, rest, only))
     if not found:
         return None

@@ -1,0 +1,87 @@
+"""Anthropic Messages bodies decoded straight from the request bytes (`decode_messages`), as `_chat_decode` does
+for Chat Completions: msgspec decodes the `messages` array into typed structs in C, and anything the structs do not
+take is decided by the reference parser (`_messages_parse.parse_messages`) on the same bytes, so results and errors
+are the reference's.
+
+The structs take the messages of a conversation without tools: a string content, or text blocks (with their
+cache_control markers, which clients such as Claude Code put on the latest ones). A history holding tool_use,
+tool_result, thinking, image or document blocks goes to the reference parser (a later step: their block union).
+Keys are `canonical_anthropic`'s byte for byte; events are built only when asked for, anew on each build.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import msgspec
+
+from ..._errors import InvalidRequestError
+from ...events import Event, Message, TextPart
+from ..responses._schemas import check_depth
+from ._chat_decode import reference_body
+from ._messages_parse import finish_messages, parse_messages
+from ._proxy_types import ClientMessage, ProxyRequest
+
+
+class _Cache(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    ttl: str | None = None
+
+
+class _Text(msgspec.Struct, tag_field="type", tag="text", forbid_unknown_fields=True):
+    text: str
+    cache_control: _Cache | None = None
+
+
+class _Message(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["user", "assistant"]
+    content: str | list[_Text]
+
+
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_messages = msgspec.json.Decoder(list[_Message])
+_generic = msgspec.json.Decoder()
+
+
+class _Fallback(Exception):
+    """The fast path does not decide this body: the reference parser does."""
+
+
+def decode_messages(data: bytes) -> ProxyRequest:
+    """The proxy's reading of a `POST /v1/messages` body, from its bytes (see the module docstring)."""
+    try:
+        return _fast(data)
+    except (_Fallback, msgspec.DecodeError, RecursionError, InvalidRequestError):
+        return parse_messages(reference_body(data))
+
+
+def _fast(data: bytes) -> ProxyRequest:
+    fields = _fields.decode(data)
+    raw = fields.pop("messages", None)
+    if raw is None:
+        raise _Fallback
+    decoded = _messages.decode(raw)
+    if not decoded:
+        raise _Fallback
+    rest = {key: _generic.decode(value) for key, value in fields.items()}
+    check_depth(rest)
+    last = len(decoded) - 1
+    return finish_messages(rest, tuple(_client(message, index == last) for index, message in enumerate(decoded)))
+
+
+def _client(message: _Message, last: bool) -> ClientMessage:
+    role, content = message.role, message.content
+    if not content and not (last and role == "assistant"):
+        raise _Fallback  # the reference names the empty content
+    if isinstance(content, str):
+        texts = [content] if content else []
+        reduced = [["t", content]] if content.strip() else []
+    else:
+        texts = [block.text for block in content]
+        reduced = [["t", text] for text in texts if text.strip()]
+    return ClientMessage(msgspec.json.encode([role, reduced]), partial(_events, role, texts), role)
+
+
+def _events(role: Literal["user", "assistant"], texts: list[str]) -> tuple[Event, ...]:
+    return (Message(role=role, content=[TextPart(text) for text in texts]),) if texts else ()
