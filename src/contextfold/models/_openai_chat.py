@@ -16,8 +16,8 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 
 from ..view import Window
 from ..view._grammar import validate_openai_chat
-from ..view._render import render_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
+from ._incremental import IncrementalChat
 from ._openai import AzureProvider, OpenAIProvider, bearer, error_fields, positive_int, stream_error
 from ._protocol import (
     ModelProfile,
@@ -54,7 +54,7 @@ class OpenAIChatModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
-        self._rendered = Rendered(render_openai_chat)
+        self._rendered = Rendered(IncrementalChat())
 
     def violations(self, window: Window) -> list[str]:
         """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check)."""
