@@ -1,4 +1,4 @@
-"""The lean upstream path of the Chat Completions adapter (httpx2 + msgspec, `models/_wire.py`) on the real wire:
+"""The lean upstream path of the Chat Completions and Responses adapters (httpx2 + msgspec, `models/_wire.py`) on the real wire:
 error bodies worded as the SDK path worded them, Retry-After dates, frames of the wrong shape, SSE details
 (comments, multi-line data, a last frame without its blank line), one pooled connection reused across turns, the
 first-byte limit and the turn's deadline against an upstream that stalls, and a consumer leaving mid-stream."""
@@ -18,6 +18,7 @@ from contextfold import ModelRequestError, ModelResponseError, ModelUnavailableE
 from contextfold.models import ModelSettings, RetryPolicy, StreamEvent, TextChunk
 from contextfold.models._openai import OpenAIProvider
 from contextfold.models._openai_chat import OpenAIChatModel
+from contextfold.models._openai_responses import OpenAIResponsesModel
 
 from .fakes._server import FakeServer, Reply, StreamReply, sse
 from .fakes.fake_openai import ask, chat_answer, chat_finish, chat_stream, chat_text, raw_sse
@@ -198,3 +199,38 @@ async def test_cancelled_mid_stream_closes_the_connection() -> None:
 async def test_stream_done_marker_ends_the_answer(server: FakeServer, model: OpenAIChatModel) -> None:
     server.reply(StreamReply(chat_stream(chat_text("ok"), chat_finish("stop"), done=True)))
     assert (await model.request(ask("Hi"), SETTINGS)).text == "ok"
+
+
+@pytest.fixture
+async def responses(server: FakeServer) -> AsyncIterator[OpenAIResponsesModel]:
+    async with OpenAIProvider("test-key", server.url + "/v1") as provider:
+        yield OpenAIResponsesModel("gpt-4.1", provider, retry=RETRY)
+
+
+async def test_responses_frame_that_is_not_json(server: FakeServer, responses: OpenAIResponsesModel) -> None:
+    server.reply(StreamReply(raw_sse('{"type": "response.output_text.delta", "delta": ')))
+    with pytest.raises(ModelResponseError, match="malformed JSON"):
+        await responses.request(ask("Hi"), SETTINGS)
+    assert len(server.requests) == 1
+
+
+async def test_responses_error_object_before_any_output_is_retried(
+    server: FakeServer, responses: OpenAIResponsesModel
+) -> None:
+    failing = StreamReply(raw_sse('{"error": {"message": "overloaded", "code": "server_is_overloaded"}}'))
+    server.reply(failing, failing)
+    with pytest.raises(ModelUnavailableError, match=r"overloaded \(server_is_overloaded\)"):
+        await responses.request(ask("Hi"), SETTINGS)
+    assert len(server.requests) == RETRY.attempts
+
+
+async def test_responses_items_arrive_unparsed_until_used(server: FakeServer, responses: OpenAIResponsesModel) -> None:
+    created = {"type": "response.created", "response": {"id": "r", "output": [], "anything": {"deep": [1, 2]}}}
+    added = {"type": "response.output_item.added", "output_index": 0, "item": {"type": "message", "content": []}}
+    delta = {"type": "response.output_text.delta", "output_index": 0, "delta": "ok"}
+    done = {"type": "response.completed", "response": {"model": "gpt-4.1", "output": [], "usage": None}}
+    server.reply(StreamReply(sse(created, added, delta, done)))
+    response = await responses.request(ask("Hi"), SETTINGS)
+    assert (response.text, response.model, response.input_tokens) == ("ok", "gpt-4.1", 0)
+    assert server.requests[0].path == "/v1/responses"
+    assert server.requests[0].json["store"] is False

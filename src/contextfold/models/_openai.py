@@ -144,7 +144,9 @@ class AzureProvider:
         return self.deployment
 
     def url(self, name: str, path: str) -> str:
-        """The deployment's route, as the SDK builds it: /openai/deployments/{deployment}/{path}."""
+        """As the SDK routes it: /openai/deployments/{deployment}/{path}, but /openai/responses for Responses."""
+        if path == "responses":
+            return f"{self.base_url.rstrip('/')}/{path}"
         return f"{self.base_url.rstrip('/')}/deployments/{self.deployment}/{path}"
 
     async def aclose(self) -> None:
