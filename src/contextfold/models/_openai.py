@@ -1,8 +1,10 @@
 """OpenAI-compatible providers (OpenAI itself, any OpenAI-compatible server, Azure OpenAI) and their error mapping.
 
-A provider holds the credentials and one `AsyncOpenAI` client, built once and never changed, so any number of
-models and concurrent turns share its connection pool. Per-request options (a timeout) go as call arguments.
-The SDK's own retries are off: `StreamingModel` retries, and only while nothing has reached the caller.
+A provider holds the credentials, one httpx2 pool for the turns (the lean path of `_wire.py`: the adapters
+POST and read the stream themselves) and one `AsyncOpenAI` client for the rest (`/models`, doctor's probes), all
+built once and never changed, so any number of models and concurrent turns share them. Per-request options (a
+timeout, a forwarded key) go with each request. The SDK's own retries are off: `StreamingModel` retries, and only
+while nothing has reached the caller.
 
 `model_error` turns whatever the SDK raises into the typed errors of `contextfold`, through `error_for_status`,
 so every adapter classifies an HTTP status the same way.
