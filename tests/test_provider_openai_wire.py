@@ -1,6 +1,6 @@
 """The lean upstream path of the Chat Completions and Responses adapters (httpx2 + msgspec, `models/_wire.py`) on
-the real wire: error bodies worded as the SDK path worded them, Retry-After dates, frames of the wrong shape, SSE details
-(comments, multi-line data, a last frame without its blank line), one pooled connection reused across turns, the
+the real wire: error bodies worded as the SDK path worded them, Retry-After dates, frames of the wrong shape, SSE
+details (comments, multi-line data, a last frame without its blank line), one pooled connection reused across turns, the
 first-byte limit and the turn's deadline against an upstream that stalls, and a consumer leaving mid-stream."""
 
 from __future__ import annotations
