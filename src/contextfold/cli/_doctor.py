@@ -215,7 +215,10 @@ async def _route_check(route: ModelRoute) -> Check:
     from ..server._registry import build_route
 
     label = f"model {route.name}"
-    if route.provider not in ("openai-chat", "openai-responses", "anthropic"):
+    from ..models._specs import SPECS
+
+    path = SPECS[route.provider].listing
+    if path is None:
         return Check(label, "skip", f"{route.provider}: not probed (its API lists models differently)")
     providers: list[Any] = []  # the provider build_route opens for the route: its SDK client is what we ask
     try:
@@ -225,7 +228,7 @@ async def _route_check(route: ModelRoute) -> Check:
     try:
         # The route's own client (its key, its base URL), asked with a short timeout and no retries.
         client = providers[-1].client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
-        listing = await _listing(client, "v1/models" if route.provider == "anthropic" else "models")
+        listing = await _listing(client, path)
     finally:
         for provider in providers:
             await provider.aclose()

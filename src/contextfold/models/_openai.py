@@ -1,8 +1,10 @@
 """OpenAI-compatible providers (OpenAI itself, any OpenAI-compatible server, Azure OpenAI) and their error mapping.
 
-A provider holds the credentials and one `AsyncOpenAI` client, built once and never changed, so any number of
-models and concurrent turns share its connection pool. Per-request options (a timeout) go as call arguments.
-The SDK's own retries are off: `StreamingModel` retries, and only while nothing has reached the caller.
+A provider holds the credentials, one httpx2 pool for the turns (the lean path of `_wire.py`: the adapters
+POST and read the stream themselves) and one `AsyncOpenAI` client for the rest (`/models`, doctor's probes), all
+built once and never changed, so any number of models and concurrent turns share them. Per-request options (a
+timeout, a forwarded key) go with each request. The SDK's own retries are off: `StreamingModel` retries, and only
+while nothing has reached the caller.
 
 `model_error` turns whatever the SDK raises into the typed errors of `contextfold`, through `error_for_status`,
 so every adapter classifies an HTTP status the same way.
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 
@@ -59,6 +62,13 @@ class OpenAIProvider:
             self.client = AsyncOpenAI(api_key=key or NO_KEY, base_url=url, timeout=timeout, max_retries=0)
             self._owns_client = True
         self.base_url = str(self.client.base_url)
+        # The streamed turns go over the lean path (`_wire`) on this pool of our own, one per provider, reused by
+        # every turn; the SDK client stays for the rest (`/models`, the doctor's probe, a client passed in).
+        shared = getattr(self.client, "_client", None)  # a client passed in: its own pool (and its proxies...)
+        self.http = pool(timeout) if self._owns_client or not isinstance(shared, httpx2.AsyncClient) else shared
+        self._owns_http = self.http is not shared
+        self.headers = {"Authorization": f"Bearer {self.client.api_key}"}
+        self.params: dict[str, str] = {}
         # OpenAI deprecated `max_tokens` and its reasoning models refuse it, so it gets `max_completion_tokens`.
         # Other servers get `max_tokens`: all of them honour it, while some (Ollama, llama.cpp before 2026,
         # llamafile) silently ignore `max_completion_tokens` and would generate without any limit. The choice
@@ -69,8 +79,14 @@ class OpenAIProvider:
         """The `model` to send for a model named `name`."""
         return name
 
+    def url(self, name: str, path: str) -> str:
+        """Where the lean path POSTs `path` (`chat/completions`) for the model named `name`."""
+        return f"{self.base_url.rstrip('/')}/{path}"
+
     async def aclose(self) -> None:
-        """Close the client this provider created (a client passed in is left to its owner)."""
+        """Close the client this provider created (a client passed in is left to its owner) and the pool."""
+        if self._owns_http:
+            await self.http.aclose()
         if self._owns_client:
             await self.client.close()
 
@@ -122,11 +138,21 @@ class AzureProvider:
             azure_endpoint=endpoint, api_version=api_version, api_key=key, timeout=timeout, max_retries=0
         )
         self.base_url = str(self.client.base_url)
+        self.http = pool(timeout)
+        self.headers = {"api-key": key}
+        self.params = {"api-version": api_version}
 
     def model_for(self, name: str) -> str:
         return self.deployment
 
+    def url(self, name: str, path: str) -> str:
+        """As the SDK routes it: /openai/deployments/{deployment}/{path}, but /openai/responses for Responses."""
+        if path == "responses":
+            return f"{self.base_url.rstrip('/')}/{path}"
+        return f"{self.base_url.rstrip('/')}/deployments/{self.deployment}/{path}"
+
     async def aclose(self) -> None:
+        await self.http.aclose()
         await self.client.close()
 
     async def __aenter__(self) -> AzureProvider:
@@ -134,6 +160,13 @@ class AzureProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def pool(timeout: float) -> httpx2.AsyncClient:
+    """One provider's connection pool for the lean path, with the SDK's limits (a turn may stream for minutes)."""
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+    # a float timeout bounds every phase, as the SDK takes one
+    return httpx2.AsyncClient(timeout=httpx2.Timeout(timeout), limits=limits)
 
 
 def bearer(api_key: str | None) -> dict[str, str] | None:

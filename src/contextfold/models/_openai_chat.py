@@ -11,16 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from openai import not_given, omit
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionToolParam
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+import msgspec
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from .._errors import ModelError
 from ..view import Window
 from ..view._grammar import validate_openai_chat
-from ..view._render import render_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
-from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, positive_int
+from ._incremental import IncrementalChat
+from ._openai import AzureProvider, OpenAIProvider, bearer, error_fields, positive_int, stream_error
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -31,6 +29,7 @@ from ._protocol import (
     ToolCallStart,
 )
 from ._rendered import Rendered
+from ._wire import malformed, post_stream
 
 _STOP_REASONS: dict[str, StopReason] = {
     "stop": "stop",
@@ -55,7 +54,7 @@ class OpenAIChatModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
-        self._rendered = Rendered(render_openai_chat)
+        self._rendered = Rendered(IncrementalChat())
 
     def violations(self, window: Window) -> list[str]:
         """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check)."""
@@ -85,43 +84,44 @@ class OpenAIChatModel(StreamingModel):
         parallel = settings.parallel_tool_calls
         if parallel is None and not self.profile.parallel_tool_calls:
             parallel = False
-        field = self.provider.max_tokens_field
+        body: dict[str, Any] = {
+            "model": self.provider.model_for(self.name),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        # `tools`, `tool_choice` and `parallel_tool_calls` are refused without tools, so all go together.
+        if tools and settings.tool_choice:
+            body["tool_choice"] = settings.tool_choice
+        if tools and parallel is not None:
+            body["parallel_tool_calls"] = parallel
+        if max_tokens:
+            body[self.provider.max_tokens_field] = max_tokens
+        if settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        if settings.top_p is not None:
+            body["top_p"] = settings.top_p
+        # The client's own parameters go over the adapter's options (as the SDK's `extra_body` did); the
+        # messages and tools go over everything.
+        body.update(settings.extra or {})
+        body["messages"] = self._messages(window)
+        if tools:
+            body["tools"] = tools
+        provider = self.provider
+        stream = post_stream(
+            self.provider_name,
+            provider.http,
+            provider.url(self.name, "chat/completions"),
+            body,
+            headers={**provider.headers, **(bearer(settings.api_key) or {})},
+            params=provider.params,
+            timeout=settings.timeout,
+        )
         builder = ResponseBuilder()
-        state = _ChunkState()
-        streamed = False
-        try:
-            stream = await self.provider.client.chat.completions.create(
-                model=self.provider.model_for(self.name),
-                # The messages and tools are already plain JSON in the wire shape. Passed as `extra_body` (which
-                # the SDK merges over its own fields) they skip the SDK's recursive TypedDict transform, which
-                # costs ~3 ms per 100 messages; the typed fields are sent empty and overridden.
-                messages=[],
-                extra_body={
-                    **(settings.extra or {}),
-                    "messages": self._messages(window),
-                    **({"tools": tools} if tools else {}),
-                },
-                extra_headers=bearer(settings.api_key),
-                stream=True,
-                stream_options={"include_usage": True},
-                # `tools`, `tool_choice` and `parallel_tool_calls` are refused without tools, so all go together.
-                tool_choice=settings.tool_choice if tools and settings.tool_choice else omit,
-                parallel_tool_calls=parallel if tools and parallel is not None else omit,
-                max_completion_tokens=max_tokens if max_tokens and field == "max_completion_tokens" else omit,
-                max_tokens=max_tokens if max_tokens and field == "max_tokens" else omit,
-                temperature=settings.temperature if settings.temperature is not None else omit,
-                top_p=settings.top_p if settings.top_p is not None else omit,
-                timeout=settings.timeout if settings.timeout is not None else not_given,
-            )
-            async with stream:
-                async for chunk in stream:
-                    for event in state.events(chunk):
-                        streamed = True
-                        yield builder.add(event)
-        except ModelError:
-            raise
-        except Exception as error:
-            raise model_error(self.provider_name, error, streamed=streamed) from error
+        state = _ChunkState(self.provider_name)
+        async for _, data in stream.frames():
+            for event in state.events(data):
+                stream.streamed = True
+                yield builder.add(event)
         if state.finish_reason is None:
             return  # the stream ended before the model finished: the base raises ModelResponseError
         calls = builder.tool_calls()
@@ -168,10 +168,56 @@ class OpenAIChatModel(StreamingModel):
         return None
 
 
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _CallDelta(msgspec.Struct):
+    index: int | None = None  # required by the API, but a server that leaves it out still lists calls in order
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_CallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _ChunkUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _Details | None = None
+
+
+class Chunk(msgspec.Struct):
+    """One `chat.completion.chunk`, as much of it as the adapter reads (other fields are skipped unparsed)."""
+
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: _ChunkUsage | None = None
+    error: Any = None
+    """vLLM and others report a failure after the 200 as an error object in the stream."""
+
+
+_decode_chunk = msgspec.json.Decoder(Chunk).decode
+
+
 class _ChunkState:
     """What one stream has said so far besides its deltas: finish reason, usage, model, the calls' indexes."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
         self.finish_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -179,7 +225,14 @@ class _ChunkState:
         self.model: str | None = None
         self._started: set[int] = set()
 
-    def events(self, chunk: ChatCompletionChunk) -> list[StreamEvent]:
+    def events(self, data: str) -> list[StreamEvent]:
+        try:
+            chunk = _decode_chunk(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise malformed(self.provider, error) from error
+        if chunk.error:
+            message, code, kind = error_fields(chunk.error)
+            raise stream_error(self.provider, message or "An error occurred during streaming", code, kind)
         self.model = self.model or chunk.model or None
         if chunk.usage is not None:  # the last chunk (some servers repeat usage on every chunk: keep the last)
             self.input_tokens = chunk.usage.prompt_tokens or 0
@@ -187,21 +240,21 @@ class _ChunkState:
             details = chunk.usage.prompt_tokens_details
             self.cached_tokens = (details.cached_tokens or 0) if details else 0
         out: list[StreamEvent] = []
-        for choice in chunk.choices:
+        for choice in chunk.choices or []:
             if choice.index != 0:  # we ask for one choice; a server that sends more gets the first one used
                 continue
             delta = choice.delta
-            if delta.content:
-                out.append(TextChunk(delta.content))
-            for position, call in enumerate(delta.tool_calls or []):
-                out.extend(self._call_events(call, position))
+            if delta is not None:
+                if delta.content:
+                    out.append(TextChunk(delta.content))
+                for position, call in enumerate(delta.tool_calls or []):
+                    out.extend(self._call_events(call, position))
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return out
 
-    def _call_events(self, call: ChoiceDeltaToolCall, position: int) -> list[StreamEvent]:
-        # `index` is required by the API, but a server that leaves it out still lists calls in order
-        index = call.index if isinstance(getattr(call, "index", None), int) else position
+    def _call_events(self, call: _CallDelta, position: int) -> list[StreamEvent]:
+        index = call.index if call.index is not None else position
         function = call.function
         out: list[StreamEvent] = []
         if index not in self._started:

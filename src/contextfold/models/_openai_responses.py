@@ -24,29 +24,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from openai import not_given, omit
-from openai.types.responses import (
-    FunctionToolParam,
-    Response,
-    ResponseCompletedEvent,
-    ResponseErrorEvent,
-    ResponseFailedEvent,
-    ResponseFunctionCallArgumentsDeltaEvent,
-    ResponseFunctionToolCall,
-    ResponseIncompleteEvent,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
-    ResponseReasoningItem,
-    ResponseStreamEvent,
-    ResponseTextDeltaEvent,
-)
+import msgspec
+from openai.types.responses import FunctionToolParam
 
-from .._errors import ModelError
 from ..view import Window
 from ..view._grammar import validate_openai_responses
 from ..view._render import render_openai_responses
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
-from ._openai import AzureProvider, OpenAIProvider, bearer, model_error, stream_error
+from ._openai import AzureProvider, OpenAIProvider, bearer, error_fields, stream_error
 from ._protocol import (
     ModelProfile,
     ModelSettings,
@@ -59,6 +44,7 @@ from ._protocol import (
     ToolCallStart,
 )
 from ._rendered import Rendered
+from ._wire import malformed, post_stream
 
 
 class OpenAIResponsesModel(StreamingModel):
@@ -102,39 +88,101 @@ class OpenAIResponsesModel(StreamingModel):
         parallel = settings.parallel_tool_calls
         if parallel is None and not self.profile.parallel_tool_calls:
             parallel = False
+        body: dict[str, Any] = {"model": self.provider.model_for(self.name), "stream": True, "store": False}
+        if instructions is not None:
+            body["instructions"] = instructions
+        if tools and settings.tool_choice:
+            body["tool_choice"] = settings.tool_choice
+        if tools and parallel is not None:
+            body["parallel_tool_calls"] = parallel
+        if max_tokens:
+            body["max_output_tokens"] = max_tokens
+        if settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        if settings.top_p is not None:
+            body["top_p"] = settings.top_p
+        body.update(settings.extra or {})  # the client's own parameters over the options, as `extra_body` did
+        body["input"] = items
+        if tools:
+            body["tools"] = tools
+        provider = self.provider
+        stream = post_stream(
+            self.provider_name,
+            provider.http,
+            provider.url(self.name, "responses"),
+            body,
+            headers={**provider.headers, **(bearer(settings.api_key) or {})},
+            params=provider.params,
+            timeout=settings.timeout,
+        )
         state = _EventState(self.provider_name)
-        streamed = False
-        try:
-            stream = await self.provider.client.responses.create(
-                model=self.provider.model_for(self.name),
-                # The renderer builds plain JSON in the wire shape. Passed as `extra_body` (merged over the SDK's own
-                # fields) the items and tools skip the SDK's recursive TypedDict transform, whose cost grows with
-                # every item; the typed fields are sent empty and overridden.
-                input=[],
-                extra_body={**(settings.extra or {}), "input": items, **({"tools": tools} if tools else {})},
-                extra_headers=bearer(settings.api_key),
-                instructions=instructions if instructions is not None else omit,
-                stream=True,
-                store=False,
-                tool_choice=settings.tool_choice if tools and settings.tool_choice else omit,
-                parallel_tool_calls=parallel if tools and parallel is not None else omit,
-                max_output_tokens=max_tokens or omit,
-                temperature=settings.temperature if settings.temperature is not None else omit,
-                top_p=settings.top_p if settings.top_p is not None else omit,
-                timeout=settings.timeout if settings.timeout is not None else not_given,
-            )
-            async with stream:
-                async for event in stream:
-                    for out in state.events(event):
-                        streamed = True
-                        yield out
-        except ModelError:
-            raise
-        except Exception as error:
-            raise model_error(self.provider_name, error, streamed=streamed) from error
+        async for _, data in stream.frames():
+            for out in state.events(data):
+                stream.streamed = True
+                yield out
         if state.done is not None:
             yield state.done
         # else the stream ended before the response did: the base raises ModelResponseError
+
+
+class _Summary(msgspec.Struct):
+    text: str = ""
+
+
+class _Item(msgspec.Struct):
+    type: str = ""
+    id: str | None = None
+    call_id: str = ""
+    name: str = ""
+    arguments: str | None = None
+    summary: list[_Summary] | None = None
+    encrypted_content: str | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: _Details | None = None
+
+
+class _Incomplete(msgspec.Struct):
+    reason: str | None = None
+
+
+class _Failure(msgspec.Struct):
+    code: Any = None
+    message: str | None = None
+
+
+class _Response(msgspec.Struct):
+    model: str | None = None
+    output: list[_Item] | None = None
+    usage: _Usage | None = None
+    incomplete_details: _Incomplete | None = None
+    error: _Failure | None = None
+
+
+class _Event(msgspec.Struct):
+    """One Responses stream event, as much as the adapter reads; `item` and `response` are decoded only for the
+    events that use them (`response.created` and others carry a whole response the adapter never looks at)."""
+
+    type: str = ""
+    delta: Any = None
+    output_index: int = 0
+    item: msgspec.Raw = msgspec.Raw()  # empty when absent
+    response: msgspec.Raw = msgspec.Raw()
+    message: Any = None
+    code: Any = None
+    error: Any = None
+
+
+_decode_event = msgspec.json.Decoder(_Event).decode
+_decode_item = msgspec.json.Decoder(_Item).decode
+_decode_response = msgspec.json.Decoder(_Response).decode
 
 
 class _EventState:
@@ -148,44 +196,59 @@ class _EventState:
         self._streamed_arguments: set[int] = set()
         self._early: dict[int, list[str]] = {}  # output_index -> argument deltas sent before the call was added
 
-    def events(self, event: ResponseStreamEvent) -> list[StreamEvent]:
+    def events(self, data: str) -> list[StreamEvent]:
+        try:
+            event = _decode_event(data)
+            return self._events(event)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise malformed(self.provider, error) from error
+
+    def _events(self, event: _Event) -> list[StreamEvent]:
         add = self.builder.add
-        if isinstance(event, ResponseTextDeltaEvent):
-            return [add(TextChunk(event.delta))] if event.delta else []
-        if isinstance(event, ResponseOutputItemAddedEvent) and isinstance(event.item, ResponseFunctionToolCall):
-            return [add(e) for e in self._start(event.output_index, event.item)]
-        if isinstance(event, ResponseFunctionCallArgumentsDeltaEvent):
-            index = self._calls.get(event.output_index)
-            if not event.delta:
+        kind = event.type
+        if event.error and isinstance(event.error, dict):  # a server's error object in the stream
+            message, code, error_kind = error_fields(event.error)
+            raise stream_error(self.provider, message or "An error occurred during streaming", code, error_kind)
+        if kind == "response.output_text.delta":
+            return [add(TextChunk(event.delta))] if isinstance(event.delta, str) and event.delta else []
+        if kind in ("response.output_item.added", "response.output_item.done") and len(event.item):
+            item = _decode_item(event.item)
+            if item.type != "function_call":
                 return []
-            if index is None:  # before its output_item.added: kept until the call is known
+            out = [add(e) for e in self._start(event.output_index, item)]
+            if kind == "response.output_item.done":
+                index = self._calls[event.output_index]
+                final = item.arguments
+                if index not in self._streamed_arguments and final:
+                    self._streamed_arguments.add(index)
+                    out.append(add(ToolCallChunk(index, final)))
+                elif final and "".join(self.builder.calls.get(index, [])) != final:
+                    # the whole arguments win over what was streamed (pieces lost, doubled or out of order)
+                    self.builder.calls[index] = [final]
+            return out
+        if kind == "response.function_call_arguments.delta":
+            known = self._calls.get(event.output_index)
+            if not isinstance(event.delta, str) or not event.delta:
+                return []
+            if known is None:  # before its output_item.added: kept until the call is known
                 self._early.setdefault(event.output_index, []).append(event.delta)
                 return []
-            self._streamed_arguments.add(index)
-            return [add(ToolCallChunk(index, event.delta))]
-        if isinstance(event, ResponseOutputItemDoneEvent) and isinstance(event.item, ResponseFunctionToolCall):
-            out = [add(e) for e in self._start(event.output_index, event.item)]
-            index = self._calls[event.output_index]
-            final = event.item.arguments
-            if index not in self._streamed_arguments and final:
-                self._streamed_arguments.add(index)
-                out.append(add(ToolCallChunk(index, final)))
-            elif final and "".join(self.builder.calls.get(index, [])) != final:
-                # the whole arguments win over what was streamed (pieces lost, doubled or out of order)
-                self.builder.calls[index] = [final]
-            return out
-        if isinstance(event, (ResponseCompletedEvent, ResponseIncompleteEvent)):
-            self.done = self._finish(event.response, incomplete=isinstance(event, ResponseIncompleteEvent))
+            self._streamed_arguments.add(known)
+            return [add(ToolCallChunk(known, event.delta))]
+        if kind in ("response.completed", "response.incomplete") and len(event.response):
+            response = _decode_response(event.response)
+            self.done = self._finish(response, incomplete=kind == "response.incomplete")
             return []
-        if isinstance(event, ResponseFailedEvent):
-            error = event.response.error
-            code = str(error.code) if error and error.code else None
-            raise stream_error(self.provider, (error.message if error else None) or "the response failed", code)
-        if isinstance(event, ResponseErrorEvent):
-            raise stream_error(self.provider, event.message, event.code)
+        if kind == "response.failed":
+            failure = _decode_response(event.response).error if len(event.response) else None
+            code = str(failure.code) if failure and failure.code else None
+            raise stream_error(self.provider, (failure.message if failure else None) or "the response failed", code)
+        if kind == "error":
+            code = None if event.code is None else str(event.code)
+            raise stream_error(self.provider, str(event.message or ""), code)
         return []
 
-    def _start(self, output_index: int, item: ResponseFunctionToolCall) -> list[StreamEvent]:
+    def _start(self, output_index: int, item: _Item) -> list[StreamEvent]:
         if output_index in self._calls:
             return []
         index = self._calls[output_index] = len(self._calls)
@@ -196,36 +259,35 @@ class _EventState:
             out += [ToolCallChunk(index, delta) for delta in early]
         return out
 
-    def _finish(self, response: Response, *, incomplete: bool) -> ResponseDone:
+    def _finish(self, response: _Response, *, incomplete: bool) -> ResponseDone:
         calls = self.builder.tool_calls()
         stop: StopReason = "tool_calls" if calls else "stop"
         if incomplete:
             reason = response.incomplete_details.reason if response.incomplete_details else None
             stop = "content_filter" if reason == "content_filter" else "length"
         usage = response.usage
-        cached = usage.input_tokens_details.cached_tokens if usage and usage.input_tokens_details else 0
+        details = usage.input_tokens_details if usage else None
         return self.builder.done(
             stop_reason=stop,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cached_input_tokens=cached or 0,
-            reasoning=[self._reasoning(item) for item in _reasoning_items(response)],
+            input_tokens=(usage.input_tokens or 0) if usage else 0,
+            output_tokens=(usage.output_tokens or 0) if usage else 0,
+            cached_input_tokens=(details.cached_tokens or 0) if details else 0,
+            reasoning=[self._reasoning(item) for item in response.output or [] if _kept_reasoning(item)],
             model=response.model or None,
         )
 
-    def _reasoning(self, item: ResponseReasoningItem) -> ReasoningBlock:
+    def _reasoning(self, item: _Item) -> ReasoningBlock:
         # Only what the API takes back as an input item: extra output fields would be refused as unknown.
+        summary = item.summary or []
         data: dict[str, Any] = {
             "type": "reasoning",
             "id": item.id,
-            "summary": [{"type": "summary_text", "text": s.text} for s in item.summary],
+            "summary": [{"type": "summary_text", "text": s.text} for s in summary],
             "encrypted_content": item.encrypted_content,
         }
-        text = "\n\n".join(s.text for s in item.summary) or None
+        text = "\n\n".join(s.text for s in summary) or None
         return ReasoningBlock(self.provider, data, text)
 
 
-def _reasoning_items(response: Response) -> list[ResponseReasoningItem]:
-    return [
-        item for item in response.output or [] if isinstance(item, ResponseReasoningItem) and item.encrypted_content
-    ]
+def _kept_reasoning(item: _Item) -> bool:
+    return item.type == "reasoning" and bool(item.encrypted_content)

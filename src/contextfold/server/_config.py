@@ -32,14 +32,16 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
+from ..models._specs import SPECS
 from ._compaction import NONE, SELF, CompactionSettings
 from .responses._guardrails_config import GuardrailSpec, check_references, parse_guardrails
 
-Provider = Literal["openai-chat", "openai-responses", "azure", "anthropic", "gemini", "cohere", "bedrock", "test"]
-PROVIDERS: tuple[str, ...] = get_args(Provider)
+Provider = str
+"""A provider's name: one of `PROVIDERS`, the rows of `models._specs.SPECS` (its one source)."""
+PROVIDERS: tuple[str, ...] = tuple(SPECS)
 Auth = Literal["server", "forward"]
 AUTH_MODES: tuple[str, ...] = get_args(Auth)
-FORWARDABLE = ("openai-chat", "openai-responses", "anthropic")
+FORWARDABLE = tuple(name for name, spec in SPECS.items() if spec.forwardable)
 """Providers whose adapters can send a per-request key (a bearer token or `x-api-key`)."""
 TEST_MODEL = "test"
 """The built-in scripted model's name: always served, so no route may take it."""
@@ -173,9 +175,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TOP = tuple(f.name for f in fields(ServerConfig) if f.name not in ("limits", "routes", "guardrails"))
 _LIMITS = tuple(f.name for f in fields(Limits))
 _ROUTE_KEYS = tuple(f.name for f in fields(ModelRoute))
-_OPTIONS: dict[str, tuple[str, ...]] = {"azure": ("deployment", "api_version", "resource"), "bedrock": ("region",)}
 _TIMEOUTS = ("timeout", "first_byte_timeout", "turn_timeout")  # route options any provider takes, in seconds
-_KEYLESS = ("bedrock", "test")  # bedrock signs with AWS credentials from the environment; test needs nothing
 
 
 def load_config(
@@ -454,8 +454,8 @@ def _route(table: Mapping[str, Any], where: str) -> ModelRoute:
     label = f"{where} ({route.name!r}, provider {provider})"
     if route.api_key and route.api_key_env:
         raise ConfigurationError(f"{label} sets both api_key and api_key_env; keep one")
-    if provider in _KEYLESS and (route.api_key or route.api_key_env):
-        why = "bedrock signs with the AWS credentials of the environment" if provider == "bedrock" else "it needs none"
+    why = SPECS[provider].keyless
+    if why is not None and (route.api_key or route.api_key_env):
         raise ConfigurationError(f"{label} takes no api_key: {why}")
     if route.auth == "forward" and provider not in FORWARDABLE:
         raise ConfigurationError(
@@ -479,7 +479,7 @@ def _names(key: str, value: object, origin: str) -> tuple[str, ...]:
 def _route_options(value: object, provider: str, where: str) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{where}.options must be a table of strings, got {value!r}")
-    accepted = (*_TIMEOUTS, *_OPTIONS.get(provider, ()))
+    accepted = (*_TIMEOUTS, *SPECS[provider].options)
     options: dict[str, str] = {}
     for key, item in value.items():
         if key not in accepted:

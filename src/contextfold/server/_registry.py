@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from .._errors import ConfigurationError, InvalidRequestError
 from ..compaction import CompactionPolicy
 from ..models import Model, ModelSettings, reports_context_window
+from ..models._specs import SPECS, Route
 from ._compaction import NONE, SELF, CompactionSettings
 from ._config import TEST_MODEL, ModelRoute, ServerConfig
 from ._testmodel import TEST_WINDOW, TestModel
@@ -212,48 +213,22 @@ class ModelRegistry:
 
 
 def build_route(route: ModelRoute, opened: Callable[[_Provider], None]) -> Model:
-    """The model a route names, on a provider built for it (passed to `opened`, so that it gets closed)."""
-    if route.provider == "test":
+    """The model a route names, on a provider built for it (passed to `opened`, so that it gets closed); how is
+    the provider's row in `models._specs.SPECS`."""
+    spec = SPECS[route.provider]
+    if spec.build is None:  # `test`: the scripted model, built here
         return TestModel(route.name, context_window=route.context_window)
     try:
-        from .. import models
-
-        options, url, target = route.options, route.base_url, route.upstream_model
-        timeout = float(options.get("timeout", 600))
+        timeout = float(route.options.get("timeout", 600))
         key = route.api_key or _key_from_env(route)
-        provider: Any
-        if route.provider == "azure":
-            version = {"api_version": options["api_version"]} if "api_version" in options else {}
-            deployment = options.get("deployment", target)
-            provider = models.AzureProvider(
-                options.get("resource"), deployment=deployment, api_key=key, endpoint=url, timeout=timeout, **version
-            )
-        elif route.provider in ("openai-chat", "openai-responses"):
-            provider = models.OpenAIProvider(api_key=key, base_url=url, timeout=timeout)
-        elif route.provider == "anthropic":
-            provider = models.AnthropicProvider(api_key=key, base_url=url, timeout=timeout)
-        elif route.provider == "gemini":
-            provider = models.GeminiProvider(api_key=key, base_url=url, timeout=timeout)
-        elif route.provider == "cohere":
-            provider = models.CohereProvider(api_key=key, base_url=url, timeout=timeout)
-        else:
-            provider = models.BedrockProvider(options.get("region"), endpoint_url=url, read_timeout=timeout)
+        provider, model = spec.build(Route(key, route.base_url, timeout, route.options, route.upstream_model))
     except ImportError as exc:
         raise ConfigurationError(f"model {route.name!r} ({route.provider}) cannot be served: {exc}") from exc
     except ConfigurationError as exc:
         raise ConfigurationError(f"model {route.name!r} ({route.provider}) is not configured right: {exc}") from exc
     opened(provider)
-    if route.provider == "openai-responses":
-        return models.OpenAIResponsesModel(target, provider)
-    if route.provider in ("openai-chat", "azure"):
-        return models.OpenAIChatModel(target, provider)
-    wire: dict[str, Callable[[str, Any], Model]] = {
-        "anthropic": models.AnthropicModel,
-        "gemini": models.GeminiModel,
-        "cohere": models.CohereModel,
-        "bedrock": models.BedrockModel,
-    }
-    return wire[route.provider](target, provider)
+    built: Model = model
+    return built
 
 
 def _key_from_env(route: ModelRoute) -> str | None:
