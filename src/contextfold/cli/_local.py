@@ -51,8 +51,9 @@ async def local_state(db: str | None, config_file: str | None) -> AsyncIterator[
     config = load_config({"db": db, "config": config_file})
     store = await open_server_store(config.db)
     registry = ModelRegistry(config)
+    state: ServerState | None = None
     try:
-        yield ServerState(
+        state = ServerState(
             config=config,
             store=store,
             registry=registry,
@@ -62,7 +63,10 @@ async def local_state(db: str | None, config_file: str | None) -> AsyncIterator[
             streams=StreamBuffers(),
             keys_required=await store.keys.active() > 0,
         )
+        yield state
     finally:
+        if state is not None:
+            await state.compactor.drain()
         await registry.close()
         await store.close()
 

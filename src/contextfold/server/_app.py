@@ -68,6 +68,7 @@ def create_app(
         finally:
             if hasattr(app.state, "server"):
                 await app.state.server.background.stop()  # their turns are marked before the locks go
+                await app.state.server.compactor.drain()  # nothing half-written: planning dropped, commits end
             if not await locks.drained(_WIND_UP):
                 log.warning("stopping with turns still running; they are marked interrupted when next held")
             ingesting.cancel()

@@ -307,6 +307,8 @@ class ProxyTurn:
                 except Exception as error:  # the store failed: the turn is marked when the conversation is next held
                     log.warning("could not mark turn %s interrupted: %s", turn_id, error)
         finally:
+            if not cancelled:
+                self.state.compactor.after_turn(self.setup)
             try:
                 await self.exit.aclose()
             finally:

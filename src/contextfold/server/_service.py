@@ -355,6 +355,8 @@ class ResponseRun:
                     for event in self.mapper.finish(self.response):
                         self._emit(queue, event)
         finally:
+            if not cancelled:
+                self.state.compactor.after_turn(self.setup)
             try:
                 await self._release()
             finally:

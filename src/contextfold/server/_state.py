@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime._compactor import Compactor
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore
 from ._background_runs import BackgroundRuns
@@ -38,8 +39,16 @@ class ServerState:
     """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
     guardrails: Guardrails = field(init=False)
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
+    compactor: Compactor = field(init=False)
+    """Compactions off the request path (`runtime._compactor`), committed under the conversation's lease."""
 
     def __post_init__(self) -> None:
+        self.compactor = Compactor(
+            lambda conversation_id: self.locks.hold(conversation_id, queue=False, brief=True),
+            current=lambda conversation: self.views.current(conversation.id, conversation.model),
+            enabled=self.config.compact_background,
+            observe=self.metrics.observe_background,
+        )
         self.guardrails = Guardrails(self.config.guardrails, self.registry)
         self.views.locks = self.locks  # reads recover turns a crash left open, holding the conversation to do it
 
