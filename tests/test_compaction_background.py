@@ -5,7 +5,11 @@ half, and what happened is counted."""
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +23,7 @@ from contextfold.runtime import Session, StepCompleted
 from contextfold.store import SQLiteStore
 from contextfold.view import Window
 
+from .processes import Replica
 from .test_runtime_turns import make_agent
 
 POLICY = CompactionPolicy(threshold=0.8, target=0.2, soft_threshold=0.3)
@@ -175,3 +180,41 @@ async def test_any_interleaving_of_turns_and_a_compaction_keeps_the_log_valid(
         await session.close()
     finally:
         await store.close()
+
+
+def test_a_server_process_compacts_after_the_answer_not_inside_a_request(tmp_path: Path) -> None:
+    replica = Replica(
+        str(tmp_path / "server.db"),
+        tmp_path / "server.log",
+        *("--context-window", "6000", "--compact-summariser", "none", "--compact-target", "0.2"),
+    )
+    try:
+        replica.wait_ready()
+        with httpx.Client(base_url=replica.url, timeout=60) as http:
+            conversation = http.post("/v1/conversations", json={}).json()["id"]
+            context: dict[str, Any] = {}
+            soft = http.get(f"/v1/conversations/{conversation}/context").json()["compaction"]["soft_tokens"]
+            for _ in range(40):
+                reply = http.post(
+                    "/v1/responses", json={"model": "test", "conversation": conversation, "input": WORDS[:600]}
+                )
+                assert reply.status_code == 200, reply.text
+                assert "compaction" not in {item["type"] for item in reply.json()["output"]}  # never inline
+                for _ in range(600):  # a turn past the soft threshold: its compaction lands after the answer
+                    context = http.get(f"/v1/conversations/{conversation}/context").json()
+                    if context["totals"]["compactions"] or context["tokens"]["estimated"] <= soft:
+                        break
+                    time.sleep(0.05)
+                if context["totals"]["compactions"]:
+                    break
+            assert context["totals"]["compactions"] == 1
+            assert context["utilisation"] < 100 * context["compaction"]["threshold"]
+            metrics = http.get("/metrics").text
+            assert 'contextfold_background_compactions_total{outcome="committed"} 1.0' in metrics
+            assert context["latest_compaction"]["strategy"] in ("summary", "fallback", "mask")
+            after = http.post("/v1/responses", json={"model": "test", "conversation": conversation, "input": "next"})
+            assert after.status_code == 200
+        assert replica.stop() == 0
+    finally:
+        replica.stop()
+    assert "Traceback" not in replica.output()

@@ -87,8 +87,8 @@ class Compactor:
         return task is not None and not task.done()
 
     def after_turn(self, setup: TurnSetup) -> None:
-        """Call when a turn has ended, still holding the conversation: schedules a compaction if the view is past
-        the soft threshold. Never raises, never waits."""
+        """Call when a turn has ended (holding the conversation, or just after giving it back): schedules a
+        compaction if the view is past the soft threshold. Never raises, never waits."""
         try:
             self._schedule(setup)
         except Exception:  # a bug here must not fail a turn that has already answered
@@ -101,7 +101,7 @@ class Compactor:
         conversation = setup.conversation
         if not compaction_due(conversation.view, budget=_budget(setup), policy=setup.policy, soft=True):
             return
-        snapshot = conversation.snapshot()  # now, while the turn still holds the conversation: a consistent view
+        snapshot = conversation.snapshot()  # now: the view as this turn left it (a later one loses the head check)
         if self.running(conversation.id):
             self._later[conversation.id] = (setup, snapshot)  # the running one plans again from here if it loses
             return

@@ -307,10 +307,10 @@ class ProxyTurn:
                 except Exception as error:  # the store failed: the turn is marked when the conversation is next held
                     log.warning("could not mark turn %s interrupted: %s", turn_id, error)
         finally:
-            if not cancelled:
-                self.state.compactor.after_turn(self.setup)
             try:
                 await self.exit.aclose()
+                if not cancelled:  # once released: the compaction's commit takes the conversation itself
+                    self.state.compactor.after_turn(self.setup)
             finally:
                 queue.put_nowait(None)
 

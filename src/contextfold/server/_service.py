@@ -355,10 +355,10 @@ class ResponseRun:
                     for event in self.mapper.finish(self.response):
                         self._emit(queue, event)
         finally:
-            if not cancelled:
-                self.state.compactor.after_turn(self.setup)
             try:
                 await self._release()
+                if not cancelled:  # once released: the compaction's commit takes the conversation itself
+                    self.state.compactor.after_turn(self.setup)
             finally:
                 queue.put_nowait(None)
                 if self.sink is not None:
