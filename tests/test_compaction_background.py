@@ -19,7 +19,7 @@ from contextfold._conversation import Conversation
 from contextfold.compaction import CompactionPolicy
 from contextfold.events import Compaction
 from contextfold.models import ModelResponse, ModelSettings
-from contextfold.runtime import Session, StepCompleted
+from contextfold.runtime import Agent, Session, StepCompleted
 from contextfold.store import SQLiteStore
 from contextfold.view import Window
 
@@ -46,10 +46,11 @@ class GatedSummariser:
         return ModelResponse(text="## Goal\nfix the config parser")
 
 
-def _agent(store: Store, summariser: object | None = None, **options: object) -> Session | object:
+def _agent(store: Store, summariser: object | None = None, **options: Any) -> Agent:
     answers = [ModelResponse(text="noted", input_tokens=10, output_tokens=2)] * 50
-    extra = {"summariser": summariser} if summariser is not None else {}
-    return make_agent(store, answers, policy=POLICY, **extra, **options)
+    if summariser is not None:
+        options["summariser"] = summariser
+    return make_agent(store, answers, policy=POLICY, **options)
 
 
 async def _past_soft(session: Session) -> int:
@@ -72,7 +73,7 @@ def test_the_soft_threshold_defaults_below_the_trigger_and_is_checked() -> None:
 
 
 async def test_a_turn_past_the_soft_threshold_is_compacted_after_it_ends(sqlite_store: Store) -> None:
-    session = await _agent(sqlite_store).create_session()  # type: ignore[attr-defined]
+    session = await _agent(sqlite_store).create_session()
     head = await _past_soft(session)
     before = session.conversation.view.estimated_tokens
     await session.compactor.wait(session.id)
@@ -90,7 +91,7 @@ async def test_a_turn_past_the_soft_threshold_is_compacted_after_it_ends(sqlite_
 
 
 async def test_background_compaction_can_be_turned_off(sqlite_store: Store) -> None:
-    session = await _agent(sqlite_store, background_compaction=False).create_session()  # type: ignore[attr-defined]
+    session = await _agent(sqlite_store, background_compaction=False).create_session()
     for _ in range(8):
         await session.turn(WORDS)
     assert session.compactor.stats.scheduled == 0
@@ -99,7 +100,7 @@ async def test_background_compaction_can_be_turned_off(sqlite_store: Store) -> N
 
 async def test_a_turn_racing_the_compaction_wins_and_the_compaction_plans_once_more(sqlite_store: Store) -> None:
     summariser = GatedSummariser()
-    session = await _agent(sqlite_store, summariser).create_session()  # type: ignore[attr-defined]
+    session = await _agent(sqlite_store, summariser).create_session()
     await _past_soft(session)
     await asyncio.sleep(0)
     assert session.compactor.running(session.id)  # planning, waiting on the summariser
@@ -118,7 +119,7 @@ async def test_a_turn_racing_the_compaction_wins_and_the_compaction_plans_once_m
 
 async def test_a_compaction_that_finds_a_turn_running_is_dropped(sqlite_store: Store) -> None:
     summariser = GatedSummariser()
-    session = await _agent(sqlite_store, summariser).create_session()  # type: ignore[attr-defined]
+    session = await _agent(sqlite_store, summariser).create_session()
     await _past_soft(session)
     head = session.conversation.head
     running = asyncio.ensure_future(session.turn("a long question"))
@@ -132,7 +133,7 @@ async def test_a_compaction_that_finds_a_turn_running_is_dropped(sqlite_store: S
 
 async def test_closing_mid_compaction_writes_nothing(sqlite_store: Store) -> None:
     summariser = GatedSummariser()
-    session = await _agent(sqlite_store, summariser).create_session()  # type: ignore[attr-defined]
+    session = await _agent(sqlite_store, summariser).create_session()
     head = await _past_soft(session)
     for _ in range(1_000):  # until the background compaction is waiting on the summariser
         if summariser.calls:
@@ -155,7 +156,7 @@ async def test_any_interleaving_of_turns_and_a_compaction_keeps_the_log_valid(
     store = await SQLiteStore.open(str(tmp_path_factory.mktemp("interleave") / "log.db"))
     try:
         summariser = GatedSummariser()
-        session = await _agent(store, summariser).create_session()  # type: ignore[attr-defined]
+        session = await _agent(store, summariser).create_session()
         await _past_soft(session)
         for step in plan:
             if step == "turn":
