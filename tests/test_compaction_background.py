@@ -50,6 +50,7 @@ def _agent(store: Store, summariser: object | None = None, **options: Any) -> Ag
     answers = [ModelResponse(text="noted", input_tokens=10, output_tokens=2)] * 50
     if summariser is not None:
         options["summariser"] = summariser
+    options.setdefault("background_compaction", True)
     return make_agent(store, answers, policy=POLICY, **options)
 
 
@@ -188,6 +189,7 @@ def test_a_server_process_compacts_after_the_answer_not_inside_a_request(tmp_pat
         str(tmp_path / "server.db"),
         tmp_path / "server.log",
         *("--context-window", "6000", "--compact-summariser", "none", "--compact-target", "0.2"),
+        *("--compact-background", "true"),
     )
     try:
         replica.wait_ready()

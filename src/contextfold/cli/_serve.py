@@ -23,6 +23,7 @@ _FLAGS = (
     ("--compact-tail-turns", "newest turns kept verbatim by a compaction (default 4)"),
     ("--compact-head-items", "first items kept verbatim by a compaction (default 2)"),
     ("--compact-masking", "mask old tool outputs before summarising: true or false (default true)"),
+    ("--compact-background", "compact off the request path past the soft threshold: true or false (default false)"),
     ("--compact-summariser", "self (the serving model), none (deterministic only) or a served model (default self)"),
     ("--compact-summariser-timeout", "seconds a summary may take before the deterministic digest (default 120)"),
     ("--compact-summary-max-tokens", "the summary's output cap in tokens (default 0: its share of the budget)"),
@@ -64,6 +65,7 @@ def serve_command(args: argparse.Namespace) -> int:
         *("model", "context_window", "queue_turns"),
         *("first_byte_timeout", "turn_timeout", "shutdown_grace", "max_header_bytes", "max_replay_bytes"),
         *("compact_threshold", "compact_target", "compact_tail_turns", "compact_head_items", "compact_masking"),
+        "compact_background",
         *("compact_summariser", "compact_summariser_timeout", "compact_summary_max_tokens", "otel_endpoint"),
     )
     given = {name: getattr(args, name) for name in (*names, "config", "log_format", "log_level")}
