@@ -8,6 +8,7 @@ turns on one conversation are ordered by the store, not by sharing this object.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -380,17 +381,9 @@ class Conversation:
         policy = policy or CompactionPolicy()
         items_before, turns_before, tokens_before = len(self.view.items), self.turns(), self.view.tokens
         for _ in range(_COMPACTION_ATTEMPTS):
-            withdrawn = await self._withdrawn() if self.view.summary_stale else []
             head = self.view.head
-            event = await compact(
-                self.view,
-                budget=budget,
-                policy=policy,
-                summariser=summariser,
-                estimator=self.estimator,
-                trigger=trigger,
-                instructions=instructions,
-                withdrawn=withdrawn,
+            event = await self.plan(
+                budget=budget, policy=policy, summariser=summariser, trigger=trigger, instructions=instructions
             )
             if event is None:
                 return CompactionResult(
@@ -428,6 +421,40 @@ class Conversation:
                 error=stored.error,
             )
         raise ConflictError(self.id, self.view.head, self.view.head)
+
+    async def plan(
+        self,
+        *,
+        budget: int,
+        policy: CompactionPolicy,
+        summariser: Model | None = None,
+        trigger: Trigger = "auto",
+        instructions: str | None = None,
+    ) -> Compaction | None:
+        """The compaction `compact` would append now, computed but not appended (None: none is due or possible).
+        Its `based_on_head` is the head it was computed at: appending it anywhere else is refused (the head check)."""
+        withdrawn = await self._withdrawn() if self.view.summary_stale else []
+        return await compact(
+            self.view,
+            budget=budget,
+            policy=policy,
+            summariser=summariser,
+            estimator=self.estimator,
+            trigger=trigger,
+            instructions=instructions,
+            withdrawn=withdrawn,
+        )
+
+    def snapshot(self) -> Conversation:
+        """A detached copy at this head, for a background compaction to plan on while turns go on appending to
+        this one: the view's containers are copied (the events in them are immutable), the store and the token
+        estimator are shared. Never append through it: commit what it plans through the live conversation."""
+        view = copy.copy(self.view)
+        view.items = dict(view.items)
+        view.pinned, view.masked = set(view.pinned), set(view.masked)
+        view.covers, view.open_turns = list(view.covers), dict(view.open_turns)
+        view.config_events = dict(view.config_events)
+        return Conversation(self.store, self.info, view, estimator=self.estimator, model=self.model)
 
     async def clear(self) -> CompactionResult:
         """Start a fresh view: only the instructions, the configuration and pinned items stay. The log keeps all,

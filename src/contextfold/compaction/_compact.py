@@ -186,9 +186,14 @@ def _state_tokens(state: list[CarriedFact], ratio: float) -> int:
     return text_tokens(_state.render(state) + "\n\n", ratio) if state else 0
 
 
-def compaction_due(view: View, *, budget: int, policy: CompactionPolicy) -> bool:
-    """Whether an automatic compaction would run: the view is over the policy's threshold, or its summary stale."""
-    return view.estimated_tokens + max(view.offset, 0) > policy.threshold * budget or view.summary_stale
+def compaction_due(view: View, *, budget: int, policy: CompactionPolicy, soft: bool = False) -> bool:
+    """Whether an automatic compaction would run: the view is over the policy's threshold, or its summary stale.
+
+    `soft=True` asks the background's question instead: whether the view is past the soft threshold (a turn that
+    ends there schedules a compaction off the request path; see `runtime._compactor`).
+    """
+    threshold = policy.soft if soft else policy.threshold
+    return view.estimated_tokens + max(view.offset, 0) > threshold * budget or view.summary_stale
 
 
 def _finish(view: View, event: Compaction, budget: int, estimator: TokenEstimator, started: float) -> Compaction:

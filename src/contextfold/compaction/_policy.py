@@ -17,6 +17,12 @@ class CompactionPolicy:
     takes what it holds, within the room up to halfway between target and threshold. `masking=False` skips the
     first tier (old tool outputs stay whole until the summary folds them; only a view that would not fit otherwise
     still has outputs masked).
+
+    `soft_threshold` (a share of the budget, at most `threshold`) is where a compaction starts in the background
+    once an answer leaves the view past it, so the request that would have crossed `threshold` usually finds the
+    view already compacted. None: a tenth of the budget below `threshold` (never nearer `target` than halfway): a
+    turn adds far less than a tenth of a window, so the next request still fits under the trigger while the
+    background compaction runs, and a request never waits for it.
     """
 
     threshold: float = 0.8
@@ -29,6 +35,14 @@ class CompactionPolicy:
     summariser_timeout: float = 120.0
     masking: bool = True
     summary_max_tokens: int | None = None
+    soft_threshold: float | None = None
+
+    @property
+    def soft(self) -> float:
+        """The soft threshold in force (see the class docs for the default)."""
+        if self.soft_threshold is not None:
+            return self.soft_threshold
+        return self.threshold - min(0.1, (self.threshold - self.target) / 2)
 
     def __post_init__(self) -> None:
         if not 0 < self.target < self.threshold <= 1:
@@ -43,6 +57,11 @@ class CompactionPolicy:
         if self.summary_max_tokens is not None and self.summary_max_tokens < 1:
             raise InvalidRequestError(
                 f"compaction policy summary_max_tokens must be positive, got {self.summary_max_tokens}"
+            )
+        if self.soft_threshold is not None and not self.target < self.soft_threshold <= self.threshold:
+            raise InvalidRequestError(
+                f"compaction policy needs target < soft_threshold <= threshold, got soft_threshold="
+                f"{self.soft_threshold} with target={self.target}, threshold={self.threshold}"
             )
         for name in ("tail_share", "summary_share"):
             value = getattr(self, name)

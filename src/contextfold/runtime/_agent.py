@@ -47,6 +47,9 @@ class AgentOptions:
     summariser: Model | None = None
     compactor: Literal["model", "deterministic"] = "model"
     expand_tokens: int = 4_000
+    background_compaction: bool = False
+    """Compact off the request path once a turn leaves the view past the policy's soft threshold (False: only
+    inline, when a request passes the trigger)."""
 
     def __post_init__(self) -> None:
         for name in ("context_window", "max_output_tokens"):

@@ -20,6 +20,7 @@ from ..compaction import CompactionResult
 from ..events import ConfigChange, Part, TextPart, TokenUsage, new_id
 from ..models import ModelSettings
 from ._builtin import builtin_tools
+from ._compactor import Compactor
 from ._events import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
 from ._tools import Tool, ToolLike
 from ._turn import TurnSetup, mark_turn, run_turn
@@ -70,6 +71,9 @@ class Session:
         self.tools: dict[str, Tool] = dict(agent.tools)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._held = asyncio.Lock()  # held by a turn, a control or a background compaction's commit
+        self.compactor = Compactor(self._hold, enabled=agent.options.background_compaction)
+        """Compacts after a turn that leaves the view past the soft threshold (see `runtime._compactor`)."""
 
     @property
     def id(self) -> str:
@@ -102,8 +106,10 @@ class Session:
         self, setup: TurnSetup, turn_id: str, parts: list[Part], queue: asyncio.Queue[TurnEvent | None]
     ) -> None:
         try:
-            async for event in run_turn(setup, turn_id, parts):
-                queue.put_nowait(event)
+            async with self._held:  # a background compaction's commit under way ends first (one append)
+                async for event in run_turn(setup, turn_id, parts):
+                    queue.put_nowait(event)
+                self.compactor.after_turn(setup)
         except asyncio.CancelledError:
             # Shielded: a second cancellation must not leave the turn open in the log.
             await asyncio.shield(mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED))
@@ -138,6 +144,19 @@ class Session:
             tool_timeout=options.tool_timeout,
             settings=ModelSettings(temperature=options.temperature),
         )
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, _: str) -> AsyncIterator[None]:
+        """The session's conversation for a background compaction's commit: refused while a turn or a control
+        runs (it moves the head anyway), and a turn that starts meanwhile waits for the commit to end."""
+        if self._held.locked() or self.running:
+            raise BusyError(f"session {self.id!r} is running a turn")
+        async with self._held:
+            yield
+
+    async def close(self) -> None:
+        """Stop background compaction: one still planning is dropped, a commit under way ends first."""
+        await self.compactor.close()
 
     async def interrupt(self) -> bool:
         """Cancel the running turn, which is marked interrupted. Returns whether a turn was running."""
@@ -175,13 +194,13 @@ class Session:
 
     async def _configure(self, change: ConfigChange, action: str) -> None:
         self._ensure_idle(action)
-        async with self._lock:
+        async with self._lock, self._held:
             await self.conversation.append(change)
 
     async def compact(self, instructions: str | None = None) -> CompactionResult:
         """Compact now, optionally steering the summary with `instructions`."""
         self._ensure_idle("compact")
-        async with self._lock:
+        async with self._lock, self._held:
             setup = self._setup()
             return await self.conversation.compact(
                 budget=setup.budget,
@@ -194,7 +213,7 @@ class Session:
     async def clear(self) -> CompactionResult:
         """Start a fresh view (instructions, configuration and pins stay); the log keeps everything, recallable."""
         self._ensure_idle("clear")
-        async with self._lock:
+        async with self._lock, self._held:
             return await self.conversation.clear()
 
     async def status(self) -> SessionStatus:

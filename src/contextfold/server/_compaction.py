@@ -67,6 +67,8 @@ class CompactionSettings:
             "target": self.target,
             "trigger_tokens": int(self.threshold * budget),
             "target_tokens": int(self.target * budget),
+            "soft_threshold": round(self.policy().soft, 4),
+            "soft_tokens": int(self.policy().soft * budget),
             "tail_turns": self.tail_turns,
             "head_items": self.head_items,
             "masking": self.masking,

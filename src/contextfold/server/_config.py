@@ -115,6 +115,9 @@ class ServerConfig:
     compact_tail_turns: int = 4
     compact_head_items: int = 2
     compact_masking: bool = True
+    compact_background: bool = False
+    """Compact off the request path once an answer leaves the view past the soft threshold (false: only inline).
+    Off by default for now: tests of the inline behaviour expect the view uncompacted between requests."""
     compact_summariser: str = SELF
     """`self` (each model summarises its own conversations), `none` (deterministic only) or a served model name."""
     compact_summariser_timeout: float = 120.0
@@ -401,6 +404,7 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "compact_tail_turns": _positive_int,
     "compact_head_items": lambda key, value, origin: _int(key, value, origin, 0, None, "a whole number, 0 or more"),
     "compact_masking": _bool,
+    "compact_background": _bool,
     "compact_summariser": _name,
     "compact_summariser_timeout": _seconds,
     "compact_summary_max_tokens": lambda key, value, origin: _int(key, value, origin, 0, None, "0 (no cap) or more"),

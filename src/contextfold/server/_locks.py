@@ -40,6 +40,8 @@ CRASHED = "the server stopped before the response was complete"
 class _Local:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+    brief: bool = False
+    """Held by a background compaction's commit (one append): a turn waits for it instead of answering 409."""
 
 
 class ConversationLocks:
@@ -65,14 +67,18 @@ class ConversationLocks:
         return local is not None and local.lock.locked()
 
     @contextlib.asynccontextmanager
-    async def hold(self, conversation_id: str, *, queue: bool | None = None) -> AsyncIterator[None]:
+    async def hold(
+        self, conversation_id: str, *, queue: bool | None = None, brief: bool = False
+    ) -> AsyncIterator[None]:
+        """`brief`: the holder only commits a background compaction; a turn arriving meanwhile waits for it."""
         wait = self.queue if queue is None else queue
         local = self._local.setdefault(conversation_id, _Local())
-        if local.lock.locked() and not wait:
+        if local.lock.locked() and not wait and not local.brief:
             raise _busy(conversation_id)
         local.users += 1
         try:
             async with local.lock:
+                local.brief = brief
                 # a lease this process could not give back (the store was down) is still ours: take it up again
                 owner = self._unreleased.pop(conversation_id, None) or new_id("lease")
                 await self._acquire(conversation_id, owner, wait)
@@ -83,6 +89,7 @@ class ConversationLocks:
                 try:
                     yield
                 finally:
+                    local.brief = False
                     done.set()
                     renewer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime._compactor import Compactor
 from ..runtime._embeddings import Embedder
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore, open_server_store
@@ -49,8 +50,16 @@ class ServerState:
     """Embeds chunks and search queries (None: no embeddings upstream is configured)."""
     guardrails: Guardrails = field(init=False)
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
+    compactor: Compactor = field(init=False)
+    """Compactions off the request path (`runtime._compactor`), committed under the conversation's lease."""
 
     def __post_init__(self) -> None:
+        self.compactor = Compactor(
+            lambda conversation_id: self.locks.hold(conversation_id, queue=False, brief=True),
+            current=lambda conversation: self.views.current(conversation.id, conversation.model),
+            enabled=self.config.compact_background,
+            observe=self.metrics.observe_background,
+        )
         self.guardrails = Guardrails(self.config.guardrails, self.registry)
 
 
@@ -93,6 +102,7 @@ async def open_state(
     finally:
         if state is not None:
             await state.background.stop()  # their turns are marked before the locks go
+            await state.compactor.drain()  # nothing half-written: planning dropped, commits end
         if not await locks.drained(_WIND_UP):
             log.warning("stopping with turns still running; they are marked interrupted when next held")
         if ingesting is not None:

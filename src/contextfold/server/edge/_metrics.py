@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from ...compaction import CompactionResult
 from ...store import ResponseRecord
 from ...view._grammar import REPAIRS
 
@@ -36,6 +37,12 @@ class Metrics:
         self.tokens_saved = Counter(
             "contextfold_compaction_tokens_saved", "Tokens removed from views by compaction", registry=r
         )
+        self.background = Counter(
+            "contextfold_background_compactions",
+            "Background compactions by outcome (committed, discarded, recomputed, nothing, failed, cancelled)",
+            ["outcome"],
+            registry=r,
+        )
         self.errors = Counter("contextfold_errors", "Error responses by code", ["code"], registry=r)
         r.register(_GrammarRepairs())
 
@@ -48,6 +55,11 @@ class Metrics:
     def observe_compaction(self, strategy: str, tokens_before: int, tokens_after: int) -> None:
         self.compactions.labels(strategy).inc()
         self.tokens_saved.inc(max(0, tokens_before - tokens_after))
+
+    def observe_background(self, outcome: str, result: CompactionResult | None) -> None:
+        self.background.labels(outcome).inc()
+        if result is not None:
+            self.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -297,6 +297,8 @@ class ProxyTurn:
         finally:
             try:
                 await self.exit.aclose()
+                if not cancelled:  # once released: the compaction's commit takes the conversation itself
+                    self.state.compactor.after_turn(self.setup)
             finally:
                 queue.put_nowait(None)
 

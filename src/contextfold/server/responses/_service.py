@@ -357,6 +357,8 @@ class ResponseRun:
         finally:
             try:
                 await self._release()
+                if not cancelled:  # once released: the compaction's commit takes the conversation itself
+                    self.state.compactor.after_turn(self.setup)
             finally:
                 queue.put_nowait(None)
                 if self.sink is not None:
