@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ._errors import ConflictError, ContextLengthError, ContextOverflowError, InvalidEventError, NotFoundError
+from ._errors import ConflictError, ContextOverflowError, InvalidEventError, NotFoundError
 from .compaction import CompactionPolicy, CompactionResult, _state, compact
 from .compaction._plan import ranges, turn_groups
 from .events import (
@@ -33,7 +33,7 @@ from .events import (
     TurnMarker,
     Usage,
 )
-from .models import Model, ModelResponse, ModelSettings
+from .models import Model
 from .store import ConversationInfo, Store
 from .view import TokenEstimator, View, Window
 
@@ -484,30 +484,6 @@ class Conversation:
                 f"the view needs ~{self.view.tokens} tokens and cannot be compacted under the {budget}-token budget"
             )
         return result
-
-    async def request(
-        self,
-        model: Model,
-        *,
-        budget: int,
-        settings: ModelSettings | None = None,
-        policy: CompactionPolicy | None = None,
-        summariser: Model | None = None,
-    ) -> ModelResponse:
-        """Send the view to `model`, compacting first if due; on a context-length error, compact and retry once."""
-        policy = policy or CompactionPolicy()
-        await self.fit(budget=budget, policy=policy, summariser=summariser)
-        try:
-            return await model.request(self.window(), settings or ModelSettings())
-        except ContextLengthError as refused:
-            smaller = max(1, int(self.view.tokens * policy.target))
-            try:
-                result = await self.compact(budget=smaller, policy=policy, summariser=summariser, trigger="reactive")
-            except ContextOverflowError as overflow:
-                raise refused from overflow  # the provider's own words, with why we could not shrink further
-            if not result.compacted:
-                raise
-            return await model.request(self.window(), settings or ModelSettings())
 
     async def _withdrawn(self) -> list[Item]:
         """The items a withdrawn summary stood for (newest first up to a cap), to summarise them again."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent, AgentOptions
 from ._api import AgentAPI, SessionAPI
+from ._builtin import EXPAND, RECALL, builtin_tools
 from ._events import (
     Delta,
     InferenceResult,
@@ -29,12 +30,14 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
-from ._file_search import FileSearchOptions, file_search_tool
+from ._file_search import FILE_SEARCH, FileSearchOptions, file_search_tool
+from ._lifecycle import Emit, TurnCaller, TurnRun, cancel_turn, relay, turn_budget, turn_setup
 from ._mcp import McpServer, McpTool, mcp_tools
 from ._mcp import list_tools as list_mcp_tools
 from ._printer import EventPrinter
 from ._session import Session, SessionStatus, TurnResult
 from ._tools import Tool, ToolLike, ToolOutput, tool
+from ._turn import TurnSetup, mark_turn, run_turn
 
 if TYPE_CHECKING:
     from ._remote import RemoteAgent, RemoteSession
@@ -50,10 +53,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EXPAND",
+    "FILE_SEARCH",
+    "RECALL",
     "Agent",
     "AgentAPI",
     "AgentOptions",
     "Delta",
+    "Emit",
     "EventPrinter",
     "FileSearchOptions",
     "InferenceResult",
@@ -79,14 +86,24 @@ __all__ = [
     "ToolLike",
     "ToolOutcome",
     "ToolOutput",
+    "TurnCaller",
     "TurnCompleted",
     "TurnError",
     "TurnEvent",
     "TurnFailed",
     "TurnResult",
+    "TurnRun",
+    "TurnSetup",
     "TurnStarted",
+    "builtin_tools",
+    "cancel_turn",
     "file_search_tool",
     "list_mcp_tools",
+    "mark_turn",
     "mcp_tools",
+    "relay",
+    "run_turn",
     "tool",
+    "turn_budget",
+    "turn_setup",
 ]

@@ -6,11 +6,13 @@ cache, whose entries are used by one turn at a time under the conversation's loc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from .._errors import AuthenticationError
+from ..runtime import TurnSetup
 from ..runtime._ingest import Ingestor
 from ..store import ServerStore
 from ._background_runs import BackgroundRuns
@@ -38,6 +40,9 @@ class ServerState:
     """Ingests the files queued in vector stores, in the background (None: the app's lifespan is not running)."""
     guardrails: Guardrails = field(init=False)
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
+    after_turn: Callable[[TurnSetup], None] | None = None
+    """Called by the turn lifecycle once a turn's writes are done and its conversation released (compaction off
+    the request path hooks in here)."""
 
     def __post_init__(self) -> None:
         self.guardrails = Guardrails(self.config.guardrails, self.registry)
