@@ -30,10 +30,18 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
-from ._file_search import FILE_SEARCH, FileSearchOptions, file_search_tool
+from ._file_search import FILE_SEARCH, FileSearchOptions, file_search_tool, search_chunks, search_options
+from ._file_search import parse_output as parse_file_search_output
+from ._file_search import result_of as file_search_result
+from ._guard import Blocked, TurnGuard
+from ._ingest import Ingestor, chunking_of
 from ._lifecycle import Emit, TurnCaller, TurnRun, cancel_turn, relay, turn_budget, turn_setup
-from ._mcp import McpServer, McpTool, mcp_tools
+from ._mcp import McpListingError, McpServer, McpTool, mcp_tools
+from ._mcp import call_tool as call_mcp_tool
+from ._mcp import exposed_name as mcp_exposed_name
 from ._mcp import list_tools as list_mcp_tools
+from ._mcp import remote_of as mcp_remote_of
+from ._mcp import split_name as mcp_split_name
 from ._printer import EventPrinter
 from ._session import Session, SessionStatus, TurnResult
 from ._tools import Tool, ToolLike, ToolOutput, tool
@@ -59,11 +67,14 @@ __all__ = [
     "Agent",
     "AgentAPI",
     "AgentOptions",
+    "Blocked",
     "Delta",
     "Emit",
     "EventPrinter",
     "FileSearchOptions",
     "InferenceResult",
+    "Ingestor",
+    "McpListingError",
     "McpServer",
     "McpTool",
     "RemoteAgent",
@@ -91,18 +102,28 @@ __all__ = [
     "TurnError",
     "TurnEvent",
     "TurnFailed",
+    "TurnGuard",
     "TurnResult",
     "TurnRun",
     "TurnSetup",
     "TurnStarted",
     "builtin_tools",
+    "call_mcp_tool",
     "cancel_turn",
+    "chunking_of",
+    "file_search_result",
     "file_search_tool",
     "list_mcp_tools",
     "mark_turn",
+    "mcp_exposed_name",
+    "mcp_remote_of",
+    "mcp_split_name",
     "mcp_tools",
+    "parse_file_search_output",
     "relay",
     "run_turn",
+    "search_chunks",
+    "search_options",
     "tool",
     "turn_budget",
     "turn_setup",

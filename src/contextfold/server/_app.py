@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from .._errors import PayloadTooLargeError
-from ..runtime._ingest import Ingestor
+from ..runtime import Ingestor
 from ..store import ServerStore, open_server_store
 from . import _background, _conversations, _files, _inspect, _moderations, _proxy, _responses, _ui, _vector_stores
 from ._config import ServerConfig

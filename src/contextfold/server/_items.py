@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..events import AnyEvent, Compaction, FilePart, ImagePart, Message, Part, Reasoning, TextPart, ToolCall, ToolResult
-from ..runtime._builtin import EXPAND, RECALL
+from ..runtime import EXPAND, RECALL
 from ._hosted import hosted_item, is_hosted
 from ._items_input import BUILTIN_SERVER_LABEL, ApprovalInput, CompactionInput, InputEntry, ItemReference, parse_input
 

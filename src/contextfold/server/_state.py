@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
-from ..runtime import TurnSetup
-from ..runtime._ingest import Ingestor
+from ..runtime import Ingestor, TurnSetup
 from ..store import ServerStore
 from ._background_runs import BackgroundRuns
 from ._config import ServerConfig

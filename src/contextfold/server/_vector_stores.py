@@ -21,8 +21,8 @@ from pydantic import ConfigDict
 
 from .._errors import InvalidRequestError, NotFoundError
 from ..events import new_id
-from ..runtime._file_search import result_of, search_chunks, search_options
-from ..runtime._ingest import chunking_of
+from ..runtime import chunking_of, search_chunks, search_options
+from ..runtime import file_search_result as result_of
 from ..store import FileCounts, VectorFile, VectorStoreRecord
 from ._files import list_page
 from ._schemas import _Body
