@@ -191,6 +191,11 @@ class Leases(Protocol):
         """True if `owner` now holds the lease: there was none, it had expired, or `owner` already held it."""
         ...
 
+    async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
+        """`acquire` and the conversation's head in one round trip: the head (read after the lease was won, so
+        every write of an earlier holder is in it) when `owner` now holds the lease, None when another does."""
+        ...
+
     async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
         """Extend `owner`'s lease; False if it is no longer theirs (released, or expired and taken)."""
         ...
