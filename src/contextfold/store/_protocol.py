@@ -262,6 +262,30 @@ class ServerStore(Store, Protocol):
     @property
     def runs(self) -> Runs: ...
 
+    async def commit_turn(
+        self,
+        conversation_id: str,
+        events: Sequence[Event],
+        expected_head: int,
+        *,
+        response: ResponseRecord | None = None,
+        anchors: TurnAnchors | None = None,
+        release: str | None = None,
+    ) -> list[AnyEvent]:
+        """A turn's writes in one transaction: `events` appended as `Store.append` would (numbered from
+        `expected_head + 1`; a stale head raises `ConflictError`; none is a head check alone), `response` put,
+        `anchors` put (`Anchors.put` of their seq and keys), and the lease of owner `release` given up. All of it
+        lands, or (on any error) none of it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnAnchors:
+    """The anchors a turn puts as it commits: conversation at `seq` for each of `keys` (see `Anchors.put`)."""
+
+    seq: int
+    keys: Sequence[str]
+
 
 class Runs(Protocol):
     """Background responses' stream events and cancel requests, shared by replicas (see `_runs`)."""
