@@ -164,8 +164,9 @@ class ViewCache:
         """The conversation at the store's head. Call it holding the conversation (see `ConversationLocks`)."""
         conversation = self._cached.pop(conversation_id, None)
         seen = self.locks.head_seen(conversation_id) if self.locks is not None else None
-        if conversation is not None and seen is not None and conversation.head > seen:
-            conversation = None  # ahead of the store: the conversation was deleted and made again under its id
+        if conversation is not None and (conversation.stale or (seen is not None and conversation.head > seen)):
+            # ahead of the store: a flush failed and could not rebuild it, or the conversation was made again
+            conversation = None
         if conversation is None:
             conversation = await Conversation.load(self.store, conversation_id, model=model)
         elif seen is None or conversation.head < seen:
