@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextfold import CompactionPolicy, Conversation, Model
 from contextfold.events import (
     Event,
     Reasoning,
+    TextPart,
     ToolCall,
     ToolResult,
     TurnMarker,
@@ -13,6 +15,7 @@ from contextfold.events import (
     new_id,
     user,
 )
+from contextfold.runtime import TurnCompleted, TurnFailed, run_turn, turn_setup
 
 
 def turn(
@@ -48,3 +51,33 @@ def turn(
         events.append(assistant(answer, turn_id=tid))
     events.append(TurnMarker(status=status, turn_id=tid))
     return events
+
+
+async def answer(
+    conversation: Conversation,
+    model: Model,
+    *,
+    budget: int,
+    summariser: Model | None = None,
+    policy: CompactionPolicy | None = None,
+) -> str:
+    """One turn of the runtime on `conversation` (compacting first if due; on a context-length refusal, one reactive
+    compaction and one retry): the answer's text, or the error the turn failed with."""
+    setup = turn_setup(
+        conversation,
+        model,
+        budget=budget,
+        reserved=512,
+        policy=policy or CompactionPolicy(),
+        summariser=summariser,
+        max_steps=1,
+        tool_timeout=10.0,
+        context_window=None,
+    )
+    events = [event async for event in run_turn(setup, new_id("turn"), [TextPart("go on")])]
+    outcome = events[-1]
+    if isinstance(outcome, TurnFailed):
+        assert outcome.exception is not None
+        raise outcome.exception
+    assert isinstance(outcome, TurnCompleted)
+    return outcome.final_text

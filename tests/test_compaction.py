@@ -21,7 +21,7 @@ from contextfold.compaction import SUMMARY_PROMPT
 from contextfold.events import Compaction, TextPart, ToolResult, text_of
 from contextfold.view import Window
 
-from .scenario import turn
+from .scenario import answer, turn
 
 BUDGET = 10_000
 
@@ -162,10 +162,10 @@ async def test_a_single_huge_tool_output_is_masked_rather_than_sent(conv: Conver
 
 
 async def test_reactive_compaction_retries_once_after_a_context_length_error(conv: Conversation) -> None:
-    await grow(conv, 8)
+    await grow(conv, 6)  # under the threshold: the one compaction is the refusal's
     model = ScriptedModel([ContextLengthError("prompt is too long"), "the answer"])
-    response = await conv.request(model, budget=BUDGET, summariser=ScriptedModel(["## Goal\nx"]))
-    assert response.text == "the answer"
+    text = await answer(conv, model, budget=BUDGET, summariser=ScriptedModel(["## Goal\nx"]))
+    assert text == "the answer"
     model.assert_consumed()
     compaction = conv.view.summary or next(e for e in await conv.store.read(conv.id) if isinstance(e, Compaction))
     assert compaction.trigger == "reactive"
@@ -177,7 +177,7 @@ async def test_a_second_context_length_error_reaches_the_caller(conv: Conversati
     await grow(conv, 8)
     model = ScriptedModel([ContextLengthError("too long"), ContextLengthError("still too long")])
     with pytest.raises(ContextLengthError, match="still too long"):
-        await conv.request(model, budget=BUDGET, summariser=ScriptedModel(["## Goal\nx"]))
+        await answer(conv, model, budget=BUDGET, summariser=ScriptedModel(["## Goal\nx"]))
 
 
 async def test_manual_compaction_returns_a_result_record(conv: Conversation) -> None:
@@ -217,7 +217,7 @@ async def test_a_refusal_that_compaction_cannot_fix_reaches_the_caller_as_the_pr
     await conv.append(*turn("huge question " + "q" * 20_000))
     model = ScriptedModel([ContextLengthError("prompt is too long: 9000 tokens > 8192")])
     with pytest.raises(ContextLengthError, match="8192") as caught:
-        await conv.request(model, budget=BUDGET, summariser=ScriptedModel())
+        await answer(conv, model, budget=BUDGET, summariser=ScriptedModel())
     assert "budget" in str(caught.value.__cause__)
 
 

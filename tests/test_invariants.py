@@ -24,6 +24,7 @@ from contextfold.view import Window
 from contextfold.view._grammar import WIRE_APIS, check, validate_items
 from contextfold.view._invariants import check as check_invariants
 
+from . import scenario
 from .scenario import turn
 
 POLICY = CompactionPolicy(head_items=2, tail_turns=2)
@@ -199,7 +200,7 @@ async def test_instructions_larger_than_the_budget_raise_and_write_nothing(store
     assert conv.head == head
     model = ScriptedModel(["never called"])
     with pytest.raises(ContextOverflowError):
-        await conv.request(model, budget=1000)
+        await scenario.answer(conv, model, budget=1000)
     assert model.calls == []
 
 

@@ -290,6 +290,42 @@ async def test_a_lease_has_one_owner_until_released(store: ServerStore, backend:
     assert backend.query("SELECT conversation_id FROM turn_leases") == [(other.id,)]
 
 
+async def test_take_is_acquire_with_the_head_the_lease_saw(store: ServerStore, backend: Backend) -> None:
+    conv = await store.conversations.create()
+    assert await store.leases.take(conv.id, "a", 60) == 0
+    await store.append(conv.id, [user("hi"), assistant("hello")], expected_head=0)
+    assert await store.leases.take(conv.id, "a", 60) == 2  # re-entrant, and the head moved
+    assert await store.leases.take(conv.id, "b", 60) is None
+    second = await backend.open()  # another process writes, then gives the conversation back
+    try:
+        await store.leases.release(conv.id, "a")
+        assert await second.leases.take(conv.id, "c", 60) == 2
+        await second.append(conv.id, [user("more")], expected_head=2)
+        await second.leases.release(conv.id, "c")
+        assert await store.leases.take(conv.id, "b", 60) == 3
+    finally:
+        await second.close()
+    with pytest.raises(NotFoundError, match="conv_missing"):
+        await store.leases.take("conv_missing", "a", 60)
+    with pytest.raises(InvalidRequestError, match="lease"):
+        await store.leases.take(conv.id, "", 60)
+
+
+async def test_racing_takes_on_two_stores_have_one_winner_who_sees_the_head(
+    store: ServerStore, backend: Backend
+) -> None:
+    second = await backend.open()
+    try:
+        conv = await store.conversations.create()
+        await store.append(conv.id, [user("hi")], expected_head=0)
+        stores = [store, second] * 8
+        taken = await asyncio.gather(*(s.leases.take(conv.id, f"owner{i}", 60) for i, s in enumerate(stores)))
+        assert sorted(taken, key=lambda head: head is None)[:2] == [1, None]
+        assert taken.count(1) == 1
+    finally:
+        await second.close()
+
+
 async def test_an_expired_lease_can_be_taken_and_is_lost_to_its_old_owner(store: ServerStore) -> None:
     conv = await store.conversations.create()
     assert await store.leases.acquire(conv.id, "crashed", 0.05)

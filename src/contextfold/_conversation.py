@@ -4,6 +4,11 @@ Every change goes through `append`, which checks the events against the view, ca
 appends them with the view's head as the expected head (so a writer that fell behind gets `ConflictError`, never an
 interleaved log) and folds them into the view. One `Conversation` object serves one turn at a time; concurrent
 turns on one conversation are ordered by the store, not by sharing this object.
+
+A turn run under the conversation's lease may `stage()` its appends: each is checked and folded into the view at
+once, as above, but written only by `flush()`, in one transaction with the turn's records (`commit_turn`). A flush
+that fails leaves nothing written, and the view is rebuilt from the store (or, if the store cannot be read, marked
+`stale` for its holder to reload), so it never stays ahead of the log.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ._errors import ConflictError, ContextLengthError, ContextOverflowError, InvalidEventError, NotFoundError
+from ._errors import ConflictError, ContextOverflowError, InvalidEventError, NotFoundError, StoreError
 from .compaction import CompactionPolicy, CompactionResult, _state, compact
 from .compaction._plan import ranges, turn_groups
 from .events import (
@@ -34,8 +39,9 @@ from .events import (
     TurnMarker,
     Usage,
 )
-from .models import Model, ModelResponse, ModelSettings
-from .store import ConversationInfo, Store
+from .models import Model
+from .store import ConversationInfo, ResponseRecord, Store, TurnAnchors
+from .store._common import prepare
 from .view import TokenEstimator, View, Window
 
 _COMPACTION_ATTEMPTS = 3
@@ -80,6 +86,10 @@ class Conversation:
         self.view = view
         self.estimator = estimator
         self.model = model
+        self._staged: list[AnyEvent] | None = None
+        self._base = 0
+        self.stale = False
+        """A failed flush could not rebuild the view: it may be ahead of the log, so load the conversation again."""
 
     @property
     def id(self) -> str:
@@ -145,18 +155,85 @@ class Conversation:
     # --- writing --------------------------------------------------------------------------------------------------
 
     async def append(self, *events: Event) -> list[AnyEvent]:
-        """Check, estimate, store and fold in `events`, all or none."""
+        """Check, estimate, store and fold in `events`, all or none (while staging: stored by `flush`)."""
+        if self.stale:
+            raise StoreError(f"conversation {self.id!r} may be ahead of its log after a failed flush; load it again")
         self.check(events)
         estimated = [
             msgspec.structs.replace(e, tokens=self.estimator.estimate(e, self.model)) if e.tokens == 0 else e
             for e in events
         ]
-        stored = await self.store.append(self.id, estimated, self.view.head)
+        if self._staged is not None:
+            # numbered and validated as the store will (the same `prepare`), so a bad event fails here, not later
+            stored = [row.event for row in prepare(self.id, estimated, self.view.head)]
+            self._staged += stored
+        else:
+            stored = await self.store.append(self.id, estimated, self.view.head)
+        self._fold(stored)
+        return stored
+
+    def _fold(self, stored: Sequence[AnyEvent]) -> None:
         for event in stored:
             self.view.apply(event)
             if isinstance(event, Usage) and event.estimated_input_tokens:
                 self.estimator.calibrate(event.model, event.estimated_input_tokens, event.input_tokens)
+
+    # --- staging a turn -------------------------------------------------------------------------------------------
+
+    @property
+    def staging(self) -> bool:
+        return self._staged is not None
+
+    def stage(self) -> None:
+        """Hold appends from now on: checked and folded into the view, written by `flush`. Only under the
+        conversation's lease (nobody else may write until the flush), and reads of the store (`refresh`, `pin`,
+        `delete`, `recall`, `expand`) do not see what is staged."""
+        if self._staged is not None:
+            raise InvalidEventError(f"conversation {self.id!r} is staging already; flush it first")
+        self._staged, self._base = [], self.view.head
+
+    async def flush(
+        self,
+        *,
+        response: ResponseRecord | None = None,
+        anchors: TurnAnchors | None = None,
+        release: str | None = None,
+    ) -> list[AnyEvent]:
+        """Write what was staged, with the turn's records, in one transaction (`ServerStore.commit_turn`), and stop
+        staging. On any failure nothing is written and the view is rebuilt from the store before the error is
+        raised. A store without `commit_turn` (a plain `Store`) takes the events alone."""
+        staged, self._staged = self._staged or [], None
+        commit = getattr(self.store, "commit_turn", None)
+        try:
+            if commit is not None:
+                stored: list[AnyEvent] = await commit(
+                    self.id, staged, self._base, response=response, anchors=anchors, release=release
+                )
+            elif response is not None or anchors is not None or release is not None:
+                raise InvalidEventError("this store keeps no responses, anchors or leases; flush the events alone")
+            else:
+                stored = await self.store.append(self.id, staged, self._base) if staged else []
+        except BaseException:
+            if staged:
+                await self._rebuild()
+            raise
         return stored
+
+    async def discard(self) -> None:
+        """Drop what was staged (nothing of it was written) and stop staging; the view goes back to the log."""
+        staged, self._staged = self._staged, None
+        if staged:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        """The view from the store again; if the store cannot be read (the outage that failed the flush, or the
+        conversation was deleted), `stale` says so and the error that got us here is the one raised."""
+        self.stale = True
+        try:
+            fresh = await Conversation.load(self.store, self.id, estimator=self.estimator, model=self.model)
+        except (StoreError, NotFoundError):
+            return
+        self.view, self.info, self.stale = fresh.view, fresh.info, False
 
     def check(self, events: Sequence[Event]) -> None:
         """Refuse events that would break the log: a tool call reusing the id of a call in the view (or of an earlier
@@ -511,30 +588,6 @@ class Conversation:
                 f"the view needs ~{self.view.tokens} tokens and cannot be compacted under the {budget}-token budget"
             )
         return result
-
-    async def request(
-        self,
-        model: Model,
-        *,
-        budget: int,
-        settings: ModelSettings | None = None,
-        policy: CompactionPolicy | None = None,
-        summariser: Model | None = None,
-    ) -> ModelResponse:
-        """Send the view to `model`, compacting first if due; on a context-length error, compact and retry once."""
-        policy = policy or CompactionPolicy()
-        await self.fit(budget=budget, policy=policy, summariser=summariser)
-        try:
-            return await model.request(self.window(), settings or ModelSettings())
-        except ContextLengthError as refused:
-            smaller = max(1, int(self.view.tokens * policy.target))
-            try:
-                result = await self.compact(budget=smaller, policy=policy, summariser=summariser, trigger="reactive")
-            except ContextOverflowError as overflow:
-                raise refused from overflow  # the provider's own words, with why we could not shrink further
-            if not result.compacted:
-                raise
-            return await model.request(self.window(), settings or ModelSettings())
 
     async def _withdrawn(self) -> list[Item]:
         """The items a withdrawn summary stood for (newest first up to a cap), to summarise them again."""

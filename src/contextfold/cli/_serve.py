@@ -15,6 +15,10 @@ _FLAGS = (
     ("--context-window", "context window in tokens of the test model and of the upstream's models"),
     ("--first-byte-timeout", "seconds an upstream may take to start each answer, per attempt (default 120)"),
     ("--turn-timeout", "seconds a turn may wait on its upstream in all, retries included (default 600)"),
+    (
+        "--tool-timeout",
+        "seconds one call of a server-side tool (recall, expand, file_search, MCP) may take (default 60)",
+    ),
     ("--shutdown-grace", "seconds SIGTERM/SIGINT waits for running requests before cancelling them (default 10)"),
     ("--max-header-bytes", "request line and headers limit in bytes; over it: 431 (default 65536)"),
     ("--max-replay-bytes", "memory in bytes kept for resuming streams (default 67108864)"),
@@ -66,7 +70,14 @@ def serve_command(args: argparse.Namespace) -> int:
     names = (
         *("host", "port", "db", "upstream", "upstream_api_key", "upstream_auth"),
         *("model", "context_window", "queue_turns"),
-        *("first_byte_timeout", "turn_timeout", "shutdown_grace", "max_header_bytes", "max_replay_bytes"),
+        *(
+            "first_byte_timeout",
+            "turn_timeout",
+            "tool_timeout",
+            "shutdown_grace",
+            "max_header_bytes",
+            "max_replay_bytes",
+        ),
         *("compact_threshold", "compact_target", "compact_tail_turns", "compact_head_items", "compact_masking"),
         "compact_background",
         *("compact_summariser", "compact_summariser_timeout", "compact_summary_max_tokens", "otel_endpoint"),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent, AgentOptions
 from ._api import AgentAPI, SessionAPI
+from ._builtin import EXPAND, RECALL, builtin_tools
 from ._events import (
     Delta,
     InferenceResult,
@@ -29,12 +30,22 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
-from ._file_search import FileSearchOptions, file_search_tool
-from ._mcp import McpServer, McpTool, mcp_tools
+from ._file_search import FILE_SEARCH, FileSearchOptions, file_search_tool, search_chunks, search_options
+from ._file_search import parse_output as parse_file_search_output
+from ._file_search import result_of as file_search_result
+from ._guard import Blocked, TurnGuard
+from ._ingest import Ingestor, chunking_of
+from ._lifecycle import Emit, TurnCaller, TurnRun, cancel_turn, relay, turn_budget, turn_setup
+from ._mcp import McpListingError, McpServer, McpTool, mcp_tools
+from ._mcp import call_tool as call_mcp_tool
+from ._mcp import exposed_name as mcp_exposed_name
 from ._mcp import list_tools as list_mcp_tools
+from ._mcp import remote_of as mcp_remote_of
+from ._mcp import split_name as mcp_split_name
 from ._printer import EventPrinter
 from ._session import Session, SessionStatus, TurnResult
 from ._tools import Tool, ToolLike, ToolOutput, tool
+from ._turn import TurnSetup, mark_turn, run_turn
 
 if TYPE_CHECKING:
     from ._remote import RemoteAgent, RemoteSession
@@ -50,13 +61,20 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EXPAND",
+    "FILE_SEARCH",
+    "RECALL",
     "Agent",
     "AgentAPI",
     "AgentOptions",
+    "Blocked",
     "Delta",
+    "Emit",
     "EventPrinter",
     "FileSearchOptions",
     "InferenceResult",
+    "Ingestor",
+    "McpListingError",
     "McpServer",
     "McpTool",
     "RemoteAgent",
@@ -79,14 +97,34 @@ __all__ = [
     "ToolLike",
     "ToolOutcome",
     "ToolOutput",
+    "TurnCaller",
     "TurnCompleted",
     "TurnError",
     "TurnEvent",
     "TurnFailed",
+    "TurnGuard",
     "TurnResult",
+    "TurnRun",
+    "TurnSetup",
     "TurnStarted",
+    "builtin_tools",
+    "call_mcp_tool",
+    "cancel_turn",
+    "chunking_of",
+    "file_search_result",
     "file_search_tool",
     "list_mcp_tools",
+    "mark_turn",
+    "mcp_exposed_name",
+    "mcp_remote_of",
+    "mcp_split_name",
     "mcp_tools",
+    "parse_file_search_output",
+    "relay",
+    "run_turn",
+    "search_chunks",
+    "search_options",
     "tool",
+    "turn_budget",
+    "turn_setup",
 ]

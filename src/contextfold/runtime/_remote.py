@@ -47,9 +47,10 @@ from ._events import (
     TurnFailed,
     TurnStarted,
 )
+from ._lifecycle import cancel_turn, relay
 from ._remote_errors import json_of, translated
 from ._remote_events import CompactionDone, ResponseTranslator
-from ._session import SessionStatus, TurnResult, cancel_turn, relay, result_of
+from ._session import SessionStatus, TurnResult, result_of
 from ._tools import Tool, ToolLike
 
 _INTERRUPTED = "interrupted by the caller"

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from .._conversation import Conversation
 from .._errors import BusyError, InvalidRequestError
 from ..compaction import CompactionResult
-from ..events import ConfigChange, Part, TextPart, TokenUsage, new_id
+from ..events import ConfigChange, Part, TextPart, TokenUsage
 from ..models import ModelSettings
-from ._builtin import builtin_tools
 from ._compactor import Compactor
 from ._events import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
+from ._lifecycle import Emit, TurnRun, cancel_turn, turn_budget, turn_setup
 from ._tools import Tool, ToolLike
-from ._turn import TurnSetup, mark_turn, run_turn
+from ._turn import TurnSetup
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -89,12 +89,11 @@ class Session:
         """
         parts = _parts(content)
         self._ensure_idle("start a turn")
-        turn_id = new_id("turn")
-        setup = self._setup()
-        queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self._drive(setup, turn_id, parts, queue), name=f"turn {turn_id}")
-        self._task = task  # set before the first await: checking and claiming the session is one step
-        async with contextlib.aclosing(relay(task, queue)) as events:
+        run = TurnRun(
+            self._setup(), parts, _Relayed(self._held), interrupted=_INTERRUPTED, after_turn=self.compactor.after_turn
+        )
+        self._task = run.start()  # set before the first await: checking and claiming the session is one step
+        async with contextlib.aclosing(run.events()) as events:
             async for event in events:
                 yield event
 
@@ -102,46 +101,24 @@ class Session:
         """Run a turn to its end and return the result; a failed turn raises the error it failed with."""
         return await result_of(self.id, self.stream(content))
 
-    async def _drive(
-        self, setup: TurnSetup, turn_id: str, parts: list[Part], queue: asyncio.Queue[TurnEvent | None]
-    ) -> None:
-        try:
-            async with self._held:  # a background compaction's commit under way ends first (one append)
-                async for event in run_turn(setup, turn_id, parts):
-                    queue.put_nowait(event)
-                self.compactor.after_turn(setup)
-        except asyncio.CancelledError:
-            # Shielded: a second cancellation must not leave the turn open in the log.
-            await asyncio.shield(mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED))
-            queue.put_nowait(TurnFailed(turn_id, TurnError("interrupted", _INTERRUPTED)))
-        finally:
-            queue.put_nowait(None)
-
     def _setup(self) -> TurnSetup:
         agent, view = self.agent, self.conversation.view
         options = agent.options
         reserved = view.max_output_tokens or options.max_output_tokens
         if reserved is None:
             reserved = min(agent.model.profile.max_output_tokens or 4_096, self.context_window // 4)
-        budget = self.context_window - reserved
-        if budget <= 0:
-            raise InvalidRequestError(
-                f"max output tokens {reserved} leave no room for the input in a {self.context_window}-token window; "
-                "lower max_output_tokens"
-            )
-        return TurnSetup(
-            session_id=self.id,
-            conversation=self.conversation,
-            model=agent.model,
-            summariser=None if options.compactor == "deterministic" else options.summariser or agent.model,
-            tools=dict(self.tools),
-            builtins=builtin_tools(self.conversation, expand_tokens=min(options.expand_tokens, budget // 4)),
+        return turn_setup(
+            self.conversation,
+            agent.model,
+            budget=turn_budget(self.context_window, reserved, param="max_output_tokens"),
+            reserved=reserved,
             policy=options.policy,
-            budget=budget,
-            context_window=self.context_window,
-            max_output_tokens=reserved,
+            summariser=None if options.compactor == "deterministic" else options.summariser or agent.model,
+            tools=self.tools,
+            expand_tokens=options.expand_tokens,
             max_steps=options.max_steps,
             tool_timeout=options.tool_timeout,
+            context_window=self.context_window,
             settings=ModelSettings(temperature=options.temperature),
         )
 
@@ -237,29 +214,6 @@ class Session:
         )
 
 
-async def relay(task: asyncio.Task[None], queue: asyncio.Queue[TurnEvent | None]) -> AsyncGenerator[TurnEvent, None]:
-    """The events a turn's task puts on `queue`, up to its closing None (a local and a remote session stream their
-    turns alike). Closed early, it cancels the task; either way it returns only once the task has ended, so the
-    session is idle again when the stream is done."""
-    try:
-        while (event := await queue.get()) is not None:
-            yield event
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def cancel_turn(task: asyncio.Task[None] | None) -> bool:
-    """Cancel a turn's task and wait for it to end; whether it was running."""
-    if task is None or task.done():
-        return False
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(task, return_exceptions=True)
-    return True
-
-
 async def result_of(session_id: str, events: AsyncIterator[TurnEvent]) -> TurnResult:
     """A turn's stream run to its end, as its result (a local and a remote session read their turns alike)."""
     steps: list[StepCompleted] = []
@@ -281,6 +235,39 @@ async def result_of(session_id: str, events: AsyncIterator[TurnEvent]) -> TurnRe
                 raise event.exception
             raise asyncio.CancelledError(event.error.message)
     raise AssertionError("a turn's stream always ends with TurnCompleted or TurnFailed")
+
+
+class _Relayed:
+    """The library's caller of the lifecycle: the turn's own events, as they are."""
+
+    def __init__(self, held: asyncio.Lock) -> None:
+        self.held = held
+        """The session's hold, taken as the turn begins (a background compaction's commit under way, one append,
+        ends first) and given back as the turn ends, without an await: the session is idle once its stream is."""
+        self.taken = False
+
+    async def begin(self, emit: Emit[TurnEvent]) -> None:
+        await self.held.acquire()
+        self.taken = True
+
+    def _release(self) -> None:
+        if self.taken:
+            self.taken = False
+            self.held.release()
+
+    async def event(self, event: TurnEvent, emit: Emit[TurnEvent]) -> None:
+        emit(event)
+
+    async def end(self, outcome: TurnCompleted | TurnFailed | None, emit: Emit[TurnEvent]) -> None:
+        self._release()
+
+    def abandon(self, turn_id: str, error: Exception, emit: Emit[TurnEvent]) -> None:
+        self._release()
+        emit(TurnFailed(turn_id, TurnError(type(error).__name__, str(error)), exception=error))
+
+    async def interrupted(self, turn_id: str, emit: Emit[TurnEvent]) -> None:
+        self._release()  # after the turn is marked interrupted
+        emit(TurnFailed(turn_id, TurnError("interrupted", _INTERRUPTED)))
 
 
 def _parts(content: str | Sequence[Part]) -> list[Part]:

@@ -141,6 +141,9 @@ class ServerConfig:
     guardrails: tuple[GuardrailSpec, ...] = ()
     """The `[[guardrails]]` tables: checks models and requests can name."""
 
+    tool_timeout: float = 60.0
+    """Seconds one call of a server-side tool (recall, expand, file_search, MCP) may take before its result is an
+    error the model reads."""
     mcp_timeout: float = 30.0
     """Seconds for one call of a remote MCP tool, connection included (a listing gets at most 10)."""
 
@@ -401,6 +404,7 @@ _PARSERS: dict[str, Callable[[str, object, str], Any]] = {
     "turn_timeout": _seconds,
     "shutdown_grace": _seconds,
     "mcp_timeout": _seconds,
+    "tool_timeout": _seconds,
     "compact_tail_turns": _positive_int,
     "compact_head_items": lambda key, value, origin: _int(key, value, origin, 0, None, "a whole number, 0 or more"),
     "compact_masking": _bool,

@@ -7,10 +7,12 @@ turns on one conversation at once. The lease is renewed while the turn runs and 
 dies, so a crash frees the conversation after `ttl` seconds. The store's expected-head check still backs all of it:
 a writer that lost its lease gets a conflict, never an interleaved log.
 
-Views are cached per conversation, keyed by the head they were built at: under the lease a cached view is
-brought up to the store's head by reading only the events after it (usually none), so a turn costs O(new events),
-not a reload. Turns a crash left open are marked interrupted (and their stored responses failed) the first time the
-conversation is held again, or read while nobody holds it: no read shows half a turn once its lease has lapsed.
+Views are cached per conversation, keyed by the head they were built at. Taking the lease reads the store's head in
+the same round trip (`Leases.take`): a cached view at that head is current and costs no read at all; one behind it
+(another replica or the CLI wrote) is brought up by reading only the events after it, so a turn costs O(new
+events), never a reload. Turns a crash left open are marked interrupted (and their stored responses failed) the first
+time the conversation is held again, or read while nobody holds it: no read shows half a turn once its lease has
+lapsed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ class ConversationLocks:
         self.queue = queue
         self._local: dict[str, _Local] = {}
         self._unreleased: dict[str, str] = {}  # conversation -> the owner of a lease whose release failed
+        self._heads: dict[str, int] = {}  # conversation -> the store's head when this process took its lease
+
+    def head_seen(self, conversation_id: str) -> int | None:
+        """The store's head as the lease held now was taken, once per hold: None when this process does not hold
+        the conversation or it was asked already (the holder's own writes move the head past it from then on)."""
+        return self._heads.pop(conversation_id, None)
 
     async def drained(self, limit: float) -> bool:
         """Wait, at most `limit` seconds, until this process holds no conversation: on shutdown, the turns just
@@ -67,10 +75,9 @@ class ConversationLocks:
         return local is not None and local.lock.locked()
 
     @contextlib.asynccontextmanager
-    async def hold(
-        self, conversation_id: str, *, queue: bool | None = None, brief: bool = False
-    ) -> AsyncIterator[None]:
-        """`brief`: the holder only commits a background compaction; a turn arriving meanwhile waits for it."""
+    async def hold(self, conversation_id: str, *, queue: bool | None = None, brief: bool = False) -> AsyncIterator[int]:
+        """Hold the conversation; yields the store's head as the lease was taken. `brief`: the holder only commits
+        a background compaction; a turn arriving meanwhile waits for it."""
         wait = self.queue if queue is None else queue
         local = self._local.setdefault(conversation_id, _Local())
         if local.lock.locked() and not wait and not local.brief:
@@ -81,15 +88,17 @@ class ConversationLocks:
                 local.brief = brief
                 # a lease this process could not give back (the store was down) is still ours: take it up again
                 owner = self._unreleased.pop(conversation_id, None) or new_id("lease")
-                await self._acquire(conversation_id, owner, wait)
+                head = await self._acquire(conversation_id, owner, wait)
+                self._heads[conversation_id] = head
                 done = asyncio.Event()
                 renewer = asyncio.create_task(
                     self._renew(conversation_id, owner, done), name=f"lease {conversation_id}"
                 )
                 try:
-                    yield
+                    yield head
                 finally:
                     local.brief = False
+                    self._heads.pop(conversation_id, None)
                     done.set()
                     renewer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -101,14 +110,15 @@ class ConversationLocks:
             if local.users == 0:
                 self._local.pop(conversation_id, None)
 
-    async def _acquire(self, conversation_id: str, owner: str, wait: bool) -> None:
+    async def _acquire(self, conversation_id: str, owner: str, wait: bool) -> int:
         delay, waited = 0.005, 0.0
-        while not await self.leases.acquire(conversation_id, owner, self.ttl):
+        while (head := await self.leases.take(conversation_id, owner, self.ttl)) is None:
             if not wait or waited >= _MAX_WAIT:
                 raise _busy(conversation_id)
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.25)
+        return head
 
     async def _renew(self, conversation_id: str, owner: str, done: asyncio.Event) -> None:
         """Renew the lease every third of its TTL until `done`, riding out store failures (the next renewal may
@@ -158,10 +168,14 @@ class ViewCache:
     async def current(self, conversation_id: str, model: str | None) -> Conversation:
         """The conversation at the store's head. Call it holding the conversation (see `ConversationLocks`)."""
         conversation = self._cached.pop(conversation_id, None)
+        seen = self.locks.head_seen(conversation_id) if self.locks is not None else None
+        if conversation is not None and (conversation.stale or (seen is not None and conversation.head > seen)):
+            # ahead of the store: a flush failed and could not rebuild it, or the conversation was made again
+            conversation = None
         if conversation is None:
             conversation = await Conversation.load(self.store, conversation_id, model=model)
-        else:
-            await conversation.refresh()
+        elif seen is None or conversation.head < seen:
+            await conversation.refresh()  # behind: another process wrote (or we hold no lease: ask the store)
         conversation.model = model
         if conversation.view.open_turns:  # no turn can be running: we hold the conversation
             await conversation.recover()

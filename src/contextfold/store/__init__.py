@@ -31,6 +31,7 @@ from ._protocol import (
     SearchHit,
     ServerStore,
     Store,
+    TurnAnchors,
 )
 from ._sqlite import SQLiteStore
 
@@ -84,6 +85,7 @@ __all__ = [
     "SearchHit",
     "ServerStore",
     "Store",
+    "TurnAnchors",
     "VectorFile",
     "VectorFiles",
     "VectorStoreRecord",

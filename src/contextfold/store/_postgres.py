@@ -40,6 +40,7 @@ from .. import _tracing as tracing
 from .._errors import ConflictError, InvalidEventError, InvalidRequestError, NotFoundError, StoreError
 from ..events import AnyEvent, Compaction, Deletion, Event, decode, new_id
 from ._common import (
+    Row,
     build_checkpoint,
     check_limit,
     check_page,
@@ -54,9 +55,10 @@ from ._migrations import POSTGRES, Migration, plan
 from ._postgres_anchors import PostgresAnchors
 from ._postgres_knowledge import PostgresKnowledge
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
-from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._protocol import Checkpoint, ConversationInfo, ResponseRecord, SearchHit, TurnAnchors
 from ._runs import PostgresRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
+from ._turn import checked_turn, commit_postgres
 
 Conn = AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x636F6E7466_6F6C64  # "contextfold": one advisory lock key for every contextfold database
@@ -183,24 +185,24 @@ class PostgresStore:
     async def append(self, conversation_id: str, events: Sequence[Event], expected_head: int) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head)
         async with self._connection() as conn, conn.transaction():
-            head, checkpoint = await _head(conn, conversation_id, lock=True)
-            if head != expected_head:
-                raise ConflictError(conversation_id, expected_head, head)
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO events (conversation_id, seq, id, type, body, search_text)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
-                    [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
-                )
-                for row in rows:
-                    if isinstance(row.event, Deletion):
-                        await _erase(cur, conversation_id, row.event)
-                    elif isinstance(row.event, Compaction):
-                        checkpoint = row.seq
-            await conn.execute(
-                "UPDATE conversations SET head = %s, checkpoint = %s WHERE id = %s",
-                (rows[-1].seq, checkpoint, conversation_id),
-            )
+            await _append_rows(conn, conversation_id, rows, expected_head)
+        return [row.event for row in rows]
+
+    async def commit_turn(
+        self,
+        conversation_id: str,
+        events: Sequence[Event],
+        expected_head: int,
+        *,
+        response: ResponseRecord | None = None,
+        anchors: TurnAnchors | None = None,
+        release: str | None = None,
+    ) -> list[AnyEvent]:
+        rows = prepare(conversation_id, events, expected_head) if events else []
+        turn = checked_turn(conversation_id, response, anchors)
+        async with self._connection() as conn, conn.transaction():
+            await _append_rows(conn, conversation_id, rows, expected_head)
+            await commit_postgres(conn, conversation_id, turn, release)
         return [row.event for row in rows]
 
     async def read(
@@ -388,6 +390,29 @@ async def _head(conn: Conn, conversation_id: str, *, lock: bool = False) -> tupl
     if row is None:
         raise NotFoundError(f"conversation {conversation_id!r} does not exist; create it first")
     return int(row[0]), int(row[1])
+
+
+async def _append_rows(conn: Conn, conversation_id: str, rows: list[Row], expected_head: int) -> None:
+    """The append inside the caller's transaction: lock the conversation row, check the head, insert, move it."""
+    head, checkpoint = await _head(conn, conversation_id, lock=True)
+    if head != expected_head:
+        raise ConflictError(conversation_id, expected_head, head)
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (%s, %s, %s, %s, %s, %s)",
+            [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
+        )
+        for row in rows:
+            if isinstance(row.event, Deletion):
+                await _erase(cur, conversation_id, row.event)
+            elif isinstance(row.event, Compaction):
+                checkpoint = row.seq
+    await conn.execute(
+        "UPDATE conversations SET head = %s, checkpoint = %s WHERE id = %s",
+        (rows[-1].seq, checkpoint, conversation_id),
+    )
 
 
 async def _bodies(conn: Conn, conversation_id: str, seqs: list[int]) -> list[AnyEvent]:

@@ -43,6 +43,16 @@ _PUT_RESPONSE = (
 )
 
 
+# One statement, so racing replicas cannot both win: a second inserter waits on the first's row, then re-checks the
+# WHERE against it (now unexpired and someone else's) and gets no row back.
+_ACQUIRE = """INSERT INTO turn_leases (conversation_id, owner, expires_at)
+   VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))
+   ON CONFLICT (conversation_id) DO UPDATE
+       SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+       WHERE turn_leases.expires_at <= clock_timestamp() OR turn_leases.owner = EXCLUDED.owner
+   RETURNING owner"""
+
+
 class PostgresResponses:
     def __init__(self, connect: Connect) -> None:
         self._connect = connect
@@ -146,20 +156,30 @@ class PostgresLeases:
         check_lease(owner, ttl)
         async with self._connect() as conn:
             try:
-                # One statement, so racing replicas cannot both win: a second inserter waits on the first's row,
-                # then re-checks the WHERE against it (now unexpired and someone else's) and gets no row back.
-                cur = await conn.execute(
-                    """INSERT INTO turn_leases (conversation_id, owner, expires_at)
-                       VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))
-                       ON CONFLICT (conversation_id) DO UPDATE
-                           SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-                           WHERE turn_leases.expires_at <= clock_timestamp() OR turn_leases.owner = EXCLUDED.owner
-                       RETURNING owner""",
-                    (conversation_id, owner, float(ttl)),
-                )
+                cur = await conn.execute(_ACQUIRE, (conversation_id, owner, float(ttl)))
             except errors.ForeignKeyViolation:
                 raise conversation_missing(conversation_id) from None
             return await cur.fetchone() is not None
+
+    async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
+        check_lease(owner, ttl)
+        async with self._connect() as conn:
+            try:
+                # Two statements in one pipeline (one network round trip). The head is read by the second, in a
+                # snapshot taken after the lease was won: a CTE would read it in the lease statement's snapshot,
+                # taken before it waited on a previous holder's row, and miss what that holder committed.
+                async with conn.pipeline():
+                    leased = await conn.execute(_ACQUIRE, (conversation_id, owner, float(ttl)))
+                    head = await conn.execute(
+                        "SELECT head FROM conversations WHERE id = %s AND EXISTS"
+                        " (SELECT 1 FROM turn_leases WHERE conversation_id = %s AND owner = %s)",
+                        (conversation_id, conversation_id, owner),
+                    )
+                    won = await leased.fetchone()
+                    row = await head.fetchone()
+            except errors.ForeignKeyViolation:
+                raise conversation_missing(conversation_id) from None
+        return int(row[0]) if won is not None and row is not None else None
 
     async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
         check_lease(owner, ttl)

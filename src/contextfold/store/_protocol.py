@@ -191,6 +191,11 @@ class Leases(Protocol):
         """True if `owner` now holds the lease: there was none, it had expired, or `owner` already held it."""
         ...
 
+    async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
+        """`acquire` and the conversation's head in one round trip: the head (read after the lease was won, so
+        every write of an earlier holder is in it) when `owner` now holds the lease, None when another does."""
+        ...
+
     async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
         """Extend `owner`'s lease; False if it is no longer theirs (released, or expired and taken)."""
         ...
@@ -256,6 +261,30 @@ class ServerStore(Store, Protocol):
 
     @property
     def runs(self) -> Runs: ...
+
+    async def commit_turn(
+        self,
+        conversation_id: str,
+        events: Sequence[Event],
+        expected_head: int,
+        *,
+        response: ResponseRecord | None = None,
+        anchors: TurnAnchors | None = None,
+        release: str | None = None,
+    ) -> list[AnyEvent]:
+        """A turn's writes in one transaction: `events` appended as `Store.append` would (numbered from
+        `expected_head + 1`; a stale head raises `ConflictError`; none is a head check alone), `response` put,
+        `anchors` put (`Anchors.put` of their seq and keys), and the lease of owner `release` given up. All of it
+        lands, or (on any error) none of it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TurnAnchors:
+    """The anchors a turn puts as it commits: conversation at `seq` for each of `keys` (see `Anchors.put`)."""
+
+    seq: int
+    keys: Sequence[str]
 
 
 class Runs(Protocol):

@@ -34,12 +34,13 @@ from ._common import (
     redacted_body,
 )
 from ._migrations import SQLITE, Migration, plan
-from ._protocol import Checkpoint, ConversationInfo, SearchHit
+from ._protocol import Checkpoint, ConversationInfo, ResponseRecord, SearchHit, TurnAnchors
 from ._runs import SQLiteRuns
 from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
 from ._sqlite_anchors import SQLiteAnchors
 from ._sqlite_knowledge import SQLiteKnowledge
 from ._sqlite_serving import SQLiteKeys, SQLiteLeases, SQLiteResponses
+from ._turn import checked_turn, commit_sqlite
 
 T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 10_000
@@ -194,6 +195,21 @@ class SQLiteStore:
         await self._writer.run(_append, conversation_id, rows, expected_head)
         return [row.event for row in rows]
 
+    async def commit_turn(
+        self,
+        conversation_id: str,
+        events: Sequence[Event],
+        expected_head: int,
+        *,
+        response: ResponseRecord | None = None,
+        anchors: TurnAnchors | None = None,
+        release: str | None = None,
+    ) -> list[AnyEvent]:
+        rows = prepare(conversation_id, events, expected_head) if events else []
+        turn = checked_turn(conversation_id, response, anchors)
+        await self._writer.run(commit_sqlite, conversation_id, rows, expected_head, turn, release)
+        return [row.event for row in rows]
+
     async def read(
         self,
         conversation_id: str,
@@ -289,26 +305,33 @@ def _head(conn: sqlite3.Connection, conversation_id: str) -> tuple[int, int]:
 def _append(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], expected_head: int) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        head, checkpoint = _head(conn, conversation_id)
-        if head != expected_head:
-            raise ConflictError(conversation_id, expected_head, head)
-        conn.executemany(
-            "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
-            [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
-        )
-        for row in rows:
-            if isinstance(row.event, Deletion):
-                _erase(conn, conversation_id, row.event)
-            elif isinstance(row.event, Compaction):
-                checkpoint = row.seq
-        conn.execute(
-            "UPDATE conversations SET head = ?, checkpoint = ? WHERE id = ?",
-            (rows[-1].seq, checkpoint, conversation_id),
-        )
+        append_rows(conn, conversation_id, rows, expected_head)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def append_rows(conn: sqlite3.Connection, conversation_id: str, rows: list[Row], expected_head: int) -> None:
+    """The append, inside the caller's write transaction: the head check, the rows, erasures, the new head."""
+    head, checkpoint = _head(conn, conversation_id)
+    if head != expected_head:
+        raise ConflictError(conversation_id, expected_head, head)
+    if not rows:
+        return
+    conn.executemany(
+        "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (?, ?, ?, ?, ?, ?)",
+        [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows],
+    )
+    for row in rows:
+        if isinstance(row.event, Deletion):
+            _erase(conn, conversation_id, row.event)
+        elif isinstance(row.event, Compaction):
+            checkpoint = row.seq
+    conn.execute(
+        "UPDATE conversations SET head = ?, checkpoint = ? WHERE id = ?",
+        (rows[-1].seq, checkpoint, conversation_id),
+    )
 
 
 def _erase(conn: sqlite3.Connection, conversation_id: str, deletion: Deletion) -> None:

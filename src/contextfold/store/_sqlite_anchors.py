@@ -39,6 +39,13 @@ class SQLiteAnchors:
         return await self._reader.run(_find, tenant, json.dumps(distinct))
 
 
+PUT = """INSERT INTO proxy_anchors (tenant, key, conversation_id, seq, created_at)
+    SELECT c.tenant, k.value, c.id, ?, ? FROM conversations c, json_each(?) k WHERE c.id = ?
+    ON CONFLICT (tenant, key, conversation_id) DO UPDATE
+        SET seq = excluded.seq, created_at = excluded.created_at"""
+"""Anchors for (seq, time, keys as a JSON array, conversation id); also run by `_turn` inside a turn's commit."""
+
+
 # --- functions that run on a worker thread ------------------------------------------------------------------
 
 
@@ -46,13 +53,7 @@ def _put(conn: sqlite3.Connection, conversation_id: str, seq: int, keys: str) ->
     # One statement is one transaction: the tenant is copied from the conversation as the rows are written, and
     # no row is written when there is no such conversation. The time is read here, on the writer thread, so
     # puts from one process are stamped in the order they are written.
-    cur = conn.execute(
-        """INSERT INTO proxy_anchors (tenant, key, conversation_id, seq, created_at)
-           SELECT c.tenant, k.value, c.id, ?, ? FROM conversations c, json_each(?) k WHERE c.id = ?
-           ON CONFLICT (tenant, key, conversation_id) DO UPDATE
-               SET seq = excluded.seq, created_at = excluded.created_at""",
-        (seq, time.time(), keys, conversation_id),
-    )
+    cur = conn.execute(PUT, (seq, time.time(), keys, conversation_id))
     if cur.rowcount == 0:  # there is at least one key, so no row means no conversation
         raise conversation_missing(conversation_id)
 

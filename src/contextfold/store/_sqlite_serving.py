@@ -91,6 +91,10 @@ class SQLiteLeases:
         check_lease(owner, ttl)
         return await self._writer.run(_acquire, conversation_id, owner, ttl)
 
+    async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
+        check_lease(owner, ttl)
+        return await self._writer.run(_take, conversation_id, owner, ttl)
+
     async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
         check_lease(owner, ttl)
         return await self._writer.run(_renew, conversation_id, owner, ttl)
@@ -200,6 +204,20 @@ def _acquire(conn: sqlite3.Connection, conversation_id: str, owner: str, ttl: fl
     except sqlite3.IntegrityError:  # the only constraint an upsert can break here is the conversation's key
         raise conversation_missing(conversation_id) from None
     return bool(rows)
+
+
+def _take(conn: sqlite3.Connection, conversation_id: str, owner: str, ttl: float) -> int | None:
+    # One transaction holding the write lock: no other process can append between the lease and the head read.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        head = None
+        if _acquire(conn, conversation_id, owner, ttl):
+            head = int(conn.execute("SELECT head FROM conversations WHERE id = ?", (conversation_id,)).fetchone()[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return head
 
 
 def _renew(conn: sqlite3.Connection, conversation_id: str, owner: str, ttl: float) -> bool:

@@ -15,7 +15,6 @@ Everything the request can get wrong is checked before anything is appended or a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -37,10 +36,19 @@ from ..._errors import (
     PayloadTooLargeError,
 )
 from ...compaction import CompactionResult
-from ...events import ConfigChange, Event, Message, ToolCall, ToolResult, new_id
-from ...runtime import StepCompleted, TurnCompleted, TurnError, TurnEvent, TurnFailed
-from ...runtime._builtin import builtin_tools
-from ...runtime._turn import TurnSetup, mark_turn, run_turn
+from ...events import ConfigChange, Event, Message, ToolCall, ToolResult
+from ...runtime import (
+    Emit,
+    StepCompleted,
+    TurnCompleted,
+    TurnError,
+    TurnEvent,
+    TurnFailed,
+    TurnRun,
+    TurnSetup,
+    turn_budget,
+    turn_setup,
+)
 from .._fork import fork
 from .._registry import ResolvedModel
 from .._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
@@ -144,7 +152,6 @@ class ProxyTurn:
         self.given = given
         self.exit = contextlib.AsyncExitStack()
         self.failure: BaseException | None = None
-        self._ending: asyncio.Future[None] | None = None
 
     @property
     def conversation(self) -> Conversation:
@@ -163,13 +170,7 @@ class ProxyTurn:
             api_key=_forwarded_key(state, resolved, http),
         )
         reserved = resolved.reserved_output(request.max_output_tokens)
-        budget = resolved.context_window - reserved
-        if budget <= 0:
-            raise InvalidRequestError(
-                f"max_tokens {reserved} leaves no room for input in the model's {resolved.context_window}-token "
-                "window; ask for fewer output tokens",
-                param="max_tokens",
-            )
+        budget = turn_budget(resolved.context_window, reserved, param="max_tokens")
         exit = contextlib.AsyncExitStack()
         try:
             history = History(request)
@@ -187,24 +188,17 @@ class ProxyTurn:
                 )
             given = [event for message in new for event in message.events]
             _check_new(conversation, given, state.config.limits.max_tool_output_bytes)
-            builtins = [
-                tool
-                for tool in builtin_tools(conversation, expand_tokens=min(4_000, budget // 4))
-                if tool.name not in client_tools  # a client's own tool of that name wins; recall is then not offered
-            ]
-            setup = TurnSetup(
-                session_id=conversation.id,
-                conversation=conversation,
-                model=resolved.model,
-                summariser=resolved.summariser,
-                tools={},
-                builtins=builtins,
-                policy=resolved.policy,
+            setup = turn_setup(
+                conversation,
+                resolved.model,
                 budget=budget,
+                reserved=reserved,
+                policy=resolved.policy,
+                summariser=resolved.summariser,
+                withheld=frozenset(client_tools),  # a client's own tool of that name wins; recall is then not offered
                 context_window=resolved.context_window,
-                max_output_tokens=reserved,
                 max_steps=_MAX_STEPS,
-                tool_timeout=60.0,
+                tool_timeout=state.config.tool_timeout,
                 settings=resolved.bounded(settings),
                 deferred=frozenset(client_tools),
             )
@@ -216,58 +210,18 @@ class ProxyTurn:
         turn.exit = exit
         return turn
 
-    async def run(self, mapper: AnswerMapper) -> AsyncGenerator[dict[str, Any], None]:
+    def run(self, mapper: AnswerMapper) -> AsyncGenerator[dict[str, Any], None]:
         """The answer's wire events; the turn runs on its own task, which a client that goes away cancels."""
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(self._drive(mapper, queue), name=f"proxy {self.conversation.id}")
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _drive(self, mapper: AnswerMapper, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        turn_id = new_id("turn")
-        cancelled = False
-        opening = mapper.start()  # held back until there is output: a failure before it sends only the error
-        try:
-            outcome: TurnEvent | None = None
-            async for turn_event in run_turn(self.setup, turn_id, self.given):
-                if isinstance(turn_event, StepCompleted) and isinstance(turn_event.result, CompactionResult):
-                    result = turn_event.result
-                    if result.compacted:
-                        self.state.metrics.observe_compaction(
-                            result.strategy or "", result.tokens_before, result.tokens_after
-                        )
-                if isinstance(turn_event, (TurnCompleted, TurnFailed)):
-                    outcome = turn_event
-                for event in mapper.map(turn_event):
-                    for held in opening:
-                        queue.put_nowait(held)
-                    opening = []
-                    queue.put_nowait(event)
-            if isinstance(outcome, TurnCompleted):
-                await self._remember(mapper)
-            else:
-                self.failure = _failure(outcome)
-            self._observe(outcome)
-            closing = mapper.finish(outcome)
-            for event in closing if self.failure is not None else [*opening, *closing]:
-                queue.put_nowait(event)
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        except Exception as error:  # the store failed under the turn: an error for the client, never a cut answer
-            self.failure = error
-            failed = TurnFailed(turn_id, TurnError(type(error).__name__, str(error)), exception=error)
-            for event in mapper.finish(failed):
-                queue.put_nowait(event)
-        finally:
-            # One shielded wind-up, whole and in order, however often this task is cancelled meanwhile.
-            self._ending = asyncio.ensure_future(self._wind_up(turn_id, queue, cancelled=cancelled))
-            await asyncio.shield(self._ending)
+        run = TurnRun(
+            self.setup,
+            self.given,
+            _Answering(self, mapper),
+            interrupted=_INTERRUPTED,
+            lease=self.exit,
+            after_turn=self.state.compactor.after_turn,
+            name=f"proxy {self.conversation.id}",
+        )
+        return run.events()
 
     async def _remember(self, mapper: AnswerMapper) -> None:
         """Record where the conversation stands for the history the client now holds, so its next request is
@@ -287,20 +241,52 @@ class ProxyTurn:
         else:
             metrics.turns.labels("failed").inc()
 
-    async def _wind_up(self, turn_id: str, queue: asyncio.Queue[dict[str, Any] | None], *, cancelled: bool) -> None:
-        try:
-            if cancelled:
-                try:
-                    await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
-                except Exception as error:  # the store failed: the turn is marked when the conversation is next held
-                    log.warning("could not mark turn %s interrupted: %s", turn_id, error)
-        finally:
-            try:
-                await self.exit.aclose()
-                if not cancelled:  # once released: the compaction's commit takes the conversation itself
-                    self.state.compactor.after_turn(self.setup)
-            finally:
-                queue.put_nowait(None)
+
+class _Answering:
+    """The proxy's caller of the lifecycle: turn events through the client's wire mapper. The opening events are
+    held back until there is output, so a turn that fails before any sends only the error."""
+
+    def __init__(self, turn: ProxyTurn, mapper: AnswerMapper) -> None:
+        self.turn = turn
+        self.mapper = mapper
+        self.opening: list[dict[str, Any]] = []
+
+    async def begin(self, emit: Emit[dict[str, Any]]) -> None:
+        self.opening = self.mapper.start()
+
+    async def event(self, turn_event: TurnEvent, emit: Emit[dict[str, Any]]) -> None:
+        if isinstance(turn_event, StepCompleted) and isinstance(turn_event.result, CompactionResult):
+            result = turn_event.result
+            if result.compacted:
+                self.turn.state.metrics.observe_compaction(
+                    result.strategy or "", result.tokens_before, result.tokens_after
+                )
+        for event in self.mapper.map(turn_event):
+            for held in self.opening:
+                emit(held)
+            self.opening = []
+            emit(event)
+
+    async def end(self, outcome: TurnCompleted | TurnFailed | None, emit: Emit[dict[str, Any]]) -> None:
+        turn = self.turn
+        if isinstance(outcome, TurnCompleted):
+            await turn._remember(self.mapper)
+        else:
+            turn.failure = _failure(outcome)
+        turn._observe(outcome)
+        closing = self.mapper.finish(outcome)
+        for event in closing if turn.failure is not None else [*self.opening, *closing]:
+            emit(event)
+
+    def abandon(self, turn_id: str, error: Exception, emit: Emit[dict[str, Any]]) -> None:
+        """The store failed under the turn: an error for the client, never a cut answer."""
+        self.turn.failure = error
+        failed = TurnFailed(turn_id, TurnError(type(error).__name__, str(error)), exception=error)
+        for event in self.mapper.finish(failed):
+            emit(event)
+
+    async def interrupted(self, turn_id: str, emit: Emit[dict[str, Any]]) -> None:
+        return None  # the client is gone: nothing to tell it
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ..._errors import ConfigurationError, InvalidRequestError, ModelResponseErr
 from ...events import user
 from ...models import ModelSettings
 from ...models._base import error_for_status
-from ...runtime._guard import Blocked
+from ...runtime import Blocked
 from ...view import Window
 from .._registry import ModelRegistry
 from ._guardrails_config import GuardrailSpec, Stage

@@ -27,9 +27,9 @@ from openai.types.responses import ResponseIncludable
 
 from ..._errors import InvalidRequestError
 from ...events import ToolCall, ToolResult
-from ...runtime._file_search import FILE_SEARCH, file_search_tool, parse_output, search_options
-from ...runtime._mcp import split_name
-from ...runtime._tools import Tool
+from ...runtime import FILE_SEARCH, Tool, file_search_tool, search_options
+from ...runtime import mcp_split_name as split_name
+from ...runtime import parse_file_search_output as parse_output
 from ._mcp_hosted import add_mcp_server, mcp_item, prior_listings
 
 if TYPE_CHECKING:  # the items and stream modules import this one, and the state imports them

@@ -35,7 +35,7 @@ from ...events import (
     ToolCall,
     ToolResult,
 )
-from ...runtime._builtin import EXPAND, RECALL
+from ...runtime import EXPAND, RECALL
 from ._hosted import hosted_item, is_hosted
 from ._items_input import BUILTIN_SERVER_LABEL, ApprovalInput, CompactionInput, InputEntry, ItemReference, parse_input
 

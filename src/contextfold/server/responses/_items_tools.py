@@ -24,8 +24,8 @@ from typing import Any
 
 from ..._errors import InvalidRequestError
 from ...events import ToolCall, ToolResult
-from ...runtime._file_search import FILE_SEARCH
-from ...runtime._mcp import exposed_name
+from ...runtime import FILE_SEARCH
+from ...runtime import mcp_exposed_name as exposed_name
 from ..edge._items_fields import (
     _TEXT_PARTS,
     Item,

@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..._errors import InvalidRequestError, NotFoundError
 from ...events import Event, ToolCall, ToolResult, new_id
-from ...runtime._mcp import McpListingError, McpServer, McpTool, call_tool, list_tools, mcp_tools, remote_of, split_name
+from ...runtime import McpListingError, McpServer, McpTool, mcp_tools
+from ...runtime import call_mcp_tool as call_tool
+from ...runtime import list_mcp_tools as list_tools
+from ...runtime import mcp_remote_of as remote_of
+from ...runtime import mcp_split_name as split_name
 from ._items_input import CompactionInput, ItemReference
 from ._items_tools import ApprovalInput
 
 if TYPE_CHECKING:
     from ..._conversation import Conversation
-    from ...runtime._tools import Tool
+    from ...runtime import Tool
     from ...store import Store
     from .._state import ServerState
     from ._hosted import Context, Hosted

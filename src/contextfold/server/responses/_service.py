@@ -11,12 +11,11 @@ is held from `start` until the turn's end, across processes (see `_locks`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from ..._conversation import Conversation
@@ -32,9 +31,18 @@ from ...events import (
     new_id,
 )
 from ...models import ModelSettings
-from ...runtime import StepCompleted, StepStarted, TurnCompleted, TurnEvent, TurnFailed
-from ...runtime._builtin import builtin_tools
-from ...runtime._turn import TurnSetup, mark_turn, run_turn
+from ...runtime import (
+    Emit,
+    StepCompleted,
+    StepStarted,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+    TurnRun,
+    TurnSetup,
+    turn_budget,
+    turn_setup,
+)
 from ...store import ResponseRecord
 from .._compaction import RequestPolicy, request_policy
 from .._fork import fork
@@ -78,7 +86,6 @@ class ResponseRun:
         """Where a streamed run's events are also kept (for resuming), closed when the run ends however it ends."""
         self.cancelled_as: tuple[str, dict[str, Any]] = ("cancelled", {})
         """How a cancelled run is recorded: `cancelled`, or `failed` when the server stops under a background run."""
-        self._ending: asyncio.Future[None] | None = None
         self._ended = False
         """The final event is out."""
 
@@ -142,30 +149,21 @@ class ResponseRun:
             except InvalidEventError as error:
                 raise InvalidRequestError(str(error), param="input") from None
             reserved = resolved.reserved_output(body.max_output_tokens)
-            budget = resolved.context_window - reserved
-            if budget <= 0:
-                raise InvalidRequestError(
-                    f"max_output_tokens {reserved} leaves no room for input in the model's "
-                    f"{resolved.context_window}-token window",
-                    param="max_output_tokens",
-                )
+            budget = turn_budget(resolved.context_window, reserved, param="max_output_tokens")
             policy = _policy(resolved, body, budget)
             given = await _prepare_input(conversation, entries)
             changes = _config_changes(conversation, body.instructions, specs)
-            setup = TurnSetup(
-                session_id=conversation_id,
-                conversation=conversation,
-                model=resolved.model,
-                summariser=resolved.summariser_for(policy.deterministic),
-                tools={},
-                builtins=builtin_tools(conversation, expand_tokens=min(4_000, budget // 4)),
-                hosted=hosted.tools,
-                policy=policy.policy,
+            setup = turn_setup(
+                conversation,
+                resolved.model,
                 budget=budget,
+                reserved=reserved,
+                policy=policy.policy,
+                summariser=resolved.summariser_for(policy.deterministic),
+                hosted=hosted.tools,
                 context_window=resolved.context_window,
-                max_output_tokens=reserved,
                 max_steps=(body.max_tool_calls + 1) if body.max_tool_calls else _DEFAULT_MAX_STEPS,
-                tool_timeout=60.0,
+                tool_timeout=state.config.tool_timeout,
                 settings=resolved.bounded(
                     ModelSettings(
                         temperature=body.temperature,
@@ -224,55 +222,58 @@ class ResponseRun:
 
     # --- running --------------------------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """The response's stream events, from `response.created` to its final event."""
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(self._drive(queue), name=f"response {self.record.id}")
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        run = TurnRun(
+            self.setup,
+            self.given,
+            self,
+            interrupted=_INTERRUPTED,
+            lease=self.exit,
+            after_turn=self.state.compactor.after_turn,
+            on_close=self._closed,
+            name=f"response {self.record.id}",
+        )
+        return run.events()
 
-    async def _drive(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        turn_id = new_id("turn")
-        state, conversation = self.state, self.conversation
-        cancelled = False
-        try:
-            if self.record.data["store"] and self.streaming:  # a stream's response is readable while it runs
-                await state.store.responses.put(self.record)
-            for event in self.mapper.start(response_object(self.record, [])):
-                self._emit(queue, event)
-            self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": 0})
-            outcome: TurnEvent | None = None
-            async for turn_event in run_turn(self.setup, turn_id, self.given):
-                if not self.record.data["output_seq"] and conversation.view.head >= self.record.first_seq:
-                    # the turn's input is stored: everything after it is output
-                    output_seq = conversation.view.head + 1
-                    self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
-                    if self.record.data["store"] and self.streaming:
-                        # readable while it runs: a retrieve (or input_items) must know where its output starts
-                        await state.store.responses.put(self.record)
-                for event in await self._map(turn_event):
-                    self._emit(queue, event)
-                if isinstance(turn_event, (TurnCompleted, TurnFailed)):
-                    outcome = turn_event
-            await self._finish(outcome, queue)
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        except Exception as error:  # the store failed under the turn (a model's failure is a TurnFailed, not this)
-            self._abandon(error, queue)
-        finally:
-            # One shielded wind-up, whole and in order, however often this task is cancelled while it runs (the
-            # server's task group cancels again as it unwinds): a kept reference keeps it alive meanwhile.
-            self._ending = asyncio.ensure_future(self._wind_up(turn_id, queue, cancelled=cancelled))
-            await asyncio.shield(self._ending)
+    # --- the lifecycle's caller (`runtime.TurnCaller`) -----------------------------------------------------------
 
-    def _emit(self, queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any]) -> None:
-        queue.put_nowait(event)
+    async def begin(self, emit: Emit[dict[str, Any]]) -> None:
+        if self.record.data["store"] and self.streaming:  # a stream's response is readable while it runs
+            await self.state.store.responses.put(self.record)
+        for event in self.mapper.start(response_object(self.record, [])):
+            self._emit(emit, event)
+        self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": 0})
+
+    async def event(self, turn_event: TurnEvent, emit: Emit[dict[str, Any]]) -> None:
+        conversation = self.conversation
+        if not self.record.data["output_seq"] and conversation.view.head >= self.record.first_seq:
+            # the turn's input is stored: everything after it is output
+            output_seq = conversation.view.head + 1
+            self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
+            if self.record.data["store"] and self.streaming:
+                # readable while it runs: a retrieve (or input_items) must know where its output starts
+                await self.state.store.responses.put(self.record)
+        for event in await self._map(turn_event):
+            self._emit(emit, event)
+
+    async def end(self, outcome: TurnCompleted | TurnFailed | None, emit: Emit[dict[str, Any]]) -> None:
+        await self._finish(outcome, emit)
+
+    async def interrupted(self, turn_id: str, emit: Emit[dict[str, Any]]) -> None:
+        """A cancelled turn's response is cancelled, whose final event ends the kept stream for whoever resumes."""
+        status, data = self.cancelled_as
+        await self._record(status, {"completed_at": time.time(), **data})
+        assert self.response is not None
+        for event in self.mapper.finish(self.response):
+            self._emit(emit, event)
+
+    def _closed(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+    def _emit(self, emit: Emit[dict[str, Any]], event: dict[str, Any]) -> None:
+        emit(event)
         if self.sink is not None:
             self.sink.add(event)
 
@@ -290,7 +291,7 @@ class ResponseRun:
             return self.mapper.compaction_item(item) if item else []
         return self.mapper.map(event)
 
-    async def _finish(self, outcome: TurnEvent | None, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    async def _finish(self, outcome: TurnEvent | None, emit: Emit[dict[str, Any]]) -> None:
         data: dict[str, Any] = {"completed_at": time.time()}
         if isinstance(outcome, TurnCompleted):
             status = "incomplete" if outcome.incomplete_reason else "completed"
@@ -309,10 +310,10 @@ class ResponseRun:
             await remember(self.state, self.conversation.id, self.history, self.response["output"])
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
-            self._emit(queue, event)
+            self._emit(emit, event)
         self._ended = True
 
-    def _abandon(self, error: Exception, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def abandon(self, turn_id: str, error: Exception, emit: Emit[dict[str, Any]]) -> None:
         """The turn could not be run or recorded: the client is told why (a 503 when the database is unavailable)
         from what is in memory, never a stream cut short. The log keeps whatever was stored: a turn left open is
         marked interrupted, and a stored response failed, when the conversation is next held."""
@@ -320,13 +321,13 @@ class ResponseRun:
             return  # told already
         if self.mapper.sequence == 0:  # failed before the stream's first events: still a well-formed stream
             for event in self.mapper.start(response_object(self.record, [])):
-                self._emit(queue, event)
+                self._emit(emit, event)
         self.failure = error
         data = {**self.record.data, "completed_at": time.time(), "error": _response_error(error, None)}
         self.record = dataclasses.replace(self.record, status="failed", data=data)
         self.response = response_object(self.record, [])
         for event in self.mapper.finish(self.response):
-            self._emit(queue, event)
+            self._emit(emit, event)
         self._ended = True
 
     async def _record(self, status: str, data: dict[str, Any]) -> None:
@@ -338,34 +339,6 @@ class ResponseRun:
         self.response = response_object(self.record, events)
         if self.record.data["store"]:
             await self.state.store.responses.put(self.record)
-
-    async def _wind_up(self, turn_id: str, queue: asyncio.Queue[dict[str, Any] | None], *, cancelled: bool) -> None:
-        """A cancelled turn is marked interrupted and its response cancelled, whose final event ends the kept
-        stream for whoever resumes it; then the conversation is given back, and the stream closed."""
-        try:
-            if cancelled:
-                try:
-                    await mark_turn(self.conversation, turn_id, "interrupted", _INTERRUPTED)
-                except Exception as error:  # the store failed: the turn is marked when the conversation is next held
-                    log.warning("could not mark turn %s interrupted: %s", turn_id, error)
-                with contextlib.suppress(Exception):
-                    status, data = self.cancelled_as
-                    await self._record(status, {"completed_at": time.time(), **data})
-                    assert self.response is not None
-                    for event in self.mapper.finish(self.response):
-                        self._emit(queue, event)
-        finally:
-            try:
-                await self._release()
-                if not cancelled:  # once released: the compaction's commit takes the conversation itself
-                    self.state.compactor.after_turn(self.setup)
-            finally:
-                queue.put_nowait(None)
-                if self.sink is not None:
-                    self.sink.close()
-
-    async def _release(self) -> None:
-        await self.exit.aclose()
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ...runtime import (
     ToolCallStartedDelta,
     TurnEvent,
 )
-from ...runtime._mcp import split_name
+from ...runtime import mcp_split_name as split_name
 from ._hosted import HOSTED_NAMES, RESULTS_INCLUDE, search_item
 from ._items import BUILTIN_SERVER_LABEL
 

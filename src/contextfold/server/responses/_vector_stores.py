@@ -21,8 +21,8 @@ from pydantic import ConfigDict
 
 from ..._errors import InvalidRequestError, NotFoundError
 from ...events import new_id
-from ...runtime._file_search import result_of, search_chunks, search_options
-from ...runtime._ingest import chunking_of
+from ...runtime import chunking_of, search_chunks, search_options
+from ...runtime import file_search_result as result_of
 from ...store import FileCounts, VectorFile, VectorStoreRecord
 from ...store._knowledge import check_expires_after, expires_at
 from .._state import ServerState, state_of, tenant_of

@@ -1,0 +1,237 @@
+"""The one turn lifecycle: what the library's `Session`, the Responses service and the proxy all do around a turn.
+
+    budget = turn_budget(window, reserved, param="max_output_tokens")  # the one budget check and its 4xx
+    setup = turn_setup(conversation, model, budget=budget, ...)          # the one TurnSetup builder
+    run = TurnRun(setup, content, caller, lease=held, interrupted="...")
+    task = run.start()                 # the turn's own task, created before any await (a session's claim on it)
+    async for out in run.events(): ... # what `caller` made of the turn's events; closed early, it cancels the turn
+
+The caller hands in what differs (a `TurnCaller`: how turn events become its wire events, what it records at the
+end); the lifecycle owns the task, the queue, the cancel, and the wind-up: an interrupted turn is marked in the
+log under `asyncio.shield` (whole and in order however often the task is cancelled meanwhile), then the lease is
+released, the stream ends, and `after_turn(setup)` runs (compaction off the request path hooks in there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Generic, Protocol, TypeVar
+
+from .._conversation import Conversation
+from .._errors import InvalidRequestError
+from ..compaction import CompactionPolicy
+from ..events import Event, Part, new_id
+from ..models import Model, ModelSettings
+from ._builtin import builtin_tools
+from ._events import TurnCompleted, TurnEvent, TurnFailed
+from ._guard import TurnGuard
+from ._tools import Tool
+from ._turn import TurnSetup, mark_turn, run_turn
+
+log = logging.getLogger("contextfold.runtime")
+
+Out = TypeVar("Out")
+Out_co = TypeVar("Out_co", covariant=True)
+Emit = Callable[[Out], None]
+
+
+def turn_budget(context_window: int, reserved: int, *, param: str) -> int:
+    """The view's budget: the window less the output reserved for the answer. `param` names what the caller's
+    user sets (`max_output_tokens`, `max_tokens`), so the error says what to lower."""
+    budget = context_window - reserved
+    if budget <= 0:
+        raise InvalidRequestError(
+            f"{param} {reserved} leaves no room for input in the model's {context_window}-token window; lower {param}",
+            param=param,
+        )
+    return budget
+
+
+def turn_setup(
+    conversation: Conversation,
+    model: Model,
+    *,
+    budget: int,
+    reserved: int,
+    policy: CompactionPolicy,
+    summariser: Model | None,
+    max_steps: int,
+    tool_timeout: float,
+    context_window: int | None,
+    settings: ModelSettings | None = None,
+    tools: Mapping[str, Tool] | None = None,
+    hosted: Sequence[Tool] = (),
+    withheld: frozenset[str] = frozenset(),
+    expand_tokens: int = 4_000,
+    compact: bool = True,
+    deferred: frozenset[str] = frozenset(),
+    guard: TurnGuard | None = None,
+) -> TurnSetup:
+    """A turn's setup, the same for every caller. `withheld`: built-in tools not offered (a client's own tool of
+    that name wins); `expand_tokens` is capped at a quarter of the budget."""
+    builtins = [
+        tool
+        for tool in builtin_tools(conversation, expand_tokens=min(expand_tokens, budget // 4))
+        if tool.name not in withheld
+    ]
+    return TurnSetup(
+        session_id=conversation.id,
+        conversation=conversation,
+        model=model,
+        summariser=summariser,
+        tools=dict(tools or {}),
+        builtins=builtins,
+        hosted=hosted,
+        policy=policy,
+        budget=budget,
+        context_window=context_window,
+        max_output_tokens=reserved,
+        max_steps=max_steps,
+        tool_timeout=tool_timeout,
+        settings=settings or ModelSettings(),
+        compact=compact,
+        deferred=deferred,
+        guard=guard,
+    )
+
+
+class TurnCaller(Protocol[Out_co]):
+    """What a caller of `TurnRun` makes of its turn; each method emits its wire events through `emit`."""
+
+    async def begin(self, emit: Emit[Out_co]) -> None:
+        """Before the turn's first event (a record made readable, the stream's opening events)."""
+
+    async def event(self, event: TurnEvent, emit: Emit[Out_co]) -> None:
+        """One of the turn's events."""
+
+    async def end(self, outcome: TurnCompleted | TurnFailed | None, emit: Emit[Out_co]) -> None:
+        """The turn ended (records kept, metrics, the closing events)."""
+
+    def abandon(self, turn_id: str, error: Exception, emit: Emit[Out_co]) -> None:
+        """The store failed under the turn: tell the client why from what is in memory, never a cut stream."""
+
+    async def interrupted(self, turn_id: str, emit: Emit[Out_co]) -> None:
+        """The turn was cancelled and is marked interrupted (under the shield: errors here are logged)."""
+
+
+class TurnRun(Generic[Out]):
+    """One turn on its own task, relayed through a queue; see the module docstring."""
+
+    def __init__(
+        self,
+        setup: TurnSetup,
+        content: Sequence[Part | Event],
+        caller: TurnCaller[Out],
+        *,
+        interrupted: str,
+        lease: AbstractAsyncContextManager[object] | None = None,
+        after_turn: Callable[[TurnSetup], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+        name: str = "turn",
+    ) -> None:
+        self.setup = setup
+        self.content = content
+        self.caller = caller
+        self.reason = interrupted
+        self.lease = lease
+        """Held already (entered by the caller, so a busy conversation is refused before anything is sent);
+        exited here once the turn's writes are done."""
+        self.after_turn = after_turn
+        self.on_close = on_close
+        self.name = name
+        self.turn_id = new_id("turn")
+        self.task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[Out | None] = asyncio.Queue()
+        self._ending: asyncio.Future[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        """The turn's task (created at once, before any await; idempotent)."""
+        if self.task is None:
+            self.task = asyncio.create_task(self._drive(), name=f"{self.name} {self.turn_id}")
+        return self.task
+
+    def events(self) -> AsyncGenerator[Out, None]:
+        """What the caller made of the turn's events (the relay itself, so closing it cancels the turn at once)."""
+        return relay(self.start(), self._queue)
+
+    def _emit(self, event: Out) -> None:
+        self._queue.put_nowait(event)
+
+    async def _drive(self) -> None:
+        cancelled = False
+        try:
+            await self.caller.begin(self._emit)
+            outcome: TurnCompleted | TurnFailed | None = None
+            async for event in run_turn(self.setup, self.turn_id, self.content):
+                if isinstance(event, (TurnCompleted, TurnFailed)):
+                    outcome = event
+                await self.caller.event(event, self._emit)
+            await self.caller.end(outcome, self._emit)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as error:  # the store failed under the turn (a model's failure is a TurnFailed, not this)
+            self.caller.abandon(self.turn_id, error, self._emit)
+        finally:
+            if not cancelled and self.lease is None:
+                self._close()  # nothing to await: the task ends with the turn's last event, idle at once
+            else:
+                # One shielded wind-up, whole and in order, however often this task is cancelled while it runs (a
+                # server's task group cancels again as it unwinds): a kept reference keeps it alive meanwhile.
+                self._ending = asyncio.ensure_future(self._wind_up(cancelled=cancelled))
+                await asyncio.shield(self._ending)
+
+    async def _wind_up(self, *, cancelled: bool) -> None:
+        try:
+            if cancelled:
+                try:
+                    await mark_turn(self.setup.conversation, self.turn_id, "interrupted", self.reason)
+                except Exception as error:  # the store failed: the turn is marked when the conversation is next held
+                    log.warning("could not mark turn %s interrupted: %s", self.turn_id, error)
+                try:
+                    await self.caller.interrupted(self.turn_id, self._emit)
+                except Exception as error:
+                    log.warning("could not record interrupted turn %s: %s", self.turn_id, error)
+        finally:
+            try:
+                if self.lease is not None:
+                    await self.lease.__aexit__(None, None, None)
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        self._queue.put_nowait(None)
+        if self.on_close is not None:
+            self.on_close()
+        if self.after_turn is not None:  # committed and released: the conversation is free for it
+            try:
+                self.after_turn(self.setup)
+            except Exception:
+                log.exception("the after_turn hook failed for turn %s", self.turn_id)
+
+
+async def relay(task: asyncio.Task[None], queue: asyncio.Queue[Out | None]) -> AsyncGenerator[Out, None]:
+    """The events a turn's task puts on `queue`, up to its closing None (a local and a remote session stream their
+    turns alike). Closed early, it cancels the task; either way it returns only once the task has ended, so the
+    session is idle again when the stream is done."""
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def cancel_turn(task: asyncio.Task[None] | None) -> bool:
+    """Cancel a turn's task and wait for it to end; whether it was running."""
+    if task is None or task.done():
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(task, return_exceptions=True)
+    return True
