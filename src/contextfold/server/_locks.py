@@ -54,6 +54,18 @@ class ConversationLocks:
         self._local: dict[str, _Local] = {}
         self._unreleased: dict[str, str] = {}  # conversation -> the owner of a lease whose release failed
         self._heads: dict[str, int] = {}  # conversation -> the store's head when this process took its lease
+        self._owners: dict[str, str] = {}  # conversation -> the owner of the lease this process holds
+        self._released: set[str] = set()  # held conversations whose lease a commit gave back already
+
+    def owner(self, conversation_id: str) -> str | None:
+        """The owner of the lease this process holds on the conversation: pass it as `commit_turn(release=...)`,
+        then call `released` so the hold does not give it back a second time."""
+        return self._owners.get(conversation_id)
+
+    def released(self, conversation_id: str) -> None:
+        """The turn's commit released the lease: the hold ends without another round trip."""
+        if conversation_id in self._owners:
+            self._released.add(conversation_id)
 
     def head_seen(self, conversation_id: str) -> int | None:
         """The store's head as the lease held now was taken, once per hold: None when this process does not hold
@@ -90,6 +102,7 @@ class ConversationLocks:
                 owner = self._unreleased.pop(conversation_id, None) or new_id("lease")
                 head = await self._acquire(conversation_id, owner, wait)
                 self._heads[conversation_id] = head
+                self._owners[conversation_id] = owner
                 done = asyncio.Event()
                 renewer = asyncio.create_task(
                     self._renew(conversation_id, owner, done), name=f"lease {conversation_id}"
@@ -103,8 +116,11 @@ class ConversationLocks:
                     renewer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renewer
-                    # Shielded: a cancelled turn must still give its conversation back at once.
-                    await asyncio.shield(self._release(conversation_id, owner))
+                    self._owners.pop(conversation_id, None)
+                    if conversation_id in self._released:
+                        self._released.discard(conversation_id)
+                    else:  # shielded: a cancelled turn must still give its conversation back at once
+                        await asyncio.shield(self._release(conversation_id, owner))
         finally:
             local.users -= 1
             if local.users == 0:

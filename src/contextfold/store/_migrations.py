@@ -223,6 +223,17 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
         ),
     ),
+    Migration(
+        8,
+        "API key changes counted (SQLite) or notified (PostgreSQL), so caches of verified keys drop them at once",
+        (
+            "CREATE TABLE key_revision (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)",
+            "INSERT INTO key_revision VALUES (1, 0)",
+            "CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys BEGIN UPDATE key_revision SET n = n + 1; END",
+            "CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys BEGIN UPDATE key_revision SET n = n + 1; END",
+            "CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys BEGIN UPDATE key_revision SET n = n + 1; END",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -393,6 +404,16 @@ POSTGRES: tuple[Migration, ...] = (
             "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
             "ALTER TABLE vector_stores ADD COLUMN expires_at DOUBLE PRECISION",
             "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
+        ),
+    ),
+    Migration(
+        8,
+        "API key changes counted (SQLite) or notified (PostgreSQL), so caches of verified keys drop them at once",
+        (
+            """CREATE FUNCTION contextfold_keys_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_notify('contextfold_keys', ''); RETURN NULL; END $$""",
+            """CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
+               FOR EACH STATEMENT EXECUTE FUNCTION contextfold_keys_changed()""",
         ),
     ),
 )

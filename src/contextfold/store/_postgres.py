@@ -102,12 +102,12 @@ def describe(url: str) -> str:
 class PostgresStore:
     """A store on a PostgreSQL database. Open it with `await PostgresStore.open(url)`."""
 
-    def __init__(self, pool: AsyncConnectionPool[Conn], where: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Conn], where: str, url: str = "") -> None:
         self._pool = pool
         self._where = where
         self._conversations = _PostgresConversations(self)
         self._responses = PostgresResponses(self._connection)
-        self._keys = PostgresKeys(self._connection)
+        self._keys = PostgresKeys(self._connection, url)  # no URL: keys are not cached
         self._leases = PostgresLeases(self._connection)
         self._anchors = PostgresAnchors(self._connection)
         self._knowledge = PostgresKnowledge(self._connection)
@@ -156,7 +156,7 @@ class PostgresStore:
             open=False,
             name="contextfold",
         )
-        store = cls(pool, where)
+        store = cls(pool, where, url)
         try:
             try:
                 await pool.open(wait=True, timeout=connect_timeout)
@@ -170,6 +170,7 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
+        await self._keys.close()
         await self._pool.close()
 
     @asynccontextmanager

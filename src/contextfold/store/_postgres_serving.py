@@ -16,6 +16,7 @@ from psycopg.rows import TupleRow
 
 from .._errors import NotFoundError
 from ._common import check_limit
+from ._keycache import KeyCache, PostgresListener
 from ._protocol import ApiKey, ResponseRecord
 from ._serving import (
     KEY_COLUMNS,
@@ -96,8 +97,13 @@ class PostgresResponses:
 
 
 class PostgresKeys:
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self, connect: Connect, conninfo: str) -> None:
         self._connect = connect
+        self._listener = PostgresListener(conninfo)
+        self._cache = KeyCache(self._listener)
+
+    async def close(self) -> None:
+        await self._listener.close()
 
     async def create(self, tenant: str, name: str = "") -> tuple[str, ApiKey]:
         secret, key, digest = new_key(tenant, name)
@@ -106,19 +112,25 @@ class PostgresKeys:
                 f"INSERT INTO api_keys ({KEY_COLUMNS}, secret_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (key.id, key.tenant, key.name, key.prefix, key.created_at, key.revoked_at, digest),
             )
+        self._cache.changed()
         return secret, key
 
     async def verify(self, secret: str) -> ApiKey | None:
         digest = lookup_hash(secret)
         if digest is None:
             return None
+        generation = self._cache.begin()
+        if generation is not None and (hit := self._cache.key(digest)) is not None:
+            return hit
         async with self._connect() as conn:
             cur = await conn.execute(
                 f"SELECT {KEY_COLUMNS}, secret_hash FROM api_keys WHERE secret_hash = %s AND revoked_at IS NULL",
                 (digest,),
             )
             row = await cur.fetchone()
-        return verified(row, digest)
+        key = verified(row, digest)
+        self._cache.keep(generation, digest, key)
+        return key
 
     async def list(self, *, tenant: str | None = None, include_revoked: bool = False) -> list[ApiKey]:
         if tenant is not None:
@@ -131,6 +143,12 @@ class PostgresKeys:
             return [key_of(row) for row in await cur.fetchall()]
 
     async def revoke(self, key_id: str) -> ApiKey:
+        try:
+            return await self._revoke(key_id)
+        finally:
+            self._cache.changed()  # at once here; other processes hear the trigger's NOTIFY
+
+    async def _revoke(self, key_id: str) -> ApiKey:
         async with self._connect() as conn:
             cur = await conn.execute(
                 f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s RETURNING {KEY_COLUMNS}",
@@ -142,10 +160,15 @@ class PostgresKeys:
         return key_of(row)
 
     async def active(self) -> int:
+        generation = self._cache.begin()
+        if generation is not None and (count := self._cache.active()) is not None:
+            return count
         async with self._connect() as conn:
             cur = await conn.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
             row = await cur.fetchone()
-        return 0 if row is None else int(row[0])
+        count = 0 if row is None else int(row[0])
+        self._cache.keep_active(generation, count)
+        return count
 
 
 class PostgresLeases:

@@ -139,7 +139,7 @@ class SQLiteStore:
         self._reader = self._writer if self.path == ":memory:" else Worker(self.path, "reader")
         self._conversations = _SQLiteConversations(self)
         self._responses = SQLiteResponses(self._writer, self._reader)
-        self._keys = SQLiteKeys(self._writer, self._reader)
+        self._keys = SQLiteKeys(self._writer, self._reader, self.path)
         # Leases are written on every turn, so they queue on the writer thread like an append.
         self._leases = SQLiteLeases(self._writer)
         self._anchors = SQLiteAnchors(self._writer, self._reader)
@@ -186,6 +186,7 @@ class SQLiteStore:
         return store
 
     async def close(self) -> None:
+        self._keys.close()
         self._writer.close()
         if self._reader is not self._writer:
             self._reader.close()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import NotFoundError
 from ._common import check_limit
+from ._keycache import KeyCache, SQLiteRevision, unchanging
 from ._protocol import ApiKey, ResponseRecord
 from ._serving import (
     KEY_COLUMNS,
@@ -54,20 +55,32 @@ class SQLiteResponses:
 
 
 class SQLiteKeys:
-    def __init__(self, writer: Worker, reader: Worker) -> None:
+    def __init__(self, writer: Worker, reader: Worker, path: str) -> None:
         self._writer = writer
         self._reader = reader
+        self._revision = SQLiteRevision(path) if path != ":memory:" else None
+        self._cache = KeyCache(self._revision or unchanging)
 
     async def create(self, tenant: str, name: str = "") -> tuple[str, ApiKey]:
         secret, key, digest = new_key(tenant, name)
         await self._writer.run(_create_key, key, digest)
+        self._cache.changed()
         return secret, key
 
     async def verify(self, secret: str) -> ApiKey | None:
         digest = lookup_hash(secret)
         if digest is None:
             return None
-        return await self._reader.run(_verify_key, digest)
+        generation = self._cache.begin()
+        if generation is not None and (hit := self._cache.key(digest)) is not None:
+            return hit
+        key = await self._reader.run(_verify_key, digest)
+        self._cache.keep(generation, digest, key)
+        return key
+
+    def close(self) -> None:
+        if self._revision is not None:
+            self._revision.close()
 
     async def list(self, *, tenant: str | None = None, include_revoked: bool = False) -> list[ApiKey]:
         if tenant is not None:
@@ -75,10 +88,18 @@ class SQLiteKeys:
         return await self._reader.run(_list_keys, tenant, include_revoked)
 
     async def revoke(self, key_id: str) -> ApiKey:
-        return await self._writer.run(_revoke_key, key_id)
+        try:
+            return await self._writer.run(_revoke_key, key_id)
+        finally:
+            self._cache.changed()  # after the commit: a lookup begun before it keeps nothing
 
     async def active(self) -> int:
-        return await self._reader.run(_count_active_keys)
+        generation = self._cache.begin()
+        if generation is not None and (count := self._cache.active()) is not None:
+            return count
+        count = await self._reader.run(_count_active_keys)
+        self._cache.keep_active(generation, count)
+        return count
 
 
 class SQLiteLeases:
