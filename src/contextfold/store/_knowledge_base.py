@@ -197,21 +197,28 @@ class BaseIndex(ABC):
         file_ids: Sequence[str] | None = None,
         limit: int = 10,
     ) -> list[ChunkHit]:
-        # The exact scan: every embedded chunk of the stores, compared on a worker thread. It always works and
-        # is right; an approximate index (sqlite-vec, pgvector) would go behind this same method.
         check_page_limit(limit, most=MAX_PAGE * CANDIDATES)
         if file_ids is not None and not file_ids:
             return []
-        rows = await self._embedded(list(vector_store_ids), tenant, file_ids)
-        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        best = await self._nearest(list(vector_store_ids), vector, tenant, file_ids, limit)
         # Only the best chunks' text and attributes are read: scoring needs just the vectors.
-        best = heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
         score_of_id = {chunk: score for score, chunk in best}
         hits = [
             ChunkHit(str(vs), str(fid), str(name), str(text), max(0.0, min(1.0, score_of_id[int(cid)])), json.loads(a))
             for cid, vs, fid, name, text, a in await self._hit_rows(list(score_of_id))
         ]
         return best_hits(hits, limit)
+
+    async def _nearest(
+        self, vector_store_ids: list[str], vector: bytes, tenant: str, file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[float, int]]:
+        """The best `limit` (cosine similarity, chunk id) of the stores' embedded chunks, best first.
+
+        The exact scan: every embedded chunk of the stores, compared on a worker thread. It always works and is
+        right; a dialect with a vector index (pgvector) ranks in SQL instead."""
+        rows = await self._embedded(vector_store_ids, tenant, file_ids)
+        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        return heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
 
     async def search(
         self,

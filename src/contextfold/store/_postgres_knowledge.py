@@ -27,6 +27,7 @@ from ._knowledge import (
     vector_file_of,
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
+from ._knowledge_pgvector import Pgvector, dims, literal
 from ._knowledge_sql import (
     FilesQuery,
     KnowledgeSQL,
@@ -160,6 +161,10 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
 
 
 class PostgresIndex(_Pooled, BaseIndex):
+    def __init__(self, connect: Connect) -> None:
+        super().__init__(connect)
+        self._pgvector = Pgvector(connect)
+
     async def sweep(self) -> int:
         async with self._connect() as conn:
             # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
@@ -179,6 +184,7 @@ class PostgresIndex(_Pooled, BaseIndex):
         error: dict[str, str] | None,
         vectors: list[bytes | None],
     ) -> bool:
+        pgvector = await self._pgvector.enabled()
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
             cur = await conn.execute(_SQL.file_status + " FOR UPDATE", (vector_store_id, file_id))
@@ -187,13 +193,17 @@ class PostgresIndex(_Pooled, BaseIndex):
                 return False
             await conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
             if error is None and chunks:  # COPY: one round trip for all of a file's chunks
-                async with (
-                    conn.cursor() as cur,
-                    cur.copy("COPY chunks (vector_store_id, file_id, position, text, embedding) FROM STDIN") as copy,
-                ):
+                columns = "vector_store_id, file_id, position, text, embedding" + (", vec" if pgvector else "")
+                async with conn.cursor() as cur, cur.copy(f"COPY chunks ({columns}) FROM STDIN") as copy:
                     for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True)):
-                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", ""), vector))
+                        values: tuple[Any, ...] = (vector_store_id, file_id, n, text.replace("\x00", ""), vector)
+                        if pgvector:
+                            values += (None if vector is None else literal(vector),)
+                        await copy.write_row(values)
             await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
+        if pgvector and error is None:
+            for size in {dims(vector) for vector in vectors if vector is not None}:
+                await self._pgvector.index(size)
         return True
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
@@ -252,6 +262,16 @@ class PostgresIndex(_Pooled, BaseIndex):
                 await _store_row(conn, vector_store_id, tenant)
             cur = await conn.execute(sql, (vector_store_ids, *([list(file_ids)] if file_ids is not None else [])))
             return [tuple(row) for row in await cur.fetchall()]
+
+    async def _nearest(
+        self, vector_store_ids: list[str], vector: bytes, tenant: str, file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[float, int]]:
+        if not await self._pgvector.enabled():
+            return await super()._nearest(vector_store_ids, vector, tenant, file_ids, limit)
+        async with self._connect() as conn:
+            for vector_store_id in vector_store_ids:
+                await _store_row(conn, vector_store_id, tenant)
+        return await self._pgvector.nearest(vector_store_ids, vector, file_ids, limit)
 
     async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
         async with self._connect() as conn:
