@@ -73,3 +73,38 @@ async def test_a_malformed_expires_after_is_a_400_naming_the_field(served: Serve
         reply = await served.http.post("/v1/vector_stores", json={"name": "x", "expires_after": body})
         check_error(reply, 400, param=param)
     assert (await served.client.vector_stores.list()).data == []
+
+
+async def test_expires_after_is_changed_or_cleared_by_an_update(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(ServerConfig(db=backend.location)) as served:
+        client = served.client
+        store = await client.vector_stores.create(name="s", expires_after={"anchor": "last_active_at", "days": 1})
+        renamed = await client.vector_stores.update(store.id, name="t")  # not named: the expiry stays
+        assert renamed.expires_after is not None
+        assert renamed.expires_after.days == 1
+
+        monkeypatch.setattr(CLOCK, "offset", 0.5 * DAY)
+        longer = await client.vector_stores.update(store.id, expires_after={"anchor": "last_active_at", "days": 3})
+        assert longer.expires_after is not None
+        assert longer.expires_after.days == 3
+        assert longer.last_active_at is not None
+        assert longer.expires_at == longer.last_active_at + 3 * DAY
+        assert (await client.vector_stores.retrieve(store.id)).expires_at == longer.expires_at
+        assert longer.name == "t"
+
+        monkeypatch.setattr(CLOCK, "offset", 2 * DAY)  # past the first day, within the new three
+        assert (await client.vector_stores.retrieve(store.id)).id == store.id
+        await served.store.knowledge.index.sweep()
+        cleared = await served.post(f"/v1/vector_stores/{store.id}", {"expires_after": None})
+        assert cleared["expires_after"] is None
+        assert cleared["expires_at"] is None
+
+        monkeypatch.setattr(CLOCK, "offset", 30 * DAY)
+        await served.store.knowledge.index.sweep()
+        assert (await client.vector_stores.retrieve(store.id)).expires_at is None
+
+        bad = await served.http.post(f"/v1/vector_stores/{store.id}", json={"expires_after": {"days": 400}})
+        check_error(bad, 400, param="expires_after.days")
+        assert (await client.vector_stores.retrieve(store.id)).expires_after is None  # nothing half-written

@@ -22,12 +22,13 @@ from ._knowledge import (
     VectorStoreRecord,
     best_hits,
     check_attributes,
+    check_expires_after,
     check_file_ids,
     check_page_limit,
     check_status,
     fts_match,
 )
-from ._knowledge_sql import FilesQuery, hits_of, new_file, new_store, store_changes
+from ._knowledge_sql import KEEP, Expiry, FilesQuery, hits_of, new_file, new_store, store_changes
 from ._knowledge_vectors import similarities
 
 MAX_LISTED_FILES = 10_001
@@ -71,9 +72,10 @@ class BaseVectorStores(ABC):
 
     @abstractmethod
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
-        """Set the name and the metadata (JSON) where they are not None."""
+        """Set the name and the metadata (JSON) where they are not None; given `expiry`, the new expires_after
+        too (anchored at this update), in the same transaction."""
 
     async def create(
         self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
@@ -89,9 +91,17 @@ class BaseVectorStores(ABC):
         return await self._list(tenant, after, limit, order)
 
     async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        *,
+        tenant: str,
+        name: str | None,
+        metadata: dict[str, str] | None,
+        expires_after: Any = KEEP,
     ) -> VectorStoreRecord:
-        return await self._update(vector_store_id, tenant, *store_changes(name, metadata))
+        """`expires_after` (OpenAI's shape, or None: never expire) replaces the store's; KEEP leaves it."""
+        expiry = None if expires_after is KEEP else Expiry(expires_after, check_expires_after(expires_after))
+        return await self._update(vector_store_id, tenant, *store_changes(name, metadata), expiry)
 
 
 class BaseVectorFiles(ABC):

@@ -61,6 +61,29 @@ def store_changes(name: str | None, metadata: dict[str, str] | None) -> tuple[st
     return check_name(name), None if metadata is None else json.dumps(check_metadata(metadata))
 
 
+KEEP: Any = object()
+"""An update's `expires_after` when the request did not name it: the store keeps its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A vector store's new expires_after: as given (recorded in its data) and checked (None: never expires)."""
+
+    given: Any
+    checked: tuple[str, int] | None
+
+    def params(self, data: dict[str, Any], now: float, vector_store_id: str) -> tuple[Any, ...]:
+        """The parameters of `KnowledgeSQL.set_expiry`, the store's `data` updated; the update is `now`."""
+        anchor, days = self.checked or (None, None)
+        return (
+            json.dumps({**data, "expires_after": self.given}),
+            anchor,
+            days,
+            expires_at(self.checked, now, now),
+            vector_store_id,
+        )
+
+
 def file_params(record: FileRecord, content: bytes) -> tuple[Any, ...]:
     return (record.id, record.tenant, record.filename, record.purpose, record.bytes, record.created_at, content)
 
@@ -146,6 +169,10 @@ class KnowledgeSQL:
         self.update_store = (
             f"UPDATE vector_stores SET name = coalesce({m}, name), metadata = coalesce({m}, metadata),"
             f" last_active_at = {m}, {moved} WHERE id = {m} AND tenant = {m} AND {self.live}"
+        )
+        self.set_expiry = (
+            f"UPDATE vector_stores SET data = {m}, expires_anchor = {m}, expires_days = {m}, expires_at = {m}"
+            f" WHERE id = {m}"
         )
         self.delete_store = f"DELETE FROM vector_stores WHERE id = {m} AND tenant = {m}"
         self.touch_store = f"UPDATE vector_stores SET last_active_at = {m}, {moved} WHERE id = {m}"

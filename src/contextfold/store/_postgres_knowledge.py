@@ -29,6 +29,7 @@ from ._knowledge import (
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_pgvector import Pgvector, dims, literal
 from ._knowledge_sql import (
+    Expiry,
     FilesQuery,
     KnowledgeSQL,
     file_params,
@@ -103,12 +104,17 @@ class PostgresVectorStores(_Pooled, BaseVectorStores):
             return [await _with_counts(conn, tuple(row)) for row in await cur.fetchall()]
 
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
-            if cur.rowcount == 0:
-                raise store_missing(vector_store_id)
+            async with conn.transaction():
+                params = _update_params(name, metadata, vector_store_id, tenant)
+                cur = await conn.execute(_SQL.update_store, params)
+                if cur.rowcount == 0:
+                    raise store_missing(vector_store_id)
+                if expiry is not None:
+                    data = store_of(await _store_row(conn, vector_store_id, tenant)).data
+                    await conn.execute(_SQL.set_expiry, expiry.params(data, params[2], vector_store_id))
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:

@@ -26,6 +26,7 @@ from ._knowledge import (
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
+    Expiry,
     FilesQuery,
     KnowledgeSQL,
     file_params,
@@ -82,9 +83,9 @@ class SQLiteVectorStores(_Workers, BaseVectorStores):
         return await self._reader.run(_list_stores, tenant, after, limit, order)
 
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
-        return await self._writer.run(_update_store, vector_store_id, tenant, name, metadata)
+        return await self._writer.run(_update_store, vector_store_id, tenant, name, metadata, expiry)
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
         await self._writer.run(_delete_store, vector_store_id, tenant)
@@ -228,11 +229,20 @@ def _list_stores(
 
 
 def _update_store(
-    conn: sqlite3.Connection, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+    conn: sqlite3.Connection,
+    vector_store_id: str,
+    tenant: str,
+    name: str | None,
+    metadata: str | None,
+    expiry: Expiry | None,
 ) -> VectorStoreRecord:
-    changed = conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
+    params = _update_params(name, metadata, vector_store_id, tenant)
+    changed = conn.execute(_SQL.update_store, params)
     if changed.rowcount == 0:
         raise store_missing(vector_store_id)
+    if expiry is not None:
+        data = _store(conn, vector_store_id, tenant).data
+        conn.execute(_SQL.set_expiry, expiry.params(data, params[2], vector_store_id))
     return _store(conn, vector_store_id, tenant)
 
 
