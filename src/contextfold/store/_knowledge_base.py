@@ -45,8 +45,11 @@ class BaseFiles(ABC):
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
     ) -> list[FileRecord]: ...
 
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = new_file(tenant, filename, purpose, content)
+    async def put(
+        self, tenant: str, filename: str, purpose: str, content: bytes, *, lifetime: int | None = None
+    ) -> FileRecord:
+        """Keep the file; given `lifetime` (seconds, checked by `check_file_expiry`), it expires that long after."""
+        record = new_file(tenant, filename, purpose, content, lifetime)
         await self._put(record, content)
         return record
 

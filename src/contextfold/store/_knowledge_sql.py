@@ -37,14 +37,16 @@ from ._knowledge import (
 from ._serving import check_tenant
 
 
-def new_file(tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
+def new_file(tenant: str, filename: str, purpose: str, content: bytes, lifetime: int | None) -> FileRecord:
+    now = CLOCK.now()
     return FileRecord(
         new_id("file"),
         check_tenant(tenant),
         check_filename(filename),
         check_purpose(purpose),
         len(content),
-        CLOCK.now(),
+        now,
+        None if lifetime is None else now + lifetime,
     )
 
 
@@ -85,7 +87,16 @@ class Expiry:
 
 
 def file_params(record: FileRecord, content: bytes) -> tuple[Any, ...]:
-    return (record.id, record.tenant, record.filename, record.purpose, record.bytes, record.created_at, content)
+    return (
+        record.id,
+        record.tenant,
+        record.filename,
+        record.purpose,
+        record.bytes,
+        record.created_at,
+        record.expires_at,
+        content,
+    )
 
 
 def store_params(record: VectorStoreRecord) -> tuple[Any, ...]:
@@ -146,10 +157,13 @@ class KnowledgeSQL:
 
     def __init__(self, mark: str) -> None:
         m = self.mark = mark
-        self.insert_file = f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES ({', '.join([m] * 7)})"
-        self.file = f"SELECT {FILE_COLUMNS} FROM files WHERE id = {m} AND tenant = {m}"
-        self.content = f"SELECT content FROM files WHERE id = {m} AND tenant = {m}"
-        self.delete_file = f"DELETE FROM files WHERE id = {m} AND tenant = {m}"
+        self.insert_file = f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES ({', '.join([m] * 8)})"
+        # An expired file answers as missing too (the sweep erases it with its chunks): the time is the last one.
+        self.file_live = f"(expires_at IS NULL OR expires_at > {m})"
+        self.file = f"SELECT {FILE_COLUMNS} FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.content = f"SELECT content FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.delete_file = f"DELETE FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.sweep_files = f"DELETE FROM files WHERE expires_at <= {m}"
         self.insert_store = (
             f"INSERT INTO vector_stores ({STORE_COLUMNS}, expires_anchor, expires_days, expires_at)"
             f" VALUES ({', '.join([m] * 10)})"
@@ -223,8 +237,8 @@ class KnowledgeSQL:
         m = self.mark
         clause, params = page_clause(m, order, cursor)
         where = f" AND purpose = {m}" if purpose else ""
-        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = {m}{where}{clause} LIMIT {m}"
-        return sql, (tenant, *([purpose] if purpose else []), *params, limit)
+        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = {m} AND {self.file_live}{where}{clause} LIMIT {m}"
+        return sql, (tenant, CLOCK.now(), *([purpose] if purpose else []), *params, limit)
 
     def list_stores(
         self, tenant: str, cursor: tuple[float, str] | None, limit: int, order: Order

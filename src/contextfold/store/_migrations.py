@@ -223,6 +223,15 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
         ),
     ),
+    Migration(
+        8,
+        "file expiry",
+        # A file's expires_after (created_at + seconds): past it, the file is missing, then swept with its chunks.
+        (
+            "ALTER TABLE files ADD COLUMN expires_at REAL",
+            "CREATE INDEX files_by_expiry ON files(expires_at)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -393,6 +402,15 @@ POSTGRES: tuple[Migration, ...] = (
             "ALTER TABLE vector_stores ADD COLUMN expires_days INTEGER",
             "ALTER TABLE vector_stores ADD COLUMN expires_at DOUBLE PRECISION",
             "CREATE INDEX vector_stores_by_expiry ON vector_stores(expires_at)",
+        ),
+    ),
+    Migration(
+        8,
+        "file expiry",
+        # A file's expires_after (created_at + seconds): past it, the file is missing, then swept with its chunks.
+        (
+            "ALTER TABLE files ADD COLUMN expires_at DOUBLE PRECISION",
+            "CREATE INDEX files_by_expiry ON files(expires_at)",
         ),
     ),
 )

@@ -67,7 +67,7 @@ class PostgresFiles(_Pooled, BaseFiles):
 
     async def content(self, file_id: str, *, tenant: str) -> bytes:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.content, (file_id, tenant))
+            cur = await conn.execute(_SQL.content, (file_id, tenant, CLOCK.now()))
             row = await cur.fetchone()
         if row is None:
             raise file_missing(file_id)
@@ -83,7 +83,7 @@ class PostgresFiles(_Pooled, BaseFiles):
 
     async def delete(self, file_id: str, *, tenant: str) -> None:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.delete_file, (file_id, tenant))
+            cur = await conn.execute(_SQL.delete_file, (file_id, tenant, CLOCK.now()))
             if cur.rowcount == 0:
                 raise file_missing(file_id)
 
@@ -174,8 +174,10 @@ class PostgresIndex(_Pooled, BaseIndex):
     async def sweep(self) -> int:
         async with self._connect() as conn:
             # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
-            cur = await conn.execute(_SQL.sweep, (CLOCK.now(),))
-            return int(cur.rowcount)
+            now = CLOCK.now()
+            stores = (await conn.execute(_SQL.sweep, (now,))).rowcount
+            # An expired file goes the same way: its bytes, its places in every store and their chunks.
+            return int(stores) + int((await conn.execute(_SQL.sweep_files, (now,))).rowcount)
 
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
@@ -296,7 +298,7 @@ class PostgresIndex(_Pooled, BaseIndex):
 
 
 async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:
-    cur = await conn.execute(_SQL.file, (file_id, tenant))
+    cur = await conn.execute(_SQL.file, (file_id, tenant, CLOCK.now()))
     row = await cur.fetchone()
     if row is None:
         raise file_missing(file_id)

@@ -162,14 +162,14 @@ def _put_file(conn: sqlite3.Connection, record: FileRecord, content: bytes) -> N
 
 
 def _file(conn: sqlite3.Connection, file_id: str, tenant: str) -> FileRecord:
-    row = conn.execute(_SQL.file, (file_id, tenant)).fetchone()
+    row = conn.execute(_SQL.file, (file_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise file_missing(file_id)
     return file_of(row)
 
 
 def _content(conn: sqlite3.Connection, file_id: str, tenant: str) -> bytes:
-    row = conn.execute(_SQL.content, (file_id, tenant)).fetchone()
+    row = conn.execute(_SQL.content, (file_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise file_missing(file_id)
     return bytes(row[0])
@@ -192,7 +192,7 @@ def _delete_file(conn: sqlite3.Connection, file_id: str, tenant: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # The cascade erases the file's places in vector stores and their chunks (with their index entries).
-        if conn.execute(_SQL.delete_file, (file_id, tenant)).rowcount == 0:
+        if conn.execute(_SQL.delete_file, (file_id, tenant, CLOCK.now())).rowcount == 0:
             raise file_missing(file_id)
         conn.execute("COMMIT")
     except BaseException:
@@ -395,7 +395,9 @@ def _update_params(name: str | None, metadata: str | None, vector_store_id: str,
 
 def _sweep(conn: sqlite3.Connection) -> int:
     # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
-    return int(conn.execute(_SQL.sweep, (CLOCK.now(),)).rowcount)
+    # An expired file goes the same way: its bytes, its places in every store and their chunks.
+    now = CLOCK.now()
+    return int(conn.execute(_SQL.sweep, (now,)).rowcount) + int(conn.execute(_SQL.sweep_files, (now,)).rowcount)
 
 
 def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
