@@ -137,6 +137,8 @@ async def test_expired_files_answer_as_missing_and_are_swept_with_their_chunks(
         assert [f.id for f in (await client.files.list()).data] == [kept.id]
         with pytest.raises(openai.NotFoundError):  # nor can it be added to a store
             await client.vector_stores.files.create(vector_store_id=store.id, file_id=brief.id)
+        found = (await client.vector_stores.search(store.id, query="heron")).data  # nor found, before the sweep
+        assert [h.file_id for h in found] == [kept.id]
 
         await served.store.knowledge.index.sweep()
         assert backend.query("SELECT id FROM files WHERE id = ?", (brief.id,)) == []

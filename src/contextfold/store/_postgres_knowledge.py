@@ -240,7 +240,7 @@ class PostgresIndex(_Pooled, BaseIndex):
                   JOIN chunks c ON c.id = top.id
                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
                   JOIN files f ON f.id = c.file_id
-                  WHERE v.status = 'completed'
+                  WHERE v.status = 'completed' AND (f.expires_at IS NULL OR f.expires_at > %s)
                   ORDER BY top.rank DESC, c.file_id, c.position"""
         async with self._connect() as conn:
             for vector_store_id in vector_store_ids:
@@ -253,6 +253,7 @@ class PostgresIndex(_Pooled, BaseIndex):
                     vector_store_ids,
                     *([list(file_ids)] if file_ids is not None else []),
                     limit,
+                    CLOCK.now(),  # an expired file's chunks are missing with it, before the sweep erases them
                 ),
             )
             return [tuple(row) for row in await cur.fetchall()]
@@ -287,8 +288,8 @@ class PostgresIndex(_Pooled, BaseIndex):
                 """SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
                    JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
                    JOIN files f ON f.id = c.file_id
-                   WHERE c.id = ANY(%s::bigint[])""",
-                (chunk_ids,),
+                   WHERE c.id = ANY(%s::bigint[]) AND (f.expires_at IS NULL OR f.expires_at > %s)""",
+                (chunk_ids, CLOCK.now()),
             )
             return [tuple(row) for row in await cur.fetchall()]
 

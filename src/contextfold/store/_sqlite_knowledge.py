@@ -365,9 +365,15 @@ def _search(
             JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
             JOIN files f ON f.id = c.file_id
             WHERE chunks_fts MATCH ? AND c.vector_store_id IN (SELECT value FROM json_each(?))
-                AND v.status = 'completed'{only}
+                AND v.status = 'completed'{only} AND (f.expires_at IS NULL OR f.expires_at > ?)
             ORDER BY bm25(chunks_fts), c.file_id, c.position LIMIT ?""",
-        (match, json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else []), limit),
+        (
+            match,
+            json.dumps(vector_store_ids),
+            *([json.dumps(list(file_ids))] if file_ids is not None else []),
+            CLOCK.now(),  # an expired file's chunks are missing with it, before the sweep erases them
+            limit,
+        ),
     ).fetchall()
     return [tuple(row) for row in rows]
 
@@ -405,7 +411,7 @@ def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any,
         """SELECT c.rowid, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
             JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
             JOIN files f ON f.id = c.file_id
-            WHERE c.rowid IN (SELECT value FROM json_each(?))""",
-        (json.dumps(chunk_ids),),
+            WHERE c.rowid IN (SELECT value FROM json_each(?)) AND (f.expires_at IS NULL OR f.expires_at > ?)""",
+        (json.dumps(chunk_ids), CLOCK.now()),
     ).fetchall()
     return [tuple(row) for row in rows]
