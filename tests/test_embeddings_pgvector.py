@@ -19,9 +19,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from contextfold.store import PostgresStore
+from contextfold.store._knowledge_pgvector import nearest_sql
 from contextfold.store._knowledge_vectors import pack, similarities
 
 from . import pgserver, test_embeddings
@@ -175,3 +177,24 @@ async def test_without_pgvector_the_exact_scan_answers_and_says_so_once(
     said = [r for r in caplog.records if "pgvector is not available" in r.getMessage()]
     if store_rows(pg_url, "SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'") == [(0,)]:
         assert len(said) == 1
+
+
+async def test_the_nearest_query_can_use_the_hnsw_index(pgvector_url: str) -> None:
+    store = await PostgresStore.open(pgvector_url, max_size=4)
+    try:
+        knowledge = store.knowledge
+        vs = await knowledge.vector_stores.create("t", name=None, metadata={}, data={})
+        uploaded = await knowledge.files.put("t", "f.txt", "assistants", b"words")
+        await knowledge.vector_files.add(vs.id, [uploaded.id], tenant="t", attributes={}, chunking={})
+        blobs = [pack([1.0, float(k), 0.5, -float(k)]) for k in range(20)]
+        assert await knowledge.index.finish(vs.id, uploaded.id, chunks=[str(k) for k in range(20)], vectors=blobs)
+    finally:
+        await store.close()
+    # The query as the store sends it, planned with a sort priced out (on 20 rows the planner would rather read
+    # the store's chunks and sort them, as it should): the partial index matches it and gives the order.
+    query = "[1,2,0.5,-2]"
+    with psycopg.connect(pgvector_url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_sort = off")
+        plan = conn.execute("EXPLAIN " + nearest_sql(4, by_file=False), (query, [vs.id], 5)).fetchall()
+    assert "chunks_vec_hnsw_4" in "\n".join(str(row[0]) for row in plan)

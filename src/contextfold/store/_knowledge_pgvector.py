@@ -40,6 +40,17 @@ def dims(blob: bytes) -> int:
     return len(blob) // 4
 
 
+def nearest_sql(size: int, by_file: bool) -> str:
+    """The nearest-chunks query for vectors of `size` dimensions; parameters: the query vector (pgvector's text
+    form), the stores, the files when `by_file`, the limit."""
+    only = " AND c.file_id = ANY(%s::text[])" if by_file else ""
+    return f"""SELECT c.vec::vector({int(size)}) <=> %s::vector({int(size)}) AS distance, c.id FROM chunks c
+               JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
+               WHERE vector_dims(c.vec) = {int(size)} AND c.vector_store_id = ANY(%s::text[])
+                   AND v.status = 'completed'{only}
+               ORDER BY distance LIMIT %s"""
+
+
 class Pgvector:
     """Whether this store ranks with pgvector, found out once; the per-dimension indexes made so far."""
 
@@ -113,13 +124,7 @@ class Pgvector:
 
         The stores are already checked as the tenant's. The dimension is a checked int, so spelling it inline
         is safe, and it must be inline for the planner to match the partial index."""
-        size = dims(vector)
-        only = "" if file_ids is None else " AND c.file_id = ANY(%s::text[])"
-        sql = f"""SELECT c.vec::vector({size}) <=> %s::vector({size}) AS distance, c.id FROM chunks c
-                  JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
-                  WHERE vector_dims(c.vec) = {size} AND c.vector_store_id = ANY(%s::text[])
-                      AND v.status = 'completed'{only}
-                  ORDER BY distance LIMIT %s"""
+        sql = nearest_sql(dims(vector), file_ids is not None)
         params = (literal(vector), vector_store_ids, *([list(file_ids)] if file_ids is not None else []), limit)
         async with self._connect() as conn, conn.transaction():
             await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(40, limit))),))
