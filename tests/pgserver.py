@@ -78,8 +78,8 @@ def _run_as() -> str | None:
 class Server:
     """A throwaway server. `url` points at its `postgres` database; `stop()` ends it and removes it."""
 
-    def __init__(self) -> None:
-        self._bindir = find_bindir()
+    def __init__(self, bindir: Path | None = None) -> None:
+        self._bindir = bindir or find_bindir()
         self._user = _run_as()
         self._base = Path(tempfile.mkdtemp(prefix="contextfold-pg-"))
         self._data = self._base / "data"

@@ -54,6 +54,8 @@ class FileRecord:
     purpose: str
     bytes: int
     created_at: float
+    expires_at: float | None = None
+    """From `expires_after` (seconds after created_at); past it the file is missing, then swept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,11 @@ class ChunkHit:
 
 
 class Files(Protocol):
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord: ...
+    async def put(
+        self, tenant: str, filename: str, purpose: str, content: bytes, *, lifetime: int | None = None
+    ) -> FileRecord:
+        """Keep the file; given `lifetime` (seconds, from `check_file_expiry`), it expires that long after."""
+        ...
 
     async def get(self, file_id: str, *, tenant: str) -> FileRecord: ...
 
@@ -144,9 +150,16 @@ class VectorStores(Protocol):
     ) -> list[VectorStoreRecord]: ...
 
     async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        *,
+        tenant: str,
+        name: str | None,
+        metadata: dict[str, str] | None,
+        expires_after: Any = ...,
     ) -> VectorStoreRecord:
-        """Set the name (None keeps it) and replace the metadata (None keeps it)."""
+        """Set the name (None keeps it) and replace the metadata (None keeps it); given `expires_after` (None:
+        never expire), replace the expiry too, anchored at this update."""
         ...
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
@@ -197,7 +210,8 @@ class Index(Protocol):
         ...
 
     async def sweep(self) -> int:
-        """Erase every vector store whose `expires_after` has passed (across tenants); returns how many."""
+        """Erase every vector store and file whose `expires_after` has passed (across tenants); returns how
+        many."""
         ...
 
     async def finish(
@@ -293,6 +307,28 @@ def check_expires_after(value: Any, param: str = "expires_after") -> tuple[str, 
             f"expires_after.days must be an integer from 1 to {MAX_EXPIRY_DAYS}, got {days!r}", param=param + ".days"
         )
     return anchor, days
+
+
+FILE_EXPIRY_SECONDS = (3600, 30 * 86400)  # OpenAI's range: an hour to 30 days
+
+
+def check_file_expiry(anchor: str | None, seconds: int | None) -> int | None:
+    """A file's `expires_after[anchor]` and `expires_after[seconds]` (multipart fields) as the seconds it lives."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequestError(
+            f"expires_after[anchor] must be 'created_at' (a file expires that many seconds after upload), "
+            f"got {anchor!r}",
+            param="expires_after[anchor]",
+        )
+    low, high = FILE_EXPIRY_SECONDS
+    if seconds is None or not low <= seconds <= high:
+        raise InvalidRequestError(
+            f"expires_after[seconds] must be an integer from {low} (an hour) to {high} (30 days), got {seconds!r}",
+            param="expires_after[seconds]",
+        )
+    return seconds
 
 
 def expires_at(expiry: tuple[str, int] | None, created_at: float, last_active_at: float) -> float | None:
@@ -436,7 +472,7 @@ def after_missing(after: str) -> NotFoundError:
     return NotFoundError(f"cannot list after {after!r}: no such object; pass an id from the previous page", "after")
 
 
-FILE_COLUMNS = "id, tenant, filename, purpose, bytes, created_at"
+FILE_COLUMNS = "id, tenant, filename, purpose, bytes, created_at, expires_at"
 STORE_COLUMNS = "id, tenant, created_at, name, metadata, data, last_active_at"
 VECTOR_FILE_COLUMNS = (
     "vector_store_id, file_id, tenant, created_at, status, attributes, chunking, last_error, usage_bytes, batch_id"
@@ -444,7 +480,8 @@ VECTOR_FILE_COLUMNS = (
 
 
 def file_of(row: Sequence[Any]) -> FileRecord:
-    return FileRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), float(row[5]))
+    expires = None if row[6] is None else float(row[6])
+    return FileRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), float(row[5]), expires)
 
 
 def store_of(row: Sequence[Any], counts: Sequence[Any] | None = None, usage: int = 0) -> VectorStoreRecord:

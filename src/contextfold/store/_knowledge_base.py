@@ -22,12 +22,13 @@ from ._knowledge import (
     VectorStoreRecord,
     best_hits,
     check_attributes,
+    check_expires_after,
     check_file_ids,
     check_page_limit,
     check_status,
     fts_match,
 )
-from ._knowledge_sql import FilesQuery, hits_of, new_file, new_store, store_changes
+from ._knowledge_sql import KEEP, Expiry, FilesQuery, hits_of, new_file, new_store, store_changes
 from ._knowledge_vectors import similarities
 
 MAX_LISTED_FILES = 10_001
@@ -44,8 +45,11 @@ class BaseFiles(ABC):
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: Order
     ) -> list[FileRecord]: ...
 
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = new_file(tenant, filename, purpose, content)
+    async def put(
+        self, tenant: str, filename: str, purpose: str, content: bytes, *, lifetime: int | None = None
+    ) -> FileRecord:
+        """Keep the file; given `lifetime` (seconds, checked by `check_file_expiry`), it expires that long after."""
+        record = new_file(tenant, filename, purpose, content, lifetime)
         await self._put(record, content)
         return record
 
@@ -71,9 +75,10 @@ class BaseVectorStores(ABC):
 
     @abstractmethod
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
-        """Set the name and the metadata (JSON) where they are not None."""
+        """Set the name and the metadata (JSON) where they are not None; given `expiry`, the new expires_after
+        too (anchored at this update), in the same transaction."""
 
     async def create(
         self, tenant: str, *, name: str | None, metadata: dict[str, str], data: dict[str, Any]
@@ -89,9 +94,17 @@ class BaseVectorStores(ABC):
         return await self._list(tenant, after, limit, order)
 
     async def update(
-        self, vector_store_id: str, *, tenant: str, name: str | None, metadata: dict[str, str] | None
+        self,
+        vector_store_id: str,
+        *,
+        tenant: str,
+        name: str | None,
+        metadata: dict[str, str] | None,
+        expires_after: Any = KEEP,
     ) -> VectorStoreRecord:
-        return await self._update(vector_store_id, tenant, *store_changes(name, metadata))
+        """`expires_after` (OpenAI's shape, or None: never expire) replaces the store's; KEEP leaves it."""
+        expiry = None if expires_after is KEEP else Expiry(expires_after, check_expires_after(expires_after))
+        return await self._update(vector_store_id, tenant, *store_changes(name, metadata), expiry)
 
 
 class BaseVectorFiles(ABC):
@@ -197,21 +210,28 @@ class BaseIndex(ABC):
         file_ids: Sequence[str] | None = None,
         limit: int = 10,
     ) -> list[ChunkHit]:
-        # The exact scan: every embedded chunk of the stores, compared on a worker thread. It always works and
-        # is right; an approximate index (sqlite-vec, pgvector) would go behind this same method.
         check_page_limit(limit, most=MAX_PAGE * CANDIDATES)
         if file_ids is not None and not file_ids:
             return []
-        rows = await self._embedded(list(vector_store_ids), tenant, file_ids)
-        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        best = await self._nearest(list(vector_store_ids), vector, tenant, file_ids, limit)
         # Only the best chunks' text and attributes are read: scoring needs just the vectors.
-        best = heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
         score_of_id = {chunk: score for score, chunk in best}
         hits = [
             ChunkHit(str(vs), str(fid), str(name), str(text), max(0.0, min(1.0, score_of_id[int(cid)])), json.loads(a))
             for cid, vs, fid, name, text, a in await self._hit_rows(list(score_of_id))
         ]
         return best_hits(hits, limit)
+
+    async def _nearest(
+        self, vector_store_ids: list[str], vector: bytes, tenant: str, file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[float, int]]:
+        """The best `limit` (cosine similarity, chunk id) of the stores' embedded chunks, best first.
+
+        The exact scan: every embedded chunk of the stores, compared on a worker thread. It always works and is
+        right; a dialect with a vector index (pgvector) ranks in SQL instead."""
+        rows = await self._embedded(vector_store_ids, tenant, file_ids)
+        scores = await asyncio.to_thread(similarities, vector, [bytes(row[1]) for row in rows])
+        return heapq.nlargest(limit, ((s, int(row[0])) for row, s in zip(rows, scores, strict=True) if s > -1.0))
 
     async def search(
         self,

@@ -37,14 +37,16 @@ from ._knowledge import (
 from ._serving import check_tenant
 
 
-def new_file(tenant: str, filename: str, purpose: str, content: bytes) -> FileRecord:
+def new_file(tenant: str, filename: str, purpose: str, content: bytes, lifetime: int | None) -> FileRecord:
+    now = CLOCK.now()
     return FileRecord(
         new_id("file"),
         check_tenant(tenant),
         check_filename(filename),
         check_purpose(purpose),
         len(content),
-        CLOCK.now(),
+        now,
+        None if lifetime is None else now + lifetime,
     )
 
 
@@ -61,8 +63,40 @@ def store_changes(name: str | None, metadata: dict[str, str] | None) -> tuple[st
     return check_name(name), None if metadata is None else json.dumps(check_metadata(metadata))
 
 
+KEEP: Any = object()
+"""An update's `expires_after` when the request did not name it: the store keeps its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A vector store's new expires_after: as given (recorded in its data) and checked (None: never expires)."""
+
+    given: Any
+    checked: tuple[str, int] | None
+
+    def params(self, data: dict[str, Any], now: float, vector_store_id: str) -> tuple[Any, ...]:
+        """The parameters of `KnowledgeSQL.set_expiry`, the store's `data` updated; the update is `now`."""
+        anchor, days = self.checked or (None, None)
+        return (
+            json.dumps({**data, "expires_after": self.given}),
+            anchor,
+            days,
+            expires_at(self.checked, now, now),
+            vector_store_id,
+        )
+
+
 def file_params(record: FileRecord, content: bytes) -> tuple[Any, ...]:
-    return (record.id, record.tenant, record.filename, record.purpose, record.bytes, record.created_at, content)
+    return (
+        record.id,
+        record.tenant,
+        record.filename,
+        record.purpose,
+        record.bytes,
+        record.created_at,
+        record.expires_at,
+        content,
+    )
 
 
 def store_params(record: VectorStoreRecord) -> tuple[Any, ...]:
@@ -123,10 +157,13 @@ class KnowledgeSQL:
 
     def __init__(self, mark: str) -> None:
         m = self.mark = mark
-        self.insert_file = f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES ({', '.join([m] * 7)})"
-        self.file = f"SELECT {FILE_COLUMNS} FROM files WHERE id = {m} AND tenant = {m}"
-        self.content = f"SELECT content FROM files WHERE id = {m} AND tenant = {m}"
-        self.delete_file = f"DELETE FROM files WHERE id = {m} AND tenant = {m}"
+        self.insert_file = f"INSERT INTO files ({FILE_COLUMNS}, content) VALUES ({', '.join([m] * 8)})"
+        # An expired file answers as missing too (the sweep erases it with its chunks): the time is the last one.
+        self.file_live = f"(expires_at IS NULL OR expires_at > {m})"
+        self.file = f"SELECT {FILE_COLUMNS} FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.content = f"SELECT content FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.delete_file = f"DELETE FROM files WHERE id = {m} AND tenant = {m} AND {self.file_live}"
+        self.sweep_files = f"DELETE FROM files WHERE expires_at <= {m}"
         self.insert_store = (
             f"INSERT INTO vector_stores ({STORE_COLUMNS}, expires_anchor, expires_days, expires_at)"
             f" VALUES ({', '.join([m] * 10)})"
@@ -146,6 +183,10 @@ class KnowledgeSQL:
         self.update_store = (
             f"UPDATE vector_stores SET name = coalesce({m}, name), metadata = coalesce({m}, metadata),"
             f" last_active_at = {m}, {moved} WHERE id = {m} AND tenant = {m} AND {self.live}"
+        )
+        self.set_expiry = (
+            f"UPDATE vector_stores SET data = {m}, expires_anchor = {m}, expires_days = {m}, expires_at = {m}"
+            f" WHERE id = {m}"
         )
         self.delete_store = f"DELETE FROM vector_stores WHERE id = {m} AND tenant = {m}"
         self.touch_store = f"UPDATE vector_stores SET last_active_at = {m}, {moved} WHERE id = {m}"
@@ -196,8 +237,8 @@ class KnowledgeSQL:
         m = self.mark
         clause, params = page_clause(m, order, cursor)
         where = f" AND purpose = {m}" if purpose else ""
-        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = {m}{where}{clause} LIMIT {m}"
-        return sql, (tenant, *([purpose] if purpose else []), *params, limit)
+        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE tenant = {m} AND {self.file_live}{where}{clause} LIMIT {m}"
+        return sql, (tenant, CLOCK.now(), *([purpose] if purpose else []), *params, limit)
 
     def list_stores(
         self, tenant: str, cursor: tuple[float, str] | None, limit: int, order: Order

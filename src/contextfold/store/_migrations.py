@@ -234,6 +234,15 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys BEGIN UPDATE key_revision SET n = n + 1; END",
         ),
     ),
+    Migration(
+        9,
+        "file expiry",
+        # A file's expires_after (created_at + seconds): past it, the file is missing, then swept with its chunks.
+        (
+            "ALTER TABLE files ADD COLUMN expires_at REAL",
+            "CREATE INDEX files_by_expiry ON files(expires_at)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -414,6 +423,15 @@ POSTGRES: tuple[Migration, ...] = (
                BEGIN PERFORM pg_notify('contextfold_keys', ''); RETURN NULL; END $$""",
             """CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
                FOR EACH STATEMENT EXECUTE FUNCTION contextfold_keys_changed()""",
+        ),
+    ),
+    Migration(
+        9,
+        "file expiry",
+        # A file's expires_after (created_at + seconds): past it, the file is missing, then swept with its chunks.
+        (
+            "ALTER TABLE files ADD COLUMN expires_at DOUBLE PRECISION",
+            "CREATE INDEX files_by_expiry ON files(expires_at)",
         ),
     ),
 )

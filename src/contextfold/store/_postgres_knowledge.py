@@ -27,7 +27,9 @@ from ._knowledge import (
     vector_file_of,
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
+from ._knowledge_pgvector import Pgvector, dims, literal
 from ._knowledge_sql import (
+    Expiry,
     FilesQuery,
     KnowledgeSQL,
     file_params,
@@ -65,7 +67,7 @@ class PostgresFiles(_Pooled, BaseFiles):
 
     async def content(self, file_id: str, *, tenant: str) -> bytes:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.content, (file_id, tenant))
+            cur = await conn.execute(_SQL.content, (file_id, tenant, CLOCK.now()))
             row = await cur.fetchone()
         if row is None:
             raise file_missing(file_id)
@@ -81,7 +83,7 @@ class PostgresFiles(_Pooled, BaseFiles):
 
     async def delete(self, file_id: str, *, tenant: str) -> None:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.delete_file, (file_id, tenant))
+            cur = await conn.execute(_SQL.delete_file, (file_id, tenant, CLOCK.now()))
             if cur.rowcount == 0:
                 raise file_missing(file_id)
 
@@ -102,12 +104,17 @@ class PostgresVectorStores(_Pooled, BaseVectorStores):
             return [await _with_counts(conn, tuple(row)) for row in await cur.fetchall()]
 
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
         async with self._connect() as conn:
-            cur = await conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
-            if cur.rowcount == 0:
-                raise store_missing(vector_store_id)
+            async with conn.transaction():
+                params = _update_params(name, metadata, vector_store_id, tenant)
+                cur = await conn.execute(_SQL.update_store, params)
+                if cur.rowcount == 0:
+                    raise store_missing(vector_store_id)
+                if expiry is not None:
+                    data = store_of(await _store_row(conn, vector_store_id, tenant)).data
+                    await conn.execute(_SQL.set_expiry, expiry.params(data, params[2], vector_store_id))
             return await _with_counts(conn, await _store_row(conn, vector_store_id, tenant))
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
@@ -160,11 +167,17 @@ class PostgresVectorFiles(_Pooled, BaseVectorFiles):
 
 
 class PostgresIndex(_Pooled, BaseIndex):
+    def __init__(self, connect: Connect) -> None:
+        super().__init__(connect)
+        self._pgvector = Pgvector(connect)
+
     async def sweep(self) -> int:
         async with self._connect() as conn:
             # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
-            cur = await conn.execute(_SQL.sweep, (CLOCK.now(),))
-            return int(cur.rowcount)
+            now = CLOCK.now()
+            stores = (await conn.execute(_SQL.sweep, (now,))).rowcount
+            # An expired file goes the same way: its bytes, its places in every store and their chunks.
+            return int(stores) + int((await conn.execute(_SQL.sweep_files, (now,))).rowcount)
 
     async def pending(self, *, limit: int = 100) -> list[VectorFile]:
         async with self._connect() as conn:
@@ -179,6 +192,7 @@ class PostgresIndex(_Pooled, BaseIndex):
         error: dict[str, str] | None,
         vectors: list[bytes | None],
     ) -> bool:
+        pgvector = await self._pgvector.enabled()
         async with self._connect() as conn, conn.transaction():
             # The row lock makes two replicas finishing the same file take turns; the second finds it done.
             cur = await conn.execute(_SQL.file_status + " FOR UPDATE", (vector_store_id, file_id))
@@ -187,13 +201,17 @@ class PostgresIndex(_Pooled, BaseIndex):
                 return False
             await conn.execute(_SQL.delete_chunks, (vector_store_id, file_id))
             if error is None and chunks:  # COPY: one round trip for all of a file's chunks
-                async with (
-                    conn.cursor() as cur,
-                    cur.copy("COPY chunks (vector_store_id, file_id, position, text, embedding) FROM STDIN") as copy,
-                ):
+                columns = "vector_store_id, file_id, position, text, embedding" + (", vec" if pgvector else "")
+                async with conn.cursor() as cur, cur.copy(f"COPY chunks ({columns}) FROM STDIN") as copy:
                     for n, (text, vector) in enumerate(zip(chunks, vectors, strict=True)):
-                        await copy.write_row((vector_store_id, file_id, n, text.replace("\x00", ""), vector))
+                        values: tuple[Any, ...] = (vector_store_id, file_id, n, text.replace("\x00", ""), vector)
+                        if pgvector:
+                            values += (None if vector is None else literal(vector),)
+                        await copy.write_row(values)
             await conn.execute(_SQL.finish, finished_params(vector_store_id, file_id, chunks, error))
+        if pgvector and error is None:
+            for size in {dims(vector) for vector in vectors if vector is not None}:
+                await self._pgvector.index(size)
         return True
 
     async def cancel(self, vector_store_id: str, batch_id: str, *, tenant: str) -> int:
@@ -222,7 +240,7 @@ class PostgresIndex(_Pooled, BaseIndex):
                   JOIN chunks c ON c.id = top.id
                   JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
                   JOIN files f ON f.id = c.file_id
-                  WHERE v.status = 'completed'
+                  WHERE v.status = 'completed' AND (f.expires_at IS NULL OR f.expires_at > %s)
                   ORDER BY top.rank DESC, c.file_id, c.position"""
         async with self._connect() as conn:
             for vector_store_id in vector_store_ids:
@@ -235,6 +253,7 @@ class PostgresIndex(_Pooled, BaseIndex):
                     vector_store_ids,
                     *([list(file_ids)] if file_ids is not None else []),
                     limit,
+                    CLOCK.now(),  # an expired file's chunks are missing with it, before the sweep erases them
                 ),
             )
             return [tuple(row) for row in await cur.fetchall()]
@@ -253,14 +272,24 @@ class PostgresIndex(_Pooled, BaseIndex):
             cur = await conn.execute(sql, (vector_store_ids, *([list(file_ids)] if file_ids is not None else [])))
             return [tuple(row) for row in await cur.fetchall()]
 
+    async def _nearest(
+        self, vector_store_ids: list[str], vector: bytes, tenant: str, file_ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[float, int]]:
+        if not await self._pgvector.enabled():
+            return await super()._nearest(vector_store_ids, vector, tenant, file_ids, limit)
+        async with self._connect() as conn:
+            for vector_store_id in vector_store_ids:
+                await _store_row(conn, vector_store_id, tenant)
+        return await self._pgvector.nearest(vector_store_ids, vector, file_ids, limit)
+
     async def _hit_rows(self, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
         async with self._connect() as conn:
             cur = await conn.execute(
                 """SELECT c.id, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
                    JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
                    JOIN files f ON f.id = c.file_id
-                   WHERE c.id = ANY(%s::bigint[])""",
-                (chunk_ids,),
+                   WHERE c.id = ANY(%s::bigint[]) AND (f.expires_at IS NULL OR f.expires_at > %s)""",
+                (chunk_ids, CLOCK.now()),
             )
             return [tuple(row) for row in await cur.fetchall()]
 
@@ -270,7 +299,7 @@ class PostgresIndex(_Pooled, BaseIndex):
 
 
 async def _file(conn: Conn, file_id: str, tenant: str) -> FileRecord:
-    cur = await conn.execute(_SQL.file, (file_id, tenant))
+    cur = await conn.execute(_SQL.file, (file_id, tenant, CLOCK.now()))
     row = await cur.fetchone()
     if row is None:
         raise file_missing(file_id)

@@ -26,6 +26,7 @@ from ._knowledge import (
 )
 from ._knowledge_base import BaseFiles, BaseIndex, BaseVectorFiles, BaseVectorStores
 from ._knowledge_sql import (
+    Expiry,
     FilesQuery,
     KnowledgeSQL,
     file_params,
@@ -82,9 +83,9 @@ class SQLiteVectorStores(_Workers, BaseVectorStores):
         return await self._reader.run(_list_stores, tenant, after, limit, order)
 
     async def _update(
-        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+        self, vector_store_id: str, tenant: str, name: str | None, metadata: str | None, expiry: Expiry | None
     ) -> VectorStoreRecord:
-        return await self._writer.run(_update_store, vector_store_id, tenant, name, metadata)
+        return await self._writer.run(_update_store, vector_store_id, tenant, name, metadata, expiry)
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> None:
         await self._writer.run(_delete_store, vector_store_id, tenant)
@@ -161,14 +162,14 @@ def _put_file(conn: sqlite3.Connection, record: FileRecord, content: bytes) -> N
 
 
 def _file(conn: sqlite3.Connection, file_id: str, tenant: str) -> FileRecord:
-    row = conn.execute(_SQL.file, (file_id, tenant)).fetchone()
+    row = conn.execute(_SQL.file, (file_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise file_missing(file_id)
     return file_of(row)
 
 
 def _content(conn: sqlite3.Connection, file_id: str, tenant: str) -> bytes:
-    row = conn.execute(_SQL.content, (file_id, tenant)).fetchone()
+    row = conn.execute(_SQL.content, (file_id, tenant, CLOCK.now())).fetchone()
     if row is None:
         raise file_missing(file_id)
     return bytes(row[0])
@@ -191,7 +192,7 @@ def _delete_file(conn: sqlite3.Connection, file_id: str, tenant: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # The cascade erases the file's places in vector stores and their chunks (with their index entries).
-        if conn.execute(_SQL.delete_file, (file_id, tenant)).rowcount == 0:
+        if conn.execute(_SQL.delete_file, (file_id, tenant, CLOCK.now())).rowcount == 0:
             raise file_missing(file_id)
         conn.execute("COMMIT")
     except BaseException:
@@ -228,11 +229,20 @@ def _list_stores(
 
 
 def _update_store(
-    conn: sqlite3.Connection, vector_store_id: str, tenant: str, name: str | None, metadata: str | None
+    conn: sqlite3.Connection,
+    vector_store_id: str,
+    tenant: str,
+    name: str | None,
+    metadata: str | None,
+    expiry: Expiry | None,
 ) -> VectorStoreRecord:
-    changed = conn.execute(_SQL.update_store, _update_params(name, metadata, vector_store_id, tenant))
+    params = _update_params(name, metadata, vector_store_id, tenant)
+    changed = conn.execute(_SQL.update_store, params)
     if changed.rowcount == 0:
         raise store_missing(vector_store_id)
+    if expiry is not None:
+        data = _store(conn, vector_store_id, tenant).data
+        conn.execute(_SQL.set_expiry, expiry.params(data, params[2], vector_store_id))
     return _store(conn, vector_store_id, tenant)
 
 
@@ -355,9 +365,15 @@ def _search(
             JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
             JOIN files f ON f.id = c.file_id
             WHERE chunks_fts MATCH ? AND c.vector_store_id IN (SELECT value FROM json_each(?))
-                AND v.status = 'completed'{only}
+                AND v.status = 'completed'{only} AND (f.expires_at IS NULL OR f.expires_at > ?)
             ORDER BY bm25(chunks_fts), c.file_id, c.position LIMIT ?""",
-        (match, json.dumps(vector_store_ids), *([json.dumps(list(file_ids))] if file_ids is not None else []), limit),
+        (
+            match,
+            json.dumps(vector_store_ids),
+            *([json.dumps(list(file_ids))] if file_ids is not None else []),
+            CLOCK.now(),  # an expired file's chunks are missing with it, before the sweep erases them
+            limit,
+        ),
     ).fetchall()
     return [tuple(row) for row in rows]
 
@@ -385,7 +401,9 @@ def _update_params(name: str | None, metadata: str | None, vector_store_id: str,
 
 def _sweep(conn: sqlite3.Connection) -> int:
     # The cascade erases each expired store's files' places in it and their chunks (with their vectors).
-    return int(conn.execute(_SQL.sweep, (CLOCK.now(),)).rowcount)
+    # An expired file goes the same way: its bytes, its places in every store and their chunks.
+    now = CLOCK.now()
+    return int(conn.execute(_SQL.sweep, (now,)).rowcount) + int(conn.execute(_SQL.sweep_files, (now,)).rowcount)
 
 
 def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any, ...]]:
@@ -393,7 +411,7 @@ def _hit_rows(conn: sqlite3.Connection, chunk_ids: list[int]) -> list[tuple[Any,
         """SELECT c.rowid, c.vector_store_id, c.file_id, f.filename, c.text, v.attributes FROM chunks c
             JOIN vector_store_files v ON v.vector_store_id = c.vector_store_id AND v.file_id = c.file_id
             JOIN files f ON f.id = c.file_id
-            WHERE c.rowid IN (SELECT value FROM json_each(?))""",
-        (json.dumps(chunk_ids),),
+            WHERE c.rowid IN (SELECT value FROM json_each(?)) AND (f.expires_at IS NULL OR f.expires_at > ?)""",
+        (json.dumps(chunk_ids), CLOCK.now()),
     ).fetchall()
     return [tuple(row) for row in rows]

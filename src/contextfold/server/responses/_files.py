@@ -1,12 +1,14 @@
 """`/v1/files`: OpenAI's Files API, the bytes kept in the same store as the logs, per tenant.
 
-    POST   /v1/files                 multipart: `file`, `purpose`; over `limits.max_file_bytes` is a 413
+    POST   /v1/files                 multipart: `file`, `purpose`, `expires_after[anchor]=created_at` and
+                                     `expires_after[seconds]` (3600-2592000); over `limits.max_file_bytes` is a 413
     GET    /v1/files                 `after`, `limit` (1-10,000), `order` (default desc), `purpose`
     GET    /v1/files/{id}            the file object
     GET    /v1/files/{id}/content    the bytes as uploaded
     DELETE /v1/files/{id}            erases the bytes, the file's place in every vector store and its chunks
 
-Another tenant's file answers 404, exactly like one that never existed.
+Another tenant's file answers 404, exactly like one that never existed, and so does an expired one (the ingestion
+loop's sweep then erases it with its chunks).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.responses import Response
 
 from ..._errors import InvalidRequestError, PayloadTooLargeError
 from ...store import FileRecord
+from ...store._knowledge import check_file_expiry
 from .._state import ServerState, state_of, tenant_of
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -37,7 +40,7 @@ def file_object(record: FileRecord) -> dict[str, Any]:
         "filename": record.filename,
         "purpose": record.purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": None if record.expires_at is None else int(record.expires_at),
         "status_details": None,
     }
 
@@ -54,8 +57,14 @@ def list_page(data: list[dict[str, Any]], more: bool, id_key: str = "id") -> dic
 
 @router.post("")
 async def upload_file(
-    file: UploadFile, tenant: Tenant, state: State, purpose: Annotated[Purpose, Form()] = "assistants"
+    file: UploadFile,
+    tenant: Tenant,
+    state: State,
+    purpose: Annotated[Purpose, Form()] = "assistants",
+    anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
 ) -> dict[str, Any]:
+    lifetime = check_file_expiry(anchor, seconds)  # checked before the bytes are read: nothing half-kept
     limit = state.config.limits.max_file_bytes
     parts: list[bytes] = []
     size = 0
@@ -69,7 +78,7 @@ async def upload_file(
         parts.append(chunk)
     if not file.filename:
         raise InvalidRequestError("the file part needs a filename (multipart filename=...)", param="file")
-    record = await state.store.knowledge.files.put(tenant, file.filename, purpose, b"".join(parts))
+    record = await state.store.knowledge.files.put(tenant, file.filename, purpose, b"".join(parts), lifetime=lifetime)
     return file_object(record)
 
 

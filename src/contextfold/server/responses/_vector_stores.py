@@ -198,9 +198,13 @@ async def retrieve_store(vector_store_id: str, tenant: Tenant, state: State) -> 
 
 @router.post("/{vector_store_id}")
 async def update_store(vector_store_id: str, body: StoreUpdate, tenant: Tenant, state: State) -> dict[str, Any]:
-    record = await state.store.knowledge.vector_stores.update(
-        vector_store_id, tenant=tenant, name=body.name, metadata=body.metadata
-    )
+    stores = state.store.knowledge.vector_stores
+    if "expires_after" in body.model_fields_set:  # named, even as null (never expire), it replaces the store's
+        record = await stores.update(
+            vector_store_id, tenant=tenant, name=body.name, metadata=body.metadata, expires_after=body.expires_after
+        )
+    else:
+        record = await stores.update(vector_store_id, tenant=tenant, name=body.name, metadata=body.metadata)
     return store_object(record)
 
 
