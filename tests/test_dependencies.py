@@ -65,7 +65,12 @@ def _imports(path: Path) -> Iterator[str]:
                 yield top
 
 
-_OPTIONAL = {"_tracing.py": "otel", "runtime/_mcp.py": "mcp", "runtime/_ingest.py": "pdf"}
+_OPTIONAL = {
+    "_tracing.py": "otel",
+    "runtime/_mcp.py": "mcp",
+    "runtime/_ingest.py": "pdf",
+    "store/_knowledge_vectors.py": "embeddings",
+}
 """Source files that import an optional package (lazily, failing with a message naming their extra)."""
 
 _LOADED_BY_OTHERS = {"psycopg-binary", "httptools", "python-multipart"}

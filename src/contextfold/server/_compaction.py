@@ -60,15 +60,16 @@ class CompactionSettings:
         """These settings with a model's own (already checked one by one)."""
         return dataclasses.replace(self, **values)
 
-    def describe(self, budget: int, summariser: str | None = None) -> dict[str, Any]:
-        """What is in force, as the context report and `doctor` show it."""
+    def describe(self, budget: int, summariser: str | None = None, *, background: bool = False) -> dict[str, Any]:
+        """What is in force, as the context report and `doctor` show it (the soft threshold only when compaction
+        off the request path is on: otherwise nothing acts on it)."""
+        soft = {"soft_threshold": round(self.policy().soft, 4), "soft_tokens": int(self.policy().soft * budget)}
         return {
             "threshold": self.threshold,
             "target": self.target,
             "trigger_tokens": int(self.threshold * budget),
             "target_tokens": int(self.target * budget),
-            "soft_threshold": round(self.policy().soft, 4),
-            "soft_tokens": int(self.policy().soft * budget),
+            **(soft if background else {}),
             "tail_turns": self.tail_turns,
             "head_items": self.head_items,
             "masking": self.masking,

@@ -120,9 +120,9 @@ async def context_report(
         "tokens": {**tokens, "total": view.tokens, "estimated": view.estimated_tokens},
         "utilisation": round(100 * view.tokens / budget, 2) if budget > 0 else None,
         "compaction": (
-            resolved.compaction.describe(budget, summariser_name(resolved))
+            resolved.compaction.describe(budget, summariser_name(resolved), background=config.compact_background)
             if resolved is not None
-            else config.compaction.describe(budget)
+            else config.compaction.describe(budget, background=config.compact_background)
         ),
         "events": view.head,
         "items_in_view": len(view.items),
