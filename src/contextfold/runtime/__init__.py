@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from ._agent import Agent, AgentOptions
 from ._api import AgentAPI, SessionAPI
 from ._builtin import EXPAND, RECALL, builtin_tools
+from ._compactor import Compactor
+from ._embeddings import Embedder
 from ._events import (
     Delta,
     InferenceResult,
@@ -68,7 +70,9 @@ __all__ = [
     "AgentAPI",
     "AgentOptions",
     "Blocked",
+    "Compactor",
     "Delta",
+    "Embedder",
     "Emit",
     "EventPrinter",
     "FileSearchOptions",

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from .._errors import AuthenticationError
-from ..runtime import Ingestor
-from ..runtime._compactor import Compactor
-from ..runtime._embeddings import Embedder
+from ..runtime import Compactor, Embedder, Ingestor
 from ..store import ServerStore, open_server_store
 from ._config import ServerConfig
 from ._locks import ConversationLocks, ViewCache
