@@ -33,6 +33,7 @@ from .._errors import InvalidRequestError
 from ..compaction import CompactionPolicy
 from ..events import AnyEvent, Event, Part, new_id
 from ..models import Model, ModelSettings
+from ..store import ResponseRecord
 from ._builtin import builtin_tools
 from ._events import StepStarted, TurnCompleted, TurnEvent, TurnFailed
 from ._guard import TurnGuard
@@ -181,14 +182,15 @@ class TurnRun(Generic[Out]):
             return None
         return [*self._written, *conversation.staged]
 
-    async def _flush_steps(self) -> None:
-        """Store the finished steps before a step that waits (a tool outside the process, a summariser) or reads
-        the store (recall, expand, a compaction's plan), then stage on."""
+    async def flush(self, *, response: ResponseRecord | None = None) -> None:
+        """Store what is staged so far (with `response`, one transaction) and stage on: the lifecycle does it
+        before a step that waits (a tool outside the process, a summariser) or reads the store (recall, expand, a
+        compaction's plan); a caller, to make what is running readable."""
         conversation = self.setup.conversation
         if not conversation.staging:
             return
         try:
-            self._written += await conversation.flush()
+            self._written += await conversation.flush(response=response)
         except BaseException:
             self._whole = False
             raise
@@ -203,7 +205,7 @@ class TurnRun(Generic[Out]):
             outcome: TurnCompleted | TurnFailed | None = None
             async for event in run_turn(self.setup, self.turn_id, self.content):
                 if self.stage and isinstance(event, StepStarted) and event.step_type != "inference":
-                    await self._flush_steps()
+                    await self.flush()
                 if isinstance(event, (TurnCompleted, TurnFailed)):
                     outcome = event
                 await self.caller.event(event, self._emit)

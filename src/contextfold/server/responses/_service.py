@@ -256,8 +256,12 @@ class ResponseRun:
             output_seq = conversation.view.head + 1
             self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
             if self.record.data["store"] and self.streaming:
-                # readable while it runs: a retrieve (or input_items) must know where its output starts
-                await self.state.store.responses.put(self.record)
+                # readable while it runs: a retrieve (or input_items) must know where its output starts, and find
+                # the input stored
+                if self.run is not None and self.conversation.staging:
+                    await self.run.flush(response=self.record)
+                else:
+                    await self.state.store.responses.put(self.record)
         for event in await self._map(turn_event):
             self._emit(emit, event)
 
