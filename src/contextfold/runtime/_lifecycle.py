@@ -12,9 +12,10 @@ log under `asyncio.shield` (whole and in order however often the task is cancell
 released, the stream ends, and `after_turn(setup)` runs (compaction off the request path hooks in there).
 
 With `stage=True` (the server's callers) the turn's appends are staged (`Conversation.stage`) and written in as few
-transactions as crash safety allows: the finished steps are flushed before a tool or compaction step runs (a long
-tool wait leaves them stored; recall and expand read the store), and the caller's `end` (or `interrupted`) flushes
-the rest with its records and the lease release (`TurnRun.turn_events` is what it builds them from). Whatever a
+transactions as crash safety allows: what is staged is flushed as a step starts, before it runs (the input is
+stored before the model is asked, a long tool wait leaves the finished steps stored, and recall, expand and a
+compaction's plan read the store), and the caller's `end` (or `interrupted`) flushes the rest, the answer and its
+end marker, with its records and the lease release (`TurnRun.turn_events` is what it builds them from). Whatever a
 caller left staged is flushed after a cancel (the interrupted marker with it) and dropped after a failure, so
 nothing half-written stays behind.
 """
@@ -187,7 +188,7 @@ class TurnRun(Generic[Out]):
         before a step that waits (a tool outside the process, a summariser) or reads the store (recall, expand, a
         compaction's plan); a caller, to make what is running readable."""
         conversation = self.setup.conversation
-        if not conversation.staging:
+        if not conversation.staging or (not conversation.staged and response is None):
             return
         try:
             self._written += await conversation.flush(response=response)
@@ -204,11 +205,11 @@ class TurnRun(Generic[Out]):
             await self.caller.begin(self._emit)
             outcome: TurnCompleted | TurnFailed | None = None
             async for event in run_turn(self.setup, self.turn_id, self.content):
-                if self.stage and isinstance(event, StepStarted) and event.step_type != "inference":
-                    await self.flush()
                 if isinstance(event, (TurnCompleted, TurnFailed)):
                     outcome = event
                 await self.caller.event(event, self._emit)
+                if self.stage and isinstance(event, StepStarted):  # the step has not run yet: the run is paused
+                    await self.flush()
             await self.caller.end(outcome, self._emit)
         except asyncio.CancelledError:
             cancelled = True
