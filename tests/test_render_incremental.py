@@ -66,3 +66,20 @@ def test_a_growing_window_renders_only_its_new_blocks() -> None:
         ]
         render(Window("sys", None, None, items))
     assert render.rendered_blocks == 50  # one new block per request, the rest reused
+
+
+def test_blocks_a_compaction_folded_away_are_let_go_at_once() -> None:
+    render = IncrementalChat()
+    items: list[Item] = []
+    for n in range(200):
+        items = [
+            *items,
+            Message(role="user", content=[TextPart(f"q{n}")]),
+            Message(role="assistant", content=[TextPart("a")]),
+        ]
+        if len(items) > 40:  # a compaction: a summary, then the newest ten turns as they were
+            items = [Message(role="user", content=[TextPart(f"summary before q{n}")]), *items[-20:]]
+        window = Window("sys", None, None, items)
+        assert render(window) == render_openai_chat(window)
+        # only the live window's blocks are kept (plus none of what was folded), however long the conversation
+        assert len(render._blocks) <= 21

@@ -7,7 +7,10 @@ ends any batch of calls before it, so the renderer's state is fresh there, and r
 very messages a whole render gives. A block is found again by the identity of its items (events are frozen, and
 the view hands the same objects from one window to the next), so a request renders only new blocks and those a
 compaction or a masking changed. One model serves many conversations at once, so the blocks are kept in one
-least-recently-used table of `MAX_BLOCKS`, shared by them: bounded, whatever the traffic.
+least-recently-used table of `MAX_BLOCKS`, shared by them: bounded, whatever the traffic. Blocks a compaction
+folded away are dropped at once rather than aged out: a window that goes on from an earlier one (it holds that
+window's last block) lets go of the earlier window's blocks it no longer holds, so a long conversation keeps only
+its live window's blocks, not the 2,048 most recent it ever had (40 MB over 2,000 turns of a benchmark).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class IncrementalChat:
 
     def __init__(self) -> None:
         self._blocks: OrderedDict[tuple[int, ...], tuple[list[Item], list[Payload]]] = OrderedDict()
+        self._windows: OrderedDict[tuple[int, ...], list[tuple[int, ...]]] = OrderedDict()
+        """Each recent window's block keys, by the key of its last block (how the next window finds it)."""
         self.rendered_blocks = 0
         """Blocks rendered afresh so far (what the cache could not reuse), for tests and profiles."""
 
@@ -42,6 +47,7 @@ class IncrementalChat:
         out: list[Payload] = [{"role": "system", "content": window.system_prompt}] if window.system_prompt else []
         items = window.items
         start = 0
+        keys: list[tuple[int, ...]] = []
         for end in range(1, len(items) + 1):
             if end < len(items) and not _opens_block(items[end]):
                 continue
@@ -56,6 +62,23 @@ class IncrementalChat:
                     self._blocks.popitem(last=False)
             else:
                 self._blocks.move_to_end(key)
+            keys.append(key)
             out.extend(found[1])
             start = end
+        self._forget_folded(keys)
         return out
+
+    def _forget_folded(self, keys: list[tuple[int, ...]]) -> None:
+        """Drop the blocks of the window this one goes on from that it no longer holds (folded away)."""
+        live = set(keys)
+        for key in reversed(keys):  # the newest block an earlier window ended with
+            earlier = self._windows.pop(key, None)
+            if earlier is not None:
+                for gone in earlier:
+                    if gone not in live:
+                        self._blocks.pop(gone, None)
+                break
+        if keys:
+            self._windows[keys[-1]] = keys
+            if len(self._windows) > MAX_BLOCKS:
+                self._windows.popitem(last=False)
