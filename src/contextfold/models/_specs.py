@@ -84,28 +84,28 @@ def _azure(route: Route) -> tuple[Any, Any]:
 
 
 def _anthropic(route: Route) -> tuple[Any, Any]:
-    from ._anthropic import AnthropicModel, AnthropicProvider
+    from . import AnthropicModel, AnthropicProvider  # the package names the extra when its SDK is missing
 
     provider = AnthropicProvider(api_key=route.api_key, base_url=route.base_url, timeout=route.timeout)
     return provider, AnthropicModel(route.upstream_model, provider)
 
 
 def _gemini(route: Route) -> tuple[Any, Any]:
-    from ._gemini import GeminiModel, GeminiProvider
+    from . import GeminiModel, GeminiProvider
 
     provider = GeminiProvider(api_key=route.api_key, base_url=route.base_url, timeout=route.timeout)
     return provider, GeminiModel(route.upstream_model, provider)
 
 
 def _cohere(route: Route) -> tuple[Any, Any]:
-    from ._cohere import CohereModel, CohereProvider
+    from . import CohereModel, CohereProvider
 
     provider = CohereProvider(api_key=route.api_key, base_url=route.base_url, timeout=route.timeout)
     return provider, CohereModel(route.upstream_model, provider)
 
 
 def _bedrock(route: Route) -> tuple[Any, Any]:
-    from ._bedrock import BedrockModel, BedrockProvider
+    from . import BedrockModel, BedrockProvider
 
     provider = BedrockProvider(route.options.get("region"), endpoint_url=route.base_url, read_timeout=route.timeout)
     return provider, BedrockModel(route.upstream_model, provider)
