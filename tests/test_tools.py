@@ -153,3 +153,26 @@ async def test_a_tool_timeout_wins_over_the_default() -> None:
     made = Tool(sleepy, timeout=0.01)
     outcome = await made.run(ToolCallRequest("c", "sleepy", "{}"), time_limit=60)
     assert (outcome.is_error, outcome.output) == (True, "sleepy timed out after 0.01s")
+
+
+async def test_closures_of_one_definition_share_the_schema_not_the_function() -> None:
+    # The built-in tools are closures made for every turn; their argument type is built once per definition.
+    def make(owner: str) -> Tool:
+        def lookup(query: str, limit: int = 3) -> str:
+            """Look something up.
+
+            Args:
+                query: what to look for
+            """
+            return f"{owner}: {query} x{limit}"
+
+        return Tool(lookup)
+
+    first, second = make("a"), make("b")
+    assert first.parameters == second.parameters and first.parameters is not second.parameters
+    assert first.parameters["properties"]["query"]["description"] == "what to look for"
+    first.parameters["properties"].clear()  # one tool's schema changed by its owner leaves the other's alone
+    assert second.parameters["properties"]
+    call = ToolCallRequest("c1", "lookup", '{"query": "q"}')
+    assert (await first.run(call, time_limit=5)).output == "a: q x3"
+    assert (await second.run(call, time_limit=5)).output == "b: q x3"

@@ -18,8 +18,11 @@ model reads and can act on; they never crash the turn.
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,15 +67,13 @@ class Tool:
                 f"tool name {self.name!r} is not valid: use 1-64 letters, digits, '_' or '-' (pass name=... for a "
                 "lambda or a callable object)"
             )
-        doc = docstring_parser.parse(inspect.getdoc(fn) or "")
-        summary = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
+        summary, params = _docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else summary
         self.timeout = timeout
         self.server_side = server_side
         self.tool_type = tool_type or (self.name if server_side else "function")
-        self._arguments, self.parameters = _arguments_type(
-            fn, self.name, {p.arg_name: p.description for p in doc.params}
-        )
+        self._arguments, parameters = _described(fn, self.name, params)
+        self.parameters = copy.deepcopy(parameters)  # the cached schema is shared: each tool gets its own copy
 
     @property
     def spec(self) -> ToolSpec:
@@ -134,6 +135,43 @@ def tool(
 
 def as_tool(item: ToolLike) -> Tool:
     return item if isinstance(item, Tool) else Tool(item)
+
+
+@functools.lru_cache(maxsize=256)
+def _docstring(text: str) -> tuple[str, tuple[tuple[str, str | None], ...]]:
+    doc = docstring_parser.parse(text)
+    summary = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
+    return summary, tuple((p.arg_name, p.description) for p in doc.params)
+
+
+def _described(
+    fn: Callable[..., Any], name: str, params: tuple[tuple[str, str | None], ...]
+) -> tuple[type[msgspec.Struct], dict[str, Any]]:
+    """`_arguments_type`, once per function definition: the built-in tools are closures made afresh for every turn
+    (each over its own conversation), and building a struct type and its schema cost ~0.4 ms a tool."""
+    if isinstance(fn, types.FunctionType):
+        try:
+            key = (fn.__code__, fn.__defaults__, _frozen(fn.__kwdefaults__), _frozen(fn.__annotations__), name, params)
+            return _arguments_cached(key, fn)
+        except TypeError:  # a default or an annotation that cannot be hashed: built each time
+            pass
+    return _arguments_type(fn, name, dict(params))
+
+
+def _frozen(mapping: dict[str, Any] | None) -> tuple[tuple[str, Any], ...] | None:
+    return None if mapping is None else tuple(sorted(mapping.items()))
+
+
+_ARGUMENT_TYPES: dict[Any, tuple[type[msgspec.Struct], dict[str, Any]]] = {}
+
+
+def _arguments_cached(key: Any, fn: Callable[..., Any]) -> tuple[type[msgspec.Struct], dict[str, Any]]:
+    found = _ARGUMENT_TYPES.get(key)
+    if found is None:
+        found = _ARGUMENT_TYPES[key] = _arguments_type(fn, key[4], dict(key[5]))
+        if len(_ARGUMENT_TYPES) > 1_024:  # functions defined at run time, endlessly: keep it bounded
+            _ARGUMENT_TYPES.pop(next(iter(_ARGUMENT_TYPES)))
+    return found
 
 
 def _arguments_type(
