@@ -169,7 +169,8 @@ async def test_closures_of_one_definition_share_the_schema_not_the_function() ->
         return Tool(lookup)
 
     first, second = make("a"), make("b")
-    assert first.parameters == second.parameters and first.parameters is not second.parameters
+    assert first.parameters == second.parameters
+    assert first.parameters is not second.parameters
     assert first.parameters["properties"]["query"]["description"] == "what to look for"
     first.parameters["properties"].clear()  # one tool's schema changed by its owner leaves the other's alone
     assert second.parameters["properties"]
