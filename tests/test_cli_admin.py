@@ -88,11 +88,12 @@ def test_a_database_newer_than_this_contextfold_is_refused(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(backend.migrate())
-    backend.query("INSERT INTO schema_migrations VALUES (?, ?, ?)", (9, "from the future", 0.0))
+    future = LATEST + 1
+    backend.query("INSERT INTO schema_migrations VALUES (?, ?, ?)", (future, "from the future", 0.0))
     for argv in (["migrate"], ["migrate", "--check"]):
         code, out, err = run(capsys, *argv, "--db", backend.location)
         assert (code, out) == (1, "")
-        assert f"database schema is version 9, newer than this build's {LATEST}; upgrade contextfold" in err
+        assert f"database schema is version {future}, newer than this build's {LATEST}; upgrade contextfold" in err
 
 
 def test_migrate_names_a_database_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
