@@ -12,7 +12,7 @@ result = await session.turn("hello")                     # or: async for event i
 """
 
 from ._blocking import Blocking
-from ._conversation import Conversation, Expansion, RecallHit
+from ._conversation import Conversation, Expansion
 from ._errors import (
     AuthenticationError,
     BusyError,
@@ -36,6 +36,7 @@ from ._errors import (
     StoreError,
     UserError,
 )
+from ._recall import RecallHit
 from .compaction import CompactionPolicy, CompactionResult
 from .models import Model, ModelResponse, ModelSettings, ScriptedModel
 from .runtime import Agent, AgentOptions, Session, Tool, ToolOutput, tool

@@ -14,18 +14,17 @@ that fails leaves nothing written, and the view is rebuilt from the store (or, i
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from ._errors import ConflictError, ContextOverflowError, InvalidEventError, NotFoundError, StoreError
-from .compaction import CompactionPolicy, CompactionResult, _state, compact
+from ._recall import RecallHit, mark_superseded, stated_hits
+from .compaction import CompactionPolicy, CompactionResult, compact
 from .compaction._plan import ranges, turn_groups
 from .events import (
     AnyEvent,
-    CarriedFact,
     Compaction,
     Deletion,
     Event,
@@ -46,19 +45,6 @@ from .view import TokenEstimator, View, Window
 
 _COMPACTION_ATTEMPTS = 3
 _WITHDRAWN_MAX_EVENTS = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class RecallHit:
-    """A folded-away event that matches a recall query."""
-
-    event_id: str
-    seq: int
-    type: str
-    snippet: str
-    score: float
-    superseded: bool = False
-    """A later statement (in the carried state, the view or another hit) is about the same thing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,51 +361,13 @@ class Conversation:
             if len(found) < page:
                 break
             offset += page
-        hits = await self._mark_superseded(hits)
+        hits = await mark_superseded(self.store, self.id, self.view, hits)
         ranked = sorted(hits, key=lambda hit: hit.superseded)  # stable: the index's order otherwise
-        stated = await self._stated(query, top=max((hit.score for hit in hits), default=1.0))
+        stated = await stated_hits(
+            self.store, self.id, self.view, query, top=max((hit.score for hit in hits), default=1.0)
+        )
         seen = {hit.seq for hit in stated}
         return [*stated, *(hit for hit in ranked if hit.seq not in seen)][:limit]
-
-    async def _stated(self, query: str, *, top: float) -> list[RecallHit]:
-        """The folded messages whose statements the carried state holds (current by construction) and that are
-        about the query's words, best match first: the index ranks them among everything that shares a word."""
-        summary = self.view.active_summary()
-        key = _state.subject_key(query).split(" | ")
-        wanted = set(key[1].split()) if summary is not None and len(key) > 1 else set()
-        if not wanted or summary is None:
-            return []
-        scored = []
-        for fact in summary.carried:
-            words = set(fact.key.split(" | ")[1].split()) if " | " in fact.key else set(fact.key.split())
-            overlap = len(wanted & words)
-            if overlap * 2 >= len(wanted) and fact.seq not in self.view.items:
-                scored.append((-overlap, -fact.seq, fact))
-        scored.sort(key=lambda entry: entry[:2])
-        seqs = list(dict.fromkeys(fact.seq for _, _, fact in scored))
-        events = {event.seq: event for event in await self.store.read(self.id, seqs=seqs)} if seqs else {}
-        return [
-            RecallHit(events[seq].id, seq, events[seq].type_name(), _snippet(scored, seq), top)
-            for seq in seqs
-            if seq in events and not getattr(events[seq], "redacted", False)
-        ]
-
-    async def _mark_superseded(self, hits: list[RecallHit]) -> list[RecallHit]:
-        events = await self.store.read(self.id, ids=[hit.event_id for hit in hits]) if hits else []
-        stated = {event.seq: _state.extract([event]) for event in events if isinstance(event, Message)}
-        summary = self.view.active_summary()
-        pool = [
-            *(summary.carried if summary else []),
-            *_state.extract(self.view.items.values()),
-            *(fact for facts in stated.values() for fact in facts),
-        ]
-        marked = []
-        for hit in hits:
-            facts = stated.get(hit.seq, [])
-            if any(_superseded(fact, pool) for fact in facts):
-                hit = dataclasses.replace(hit, superseded=True)
-            marked.append(hit)
-        return marked
 
     async def expand(self, compaction_id: str, *, max_tokens: int) -> Expansion:
         """The events a compaction folded (or masked), verbatim and in order, within `max_tokens`."""
@@ -602,14 +550,6 @@ class Conversation:
 
 
 _KEEP_ROLES = ("system", "developer")
-
-
-def _snippet(scored: list[tuple[int, int, CarriedFact]], seq: int) -> str:
-    return " ".join(fact.text for _, _, fact in scored if fact.seq == seq)
-
-
-def _superseded(fact: CarriedFact, pool: list[CarriedFact]) -> bool:
-    return any(other.seq > fact.seq and _state.supersedes(other, fact) for other in pool)
 
 
 def _live_items(events: list[AnyEvent]) -> list[Item]:
