@@ -18,7 +18,8 @@ decode at all (not JSON, nested thousands deep) goes to the reference path, whic
 
 Each message's key and events come from the same `ParsedMessage` as in the reference parser, so keys are the
 reference keys byte for byte (anchors recorded before stay valid) and events are built only when asked for: only
-the messages after the matched prefix ever become events.
+the messages after the matched prefix ever become events. A message's parse is kept by the digest of its bytes
+(`_seen`), so a resent history is split and hashed in C and only its new messages are parsed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ..._errors import InvalidRequestError
 from ...events import Part, TextPart
 from ..responses._schemas import check_depth, too_deep
 from ._chat_parse import Call, ParsedMessage, _file, _image, finish_chat, parse_chat
-from ._proxy_types import ProxyRequest
+from ._proxy_types import ClientMessage, ProxyRequest
+from ._seen import Seen
 
 
 class _Cache(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,7 +128,10 @@ _ROLE: dict[type[_Message], str] = {
 }
 _encode = msgspec.json.encode
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_messages = msgspec.json.Decoder(list[_Message])
+_raws = msgspec.json.Decoder(list[msgspec.Raw])
+_message = msgspec.json.Decoder(_Message)
+_SEEN: Seen[tuple[ParsedMessage, ClientMessage]] = Seen()
+"""Each message's parse by its bytes: a resent history is parsed once (see `_seen`)."""
 _generic = msgspec.json.Decoder()
 
 
@@ -159,15 +164,23 @@ def _fast(data: bytes) -> ProxyRequest:
     raw = fields.pop("messages", None)
     if raw is None:
         raise _Fallback
-    decoded = _messages.decode(raw)
-    if not decoded:
+    messages = _raws.decode(raw)
+    if not messages:
         raise _Fallback
     rest = {key: _generic.decode(value) for key, value in fields.items()}
     check_depth(rest)
     model = rest.get("model")
     if not isinstance(model, str) or not model:
         raise _Fallback
-    return finish_chat(rest, model, [_parsed(message) for message in decoded])
+    seen = _SEEN.each(messages, _parse)
+    parsed, clients = [one for one, _ in seen], [client for _, client in seen]
+    return finish_chat(rest, model, parsed, clients)
+
+
+def _parse(raw: msgspec.Raw, index: int) -> tuple[tuple[ParsedMessage, ClientMessage], bool]:
+    """A message new to this process, parsed and kept (one the structs do not take raises: the body falls back)."""
+    one = _parsed(_message.decode(raw))
+    return (one, ClientMessage(one.key(), one.events, one.role)), True
 
 
 def _parsed(message: _Message) -> ParsedMessage:

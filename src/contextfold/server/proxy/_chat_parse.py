@@ -121,9 +121,12 @@ def parse_chat(body: object) -> ProxyRequest:
     return finish_chat(body, model, parsed)
 
 
-def finish_chat(body: Item, model: str, parsed: list[ParsedMessage]) -> ProxyRequest:
+def finish_chat(
+    body: Item, model: str, parsed: list[ParsedMessage], clients: list[ClientMessage] | None = None
+) -> ProxyRequest:
     """The request from its validated messages and the body's other fields (`body`'s `messages` is not read:
-    `_chat_decode` hands in the body without it)."""
+    `_chat_decode` hands in the body without it, and `clients`, the messages as the request holds them, when it
+    kept them from an earlier request)."""
     _check_call_ids(parsed)
     lead = 0
     while lead < len(parsed) and parsed[lead].role in ("system", "developer"):
@@ -146,7 +149,11 @@ def finish_chat(body: Item, model: str, parsed: list[ParsedMessage]) -> ProxyReq
         wire="openai-chat",
         model=model,
         system_prompt="\n\n".join(instructions) or None,
-        messages=tuple(ClientMessage(m.key(), m.events, m.role) for m in parsed[lead:]),
+        messages=(
+            tuple(clients[lead:])
+            if clients is not None
+            else tuple(ClientMessage(m.key(), m.events, m.role) for m in parsed[lead:])
+        ),
         tools=tools,
         settings=ModelSettings(
             temperature=_number(body, "temperature", low=0.0, high=2.0, low_open=False),

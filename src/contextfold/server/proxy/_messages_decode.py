@@ -6,7 +6,8 @@ are the reference's.
 The structs take the messages of a conversation without tools: a string content, or text blocks (with their
 cache_control markers, which clients such as Claude Code put on the latest ones). A history holding tool_use,
 tool_result, thinking, image or document blocks goes to the reference parser (a later step: their block union).
-Keys are `canonical_anthropic`'s byte for byte; events are built only when asked for, anew on each build.
+Keys are `canonical_anthropic`'s byte for byte; events are built only when asked for, anew on each build. A
+message's parse is kept by the digest of its bytes (`_seen`), so only a request's new messages are parsed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..responses._schemas import check_depth
 from ._chat_decode import reference_body
 from ._messages_parse import finish_messages, parse_messages
 from ._proxy_types import ClientMessage, ProxyRequest
+from ._seen import Seen
 
 
 class _Cache(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,7 +42,10 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_messages = msgspec.json.Decoder(list[_Message])
+_raws = msgspec.json.Decoder(list[msgspec.Raw])
+_message = msgspec.json.Decoder(_Message)
+_SEEN: Seen[ClientMessage] = Seen()
+"""Each message's parse by its bytes: a resent history is parsed once (see `_seen`)."""
 _generic = msgspec.json.Decoder()
 
 
@@ -61,13 +66,20 @@ def _fast(data: bytes) -> ProxyRequest:
     raw = fields.pop("messages", None)
     if raw is None:
         raise _Fallback
-    decoded = _messages.decode(raw)
-    if not decoded:
+    messages = _raws.decode(raw)
+    if not messages:
         raise _Fallback
     rest = {key: _generic.decode(value) for key, value in fields.items()}
     check_depth(rest)
-    last = len(decoded) - 1
-    return finish_messages(rest, tuple(_client(message, index == last) for index, message in enumerate(decoded)))
+    last = len(messages) - 1
+
+    def parse(raw: msgspec.Raw, index: int) -> tuple[ClientMessage, bool]:
+        decoded = _message.decode(raw)  # a message the structs do not take raises: the body falls back
+        # kept unless empty: only an empty message's parse depends on where it stands (a final prefill)
+        return _client(decoded, index == last), bool(decoded.content)
+
+    clients = _SEEN.each(messages, parse)
+    return finish_messages(rest, tuple(clients))
 
 
 def _client(message: _Message, last: bool) -> ClientMessage:

@@ -1,0 +1,113 @@
+"""The proxy's table of messages already parsed (`_seen.Seen`): a resent history parses only its new messages, the
+result is the reference parser's whatever the table holds, and the table stays within its byte bound."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contextfold import InvalidRequestError
+from contextfold.server.proxy import _chat_decode, _messages_decode
+from contextfold.server.proxy._chat_decode import decode_chat, reference_body
+from contextfold.server.proxy._chat_parse import parse_chat
+from contextfold.server.proxy._messages_decode import decode_messages
+from contextfold.server.proxy._messages_parse import parse_messages
+from contextfold.server.proxy._seen import Seen
+
+
+def _chat(history: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"model": "m", "messages": history}).encode()
+
+
+def _history(turns: int, tag: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "system", "content": f"{tag}: be brief."}]
+    for n in range(turns):
+        out.append({"role": "user", "content": f"{tag} question {n}"})
+        out.append({"role": "assistant", "content": f"{tag} answer {n}"})
+    return out
+
+
+def test_a_resent_history_parses_only_its_new_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[object] = []
+    real = _chat_decode._parsed
+
+    def counting(message: Any) -> Any:
+        parsed.append(message)
+        return real(message)
+
+    monkeypatch.setattr(_chat_decode, "_parsed", counting)
+    history = _history(20, f"resent {uuid.uuid4()}")
+    first = decode_chat(_chat(history))
+    assert len(parsed) == len(history)
+    history.append({"role": "user", "content": "one more"})
+    again = decode_chat(_chat(history))
+    assert len(parsed) == len(history)  # the new message only was parsed ...
+    # ... and the earlier ones are the very ones the first request made, and what the reference parser makes
+    assert all(a is b for a, b in zip(first.messages, again.messages, strict=False))
+    reference = parse_chat(reference_body(_chat(history)))
+    assert [(m.key, m.role) for m in again.messages] == [(m.key, m.role) for m in reference.messages]
+    assert again.system_prompt == reference.system_prompt
+
+
+def test_kept_messages_build_new_events_each_time() -> None:
+    data = _chat(_history(3, f"events {uuid.uuid4()}"))
+    one, two = decode_chat(data), decode_chat(data)
+    for a, b in zip(one.messages, two.messages, strict=True):
+        first, second = a.events, b.events
+        assert [type(e) for e in first] == [type(e) for e in second]
+        assert all(x.id != y.id for x, y in zip(first, second, strict=True))
+
+
+def test_a_final_empty_prefill_is_not_kept_for_another_place() -> None:
+    """An empty assistant message is accepted only as the last one (a prefill): the same bytes earlier in a later
+    history must get the reference parser's error, not the earlier acceptance."""
+    prefill = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]
+    body = {"model": "claude", "max_tokens": 8}
+    assert decode_messages(json.dumps({**body, "messages": prefill}).encode())
+    later = json.dumps({**body, "messages": [*prefill, {"role": "user", "content": "go on"}]}).encode()
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_messages(later)
+    with pytest.raises(InvalidRequestError) as reference:
+        parse_messages(reference_body(later))
+    assert (caught.value.param, str(caught.value)) == (reference.value.param, str(reference.value))
+
+
+def test_anthropic_histories_are_parsed_once_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+    real = _messages_decode._client
+
+    def counting(message: Any, last: bool) -> Any:
+        made.append(message)
+        return real(message, last)
+
+    monkeypatch.setattr(_messages_decode, "_client", counting)
+    tag = uuid.uuid4()
+    history = [{"role": r, "content": f"{tag} {n} {r}"} for n in range(10) for r in ("user", "assistant")]
+    history.append({"role": "user", "content": "anthropic last"})
+    body = {"model": "claude", "max_tokens": 8, "messages": history}
+    decode_messages(json.dumps(body).encode())
+    history.append({"role": "assistant", "content": "anthropic reply"})
+    history.append({"role": "user", "content": "anthropic next"})
+    decode_messages(json.dumps(body).encode())
+    assert len(made) == 21 + 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 40)), max_size=60), st.integers(1, 120))
+def test_the_table_stays_within_its_bound_and_keeps_the_latest(ops: list[tuple[int, int]], bound: int) -> None:
+    table: Seen[int] = Seen(max_bytes=bound)
+    kept: dict[bytes, int] = {}
+    for n, (key, size) in enumerate(ops):
+        digest = Seen.digest(str(key).encode())
+        if table.get(digest) is None and size <= bound:
+            kept[digest] = n  # a put of a key the table does not hold takes this value
+        table.put(digest, size, n)
+        assert table.size <= bound
+        found = table.get(digest)
+        assert found is None or found == kept[digest]  # a key is never given another key's value
+    assert table.size == sum(size for _, size in table._table.values())
