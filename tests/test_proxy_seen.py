@@ -111,3 +111,50 @@ def test_the_table_stays_within_its_bound_and_keeps_the_latest(ops: list[tuple[i
         found = table.get(digest)
         assert found is None or found == kept[digest]  # a key is never given another key's value
     assert table.size == sum(size for _, size in table._table.values())
+
+
+def test_an_anthropic_history_with_tools_is_decoded_without_the_reference_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a coding agent sends (tool_use, tool_result, thinking, images): each message parsed once, by the
+    reference parser's own message parse, and the request the reference parser makes of the whole body."""
+    tag = str(uuid.uuid4())
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "text", "text": f"{tag} read a.py"}, image]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "look first", "signature": "sig"},
+                {"type": "text", "text": "Reading."},
+                {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a.py"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "print(1)"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It prints 1."}]},
+        {"role": "user", "content": "thanks"},
+    ]
+    data = json.dumps({"model": "claude", "max_tokens": 64, "messages": history}).encode()
+    reference = parse_messages(reference_body(data))
+
+    def refuse(body: object) -> object:
+        raise AssertionError("the fast path fell back to the reference parser")
+
+    monkeypatch.setattr(_messages_decode, "parse_messages", refuse)
+    for _ in range(2):  # parsed, then kept
+        fast = decode_messages(data)
+        assert [(m.key, m.role) for m in fast.messages] == [(m.key, m.role) for m in reference.messages]
+        for mine, theirs in zip(fast.messages, reference.messages, strict=True):
+            first, again = mine.events, mine.events
+            assert [type(e) for e in first] == [type(e) for e in theirs.events]
+            assert all(a.id != b.id for a, b in zip(first, again, strict=True))  # built anew each time
+
+
+def test_a_reused_waiting_tool_use_id_is_the_reference_error() -> None:
+    use = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "f", "input": {}}]}
+    data = json.dumps({"model": "claude", "max_tokens": 8, "messages": [use, use]}).encode()
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_messages(data)
+    with pytest.raises(InvalidRequestError) as reference:
+        parse_messages(reference_body(data))
+    assert (caught.value.param, str(caught.value)) == (reference.value.param, str(reference.value))

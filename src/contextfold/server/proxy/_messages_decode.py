@@ -4,8 +4,9 @@ take is decided by the reference parser (`_messages_parse.parse_messages`) on th
 are the reference's.
 
 The structs take the messages of a conversation without tools: a string content, or text blocks (with their
-cache_control markers, which clients such as Claude Code put on the latest ones). A history holding tool_use,
-tool_result, thinking, image or document blocks goes to the reference parser (a later step: their block union).
+cache_control markers, which clients such as Claude Code put on the latest ones). A message holding tool_use,
+tool_result, thinking, image or document blocks is decoded generically and parsed by the reference parser's own
+message parse; any mistake anywhere sends the whole body to the reference parser.
 Keys are `canonical_anthropic`'s byte for byte; events are built only when asked for, anew on each build. A
 message's parse is kept by the digest of its bytes (`_seen`), so only a request's new messages are parsed.
 """
@@ -21,6 +22,8 @@ from ..._errors import InvalidRequestError
 from ...events import Event, Message, TextPart
 from ..responses._schemas import check_depth
 from ._chat_decode import reference_body
+from ._messages_blocks import assistant_events, user_events
+from ._messages_parse import _message as reference_message
 from ._messages_parse import finish_messages, parse_messages
 from ._proxy_types import ClientMessage, ProxyRequest
 from ._seen import Seen
@@ -44,7 +47,10 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _raws = msgspec.json.Decoder(list[msgspec.Raw])
 _message = msgspec.json.Decoder(_Message)
-_SEEN: Seen[ClientMessage] = Seen()
+_Kept = tuple[ClientMessage, tuple[tuple[bool, str], ...]]
+"""A message's parse and its tool blocks in order (True: a tool_use and its id, False: a tool_result and its
+tool_use_id), what the one cross-message check needs."""
+_SEEN: Seen[_Kept] = Seen()
 """Each message's parse by its bytes: a resent history is parsed once (see `_seen`)."""
 _generic = msgspec.json.Decoder()
 
@@ -73,13 +79,54 @@ def _fast(data: bytes) -> ProxyRequest:
     check_depth(rest)
     last = len(messages) - 1
 
-    def parse(raw: msgspec.Raw, index: int) -> tuple[ClientMessage, bool]:
-        decoded = _message.decode(raw)  # a message the structs do not take raises: the body falls back
+    def parse(raw: msgspec.Raw, index: int) -> tuple[_Kept, bool]:
+        try:
+            decoded = _message.decode(raw)
+        except msgspec.ValidationError:  # blocks the structs do not take: the reference's own message parse
+            return _general(raw, index, index == last), True
         # kept unless empty: only an empty message's parse depends on where it stands (a final prefill)
-        return _client(decoded, index == last), bool(decoded.content)
+        return (_client(decoded, index == last), ()), bool(decoded.content)
 
-    clients = _SEEN.each(messages, parse)
+    kept = _SEEN.each(messages, parse)
+    _check_call_ids(kept)
+    clients = [client for client, _ in kept]
     return finish_messages(rest, tuple(clients))
+
+
+def _general(raw: msgspec.Raw, index: int, last: bool) -> _Kept:
+    """A message with tool, thinking, image or document blocks, parsed by the reference parser's own message parse
+    (`_messages_parse._message`: its checks, its key). Its mistakes raise, and the whole body then goes to the
+    reference parser, which names the first mistake as it always does. Its events are built anew on each build
+    from the checked blocks (the reference builds them once; a kept message may become events more than once)."""
+    value = _generic.decode(raw)
+    check_depth({"messages": [value]})  # as deep as it sits in the body
+    client = reference_message(value, f"messages[{index}]", last)
+    assert isinstance(value, dict)
+    content = value["content"]
+    if isinstance(content, str):
+        return client, ()
+    where = f"messages[{index}].content"
+    build = partial(user_events if client.role == "user" else assistant_events, content, where)
+    tools = tuple(
+        (block["type"] == "tool_use", str(block["id"] if block["type"] == "tool_use" else block["tool_use_id"]))
+        for block in content
+        if block["type"] in ("tool_use", "tool_result")
+    )
+    return ClientMessage(client.key, build, client.role), tools
+
+
+def _check_call_ids(kept: list[_Kept]) -> None:
+    """`_messages_parse._check_call_ids` over the kept tool blocks: a tool_use id that is still waiting for its
+    result is reused. The reference parser then names it (the body falls back)."""
+    waiting: set[str] = set()
+    for _, tools in kept:
+        for is_use, call_id in tools:
+            if not is_use:
+                waiting.discard(call_id)
+            elif call_id in waiting:
+                raise _Fallback
+            else:
+                waiting.add(call_id)
 
 
 def _client(message: _Message, last: bool) -> ClientMessage:
