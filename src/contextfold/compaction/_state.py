@@ -11,6 +11,7 @@ leaves the state. The state lives on the compaction event, so replay and load ge
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -315,9 +316,17 @@ def split_summary(text: str | None) -> tuple[str, str]:
 
 def identifiers(text: str) -> list[str]:
     """The identifiers (paths, numbers, versions, names with digits or underscores, URLs) in `text`, in order."""
+    return list(_identifiers(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _identifiers(text: str) -> tuple[str, ...]:
+    # Cached by text (a message's text is immutable): the scan is ~0.1 ms a message, and the same messages are
+    # scanned again whenever a compaction is planned again over them (a background plan the head moved under,
+    # a recomputed summary). Bounded, so memory stays flat whatever the traffic.
     seen: dict[str, None] = {}
     for match in _IDENTIFIER.finditer(text):
         token = match.group(0).strip('"`.,;:()[]')
         if len(token) >= 2:
             seen.setdefault(token, None)
-    return list(seen)
+    return tuple(seen)
