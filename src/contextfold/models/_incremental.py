@@ -81,6 +81,8 @@ class IncrementalChat:
         """Blocks rendered afresh so far (what could not be reused), for tests and profiles."""
         self.looked_at = 0
         """Items looked at so far (walked over or gone on from), for tests and profiles."""
+        self.scanned = 0
+        """Messages the grammar check scanned so far, for tests and profiles."""
 
     def __call__(self, window: Window) -> list[Payload]:
         items = window.items
@@ -107,6 +109,7 @@ class IncrementalChat:
         new since the lineage's last check (the scan before the last block is kept, the rest scanned on a fork)."""
         fresh, self._fresh = self._fresh, None
         if fresh is None or fresh[0] is not messages:
+            self.scanned += len(messages)
             return ChatScan().feed(messages).finish()
         _, run, offset = fresh
         stable = offset + len(run.head)
@@ -114,6 +117,7 @@ class IncrementalChat:
         if scan is None or run.scan_offset != offset or scan.count > stable:
             scan = run.scan = ChatScan()
             run.scan_offset = offset
+        self.scanned += len(messages) - scan.count
         scan.feed(messages, stable)
         return scan.fork().feed(messages).finish()
 

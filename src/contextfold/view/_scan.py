@@ -24,7 +24,19 @@ class ItemScan:
     """`validate_items` over the items fed so far: calls answered once, after them; batches contiguous and
     answered before anything else comes."""
 
-    __slots__ = ("answered", "batches", "calls", "count", "last", "open", "open_batch", "out", "pending", "reported")
+    __slots__ = (
+        "answered",
+        "batches",
+        "calls",
+        "count",
+        "fed",
+        "last",
+        "open",
+        "open_batch",
+        "out",
+        "pending",
+        "reported",
+    )
 
     def __init__(self) -> None:
         self.out: list[str] = []
@@ -39,6 +51,8 @@ class ItemScan:
         self.pending: list[str] = []  # unanswered calls of the open batch
         self.last: Item | None = None
         self.count = 0
+        self.fed = 0
+        """Items scanned over this scan's life (what tests and profiles read: each item of a lineage once)."""
 
     def feed(self, items: Sequence[Item], start: int = 0) -> ItemScan:
         out, calls, answered, pending = self.out, self.calls, self.answered, self.pending
@@ -84,6 +98,7 @@ class ItemScan:
                     pending.append(item.call_id)
             last = item
         self.last = last
+        self.fed += len(items) - start
         self.count = len(items)
         return self
 
