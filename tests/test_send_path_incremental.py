@@ -10,6 +10,7 @@ incremental violations with the scans as they were before they were made resumab
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Any
 
 import msgspec
@@ -290,3 +291,12 @@ def test_a_window_with_other_items_never_goes_on_from_its_lineage() -> None:
             lambda w: ["always broken"],
             "p",
         )
+
+
+def test_a_lineage_holds_no_renderer_alive() -> None:
+    log = _Log()
+    _grow(log, 2, IncrementalChat())  # the renderer is dropped once this returns
+    lineage = log.view.window().lineage
+    assert lineage is not None
+    gc.collect()
+    assert not any(isinstance(key, IncrementalChat) for key in lineage.memo)

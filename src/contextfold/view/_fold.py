@@ -9,6 +9,7 @@ The fold trusts the log; whoever appends (see `Conversation`) checks an event ag
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -57,12 +58,14 @@ class Lineage:
     Whoever checks or renders a window keeps its state in `memo` (keyed by itself) and goes on from it over the new
     items only (see `view._scan`, `models._incremental`). The memo lives as long as the lineage: the view starts a
     new one at its next such change, so the old state goes with the windows that still hold it (memory stays flat).
+    Its keys are held weakly: a renderer that is dropped (a model evicted from the server's registry) takes its
+    state with it.
     """
 
     __slots__ = ("memo",)
 
     def __init__(self) -> None:
-        self.memo: dict[object, Any] = {}
+        self.memo: weakref.WeakKeyDictionary[object, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)

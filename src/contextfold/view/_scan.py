@@ -192,7 +192,11 @@ def _report_unanswered(out: list[str], calls: Mapping[str, bool], at: int, where
         out.append(f"messages[{at}]: tool_calls {missing} are not answered by tool messages {where}")
 
 
-_ITEMS = object()
+class _Key:
+    """A key a lineage's memo can hold weakly (a bare `object()` cannot be)."""
+
+
+_ITEMS = _Key()
 """The key of the pairing scan in a lineage's memo."""
 
 
