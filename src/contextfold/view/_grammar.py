@@ -9,6 +9,9 @@
 - `send_check(window, grammar, provider)` is what the runtime runs before every model request: pairing plus the
   target provider's own grammar (`grammar`, the adapter's check of the payload it would send); a violation is
   repaired, logged and counted in `REPAIRS` (the server's /metrics), and a window still broken raises.
+
+`validate_items` and `validate_openai_chat` are the resumable scans of `_scan` run over a whole sequence; the send
+check resumes them over the new items of a window that extends the last one of its lineage (same violations).
 """
 
 from __future__ import annotations
