@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contextfold._errors import GrammarError
+from contextfold.compaction._state import _scan_identifiers, identifiers
 from contextfold.events import (
     Compaction,
     ConfigChange,
@@ -300,3 +301,14 @@ def test_a_lineage_holds_no_renderer_alive() -> None:
     assert lineage is not None
     gc.collect()
     assert not any(isinstance(key, IncrementalChat) for key in lineage.memo)
+
+
+def test_identifiers_are_cached_by_text_and_handed_out_as_new_lists() -> None:
+    text = "deploy v2.3.1 from src/app.py to db_primary at https://example.com/x"
+    first = identifiers(text)
+    first.append("changed by a caller")
+    assert identifiers(text) == list(_scan_identifiers(text))
+    assert "src/app.py" in identifiers(text)
+    assert "changed by a caller" not in identifiers(text)
+    long = text + " filler" * 5000  # past the cached size: scanned each time, the same answer
+    assert identifiers(long) == identifiers(text)
