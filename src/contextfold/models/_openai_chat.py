@@ -15,7 +15,6 @@ import msgspec
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from ..view import Window
-from ..view._grammar import validate_openai_chat
 from ._base import ResponseBuilder, RetryPolicy, StreamingModel
 from ._incremental import IncrementalChat
 from ._openai import AzureProvider, OpenAIProvider, bearer, error_fields, positive_int, stream_error
@@ -54,11 +53,13 @@ class OpenAIChatModel(StreamingModel):
         super().__init__(name, profile=profile, retry=retry)
         self.provider = provider
         self.provider_name = provider.name
-        self._rendered = Rendered(IncrementalChat())
+        self._chat = IncrementalChat()
+        self._rendered = Rendered(self._chat)
 
     def violations(self, window: Window) -> list[str]:
-        """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check)."""
-        return self._rendered.check(window, validate_openai_chat)
+        """What breaks Chat Completions' grammar in the messages this model would send (the runtime's send check):
+        `validate_openai_chat` of them, scanning only what is new since the last window of its lineage."""
+        return self._rendered.check(window, self._chat.violations)
 
     def _messages(self, window: Window) -> list[ChatCompletionMessageParam]:
         messages = self._rendered.take(window)

@@ -5,6 +5,8 @@ The runtime asks an adapter for `violations(window)` right before it streams tha
 the adapter keeps what it rendered and its request takes it, once, when it is for the very same window object.
 Anything else (another turn's window meanwhile, a retry, a caller that never checked) renders afresh: the cache
 only saves work, it never changes what is sent. Single-use also means an adapter may change the payload it took.
+`validate` runs right after the render, so a renderer that keeps state per window lineage can check only what is
+new (the Chat adapter passes `IncrementalChat.violations`).
 """
 
 from __future__ import annotations

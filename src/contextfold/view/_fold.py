@@ -9,8 +9,10 @@ The fold trusts the log; whoever appends (see `Conversation`) checks an event ag
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -48,6 +50,24 @@ def masked_tokens(result: ToolResult) -> int:
     return ITEM_OVERHEAD + text_tokens(masked_output(result))
 
 
+class Lineage:
+    """What windows of one view share between two of its changes that are not appends (a compaction, a masking, a
+    pin that unmasks, a deletion, a failed turn, a config change): the items of any two windows with the same
+    lineage extend one another (the shorter one's items are the first items of the longer, the very same objects).
+
+    Whoever checks or renders a window keeps its state in `memo` (keyed by itself) and goes on from it over the new
+    items only (see `view._scan`, `models._incremental`). The memo lives as long as the lineage: the view starts a
+    new one at its next such change, so the old state goes with the windows that still hold it (memory stays flat).
+    Its keys are held weakly: a renderer that is dropped (a model evicted from the server's registry) takes its
+    state with it.
+    """
+
+    __slots__ = ("memo",)
+
+    def __init__(self) -> None:
+        self.memo: weakref.WeakKeyDictionary[object, Any] = weakref.WeakKeyDictionary()
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A view ready to render: instructions, tools and items in the order the model reads them."""
@@ -56,6 +76,9 @@ class Window:
     tools: list[ToolSpec] | None
     max_output_tokens: int | None
     items: list[Item]
+    lineage: Lineage | None = field(default=None, compare=False, repr=False)
+    """Set by `View.window`. A window made with other items (say `dataclasses.replace(window, items=...)`) must
+    set it to None: it no longer extends the lineage's windows."""
 
 
 class View:
@@ -64,6 +87,11 @@ class View:
     __slots__ = (
         "_fixed_tokens",
         "_item_tokens",
+        "_lineage",
+        "_masked_out",
+        "_summary_out",
+        "_window",
+        "_window_len",
         "config_events",
         "covers",
         "head",
@@ -100,6 +128,31 @@ class View:
         """Requests and tokens reported by usage events, and compactions, over the whole log."""
         self._item_tokens = 0
         self._fixed_tokens = 0
+        # What `window()` reuses: between two non-append changes (`_changed`) a window only grows at its end, so
+        # the next one is the last one plus the items added since (O(new), not O(window)); and the objects that
+        # stand for a masked result or the summary stay the same while they are unchanged, so the caches
+        # downstream (the renderer's blocks, keyed by item identity) still find them after a compaction.
+        self._lineage = Lineage()
+        self._window: Window | None = None
+        self._window_len = 0
+        self._masked_out: dict[int, tuple[ToolResult, ToolResult]] = {}
+        self._summary_out: tuple[Compaction, Message] | None = None
+
+    def __copy__(self) -> View:
+        """A copy sharing the containers (as `copy.copy` would), with a lineage and caches of its own: the copy may
+        change apart from this view (see `Conversation.snapshot`), so no window of one extends a window of the
+        other."""
+        copied = View.__new__(View)
+        for name in View.__slots__:
+            setattr(copied, name, getattr(self, name))
+        copied._masked_out = dict(self._masked_out)
+        copied._changed()
+        return copied
+
+    def _changed(self) -> None:
+        """Something other than an append changed the window: the next one is built whole, in a new lineage."""
+        self._lineage = Lineage()
+        self._window = None
 
     # --- building ---------------------------------------------------------------------------------------------
 
@@ -176,6 +229,7 @@ class View:
         if change.max_output_tokens is not UNSET:
             self.max_output_tokens = change.max_output_tokens
             self.config_events["max_output_tokens"] = change
+        self._changed()  # the window's instructions, tools or output cap
 
     def _pin(self, event: Any) -> None:
         pin: Pin = event
@@ -186,7 +240,9 @@ class View:
                     item = self.items[pin.target]
                     self._item_tokens -= self._cost(pin.target, item)
                     self.masked.discard(pin.target)
+                    self._masked_out.pop(pin.target, None)
                     self._item_tokens += item.tokens
+                    self._changed()  # only an unmasking changes the window; the pin set itself is not in it
             else:
                 self.pinned.discard(pin.target)
 
@@ -197,6 +253,7 @@ class View:
             self.summary.seq in deletion.erased_summaries or self.summary.seq in deletion.targets
         ):
             self.summary_stale = True
+            self._changed()
         self.offset = 0
 
     def _usage(self, event: Any) -> None:
@@ -228,6 +285,8 @@ class View:
             self._item_tokens -= self._cost(seq, self.items.pop(seq))
             self.pinned.discard(seq)
             self.masked.discard(seq)
+            self._masked_out.pop(seq, None)
+            self._changed()
 
     def _cost(self, seq: int, item: Item) -> int:
         """Tokens an item takes in the view: its placeholder's when masked."""
@@ -272,6 +331,9 @@ class View:
         self.totals = msgspec.structs.replace(totals, compactions=totals.compactions + 1)
         self._item_tokens = sum(self._cost(seq, item) for seq, item in items.items())
         self.head = compaction.seq
+        # Masked results still masked keep the objects that show them (a new masking adds to them).
+        self._masked_out = {seq: out for seq, out in self._masked_out.items() if seq in self.masked}
+        self._changed()
 
     # --- reading ----------------------------------------------------------------------------------------------
 
@@ -303,21 +365,42 @@ class View:
         return max((end for _, end in self.covers), default=0)
 
     def item_output(self, seq: int) -> Item:
-        """The item as the model sees it (a masked tool result shows its placeholder)."""
+        """The item as the model sees it (a masked tool result shows its placeholder, one object while masked)."""
         item = self.items[seq]
         if seq in self.masked and isinstance(item, ToolResult):
-            return _with_output(item, masked_output(item))
+            held = self._masked_out.get(seq)
+            if held is None or held[0] is not item:
+                held = self._masked_out[seq] = (item, _with_output(item, masked_output(item)))
+            return held[1]
         return item
 
     def window(self) -> Window:
-        """The view as an ordered list of items, the summary placed between the head and the tail."""
-        summary = self.active_summary()
-        items = [self.item_output(seq) for seq in self.items]
-        if summary is not None:
-            split = self.split_seq()
-            at = next((n for n, item in enumerate(items) if item.seq > split), len(items))
-            items.insert(at, summary_message(summary))
-        return Window(self.system_prompt, self.tools, self.max_output_tokens, items)
+        """The view as an ordered list of items, the summary placed between the head and the tail.
+
+        Between non-append changes this is the previous window plus the items added since: new items always go
+        at the end (their seqs are past the summary's split), so only they are looked at. The list is copied, not
+        extended in place, because an earlier window must keep its items (a C-level copy of pointers)."""
+        count = len(self.items)
+        last = self._window
+        if last is not None and self._window_len <= count:
+            if self._window_len == count:
+                return last
+            added = [self.item_output(seq) for seq in islice(reversed(self.items), count - self._window_len)]
+            added.reverse()
+            items = [*last.items, *added]
+        else:
+            summary = self.active_summary()
+            items = [self.item_output(seq) for seq in self.items]
+            if summary is not None:
+                split = self.split_seq()
+                at = next((n for n, item in enumerate(items) if item.seq > split), len(items))
+                held = self._summary_out
+                if held is None or held[0] is not summary:
+                    held = self._summary_out = (summary, summary_message(summary))
+                items.insert(at, held[1])
+        window = Window(self.system_prompt, self.tools, self.max_output_tokens, items, self._lineage)
+        self._window, self._window_len = window, count
+        return window
 
     def state(self) -> dict[str, Any]:
         """Everything observable about the view, for comparing two views."""
