@@ -170,6 +170,11 @@ class Conversation:
     def staging(self) -> bool:
         return self._staged is not None
 
+    @property
+    def staged(self) -> tuple[AnyEvent, ...]:
+        """What is staged and not yet flushed (numbered as the store will number it)."""
+        return tuple(self._staged or ())
+
     def stage(self) -> None:
         """Hold appends from now on: checked and folded into the view, written by `flush`. Only under the
         conversation's lease (nobody else may write until the flush), and reads of the store (`refresh`, `pin`,
