@@ -111,3 +111,39 @@ async def test_a_proxy_requests_anchors_and_lease_release_are_in_its_commit(
     # the anchors committed with the first turn matched the history: only the new message was appended
     appended = [e for call in calls for e in call["events"] if isinstance(e, Message) and e.role == "user"]
     assert [m.content[0].text for m in appended] == ["more"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_proxy_request_whose_commit_fails_is_the_clients_error_and_not_completed(
+    served: Served, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    first = await served.http.post(
+        "/v1/chat/completions", json={"model": "test", "messages": [{"role": "user", "content": "hello"}]}
+    )
+    conversation = first.headers["x-contextfold-conversation"]
+    answer = first.json()["choices"][0]["message"]["content"]
+    _record_commits(served, monkeypatch, fail=True)
+    messages = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "lost answer"},
+    ]
+    reply = await served.http.post(
+        "/v1/chat/completions", json={"model": "test", "messages": messages, "stream": stream}
+    )
+    if stream and reply.status_code == 200:  # the answer's first chunk went out before the commit failed
+        chunks = [line[6:] for line in reply.text.split("\n") if line.startswith("data: {")]
+        assert "database is unavailable" in chunks[-1]
+        assert "[DONE]" not in reply.text
+    else:
+        assert "database is unavailable" in check_error(reply, 503)
+    events = await served.store.read(conversation)
+    markers = [e for e in events if isinstance(e, TurnMarker)]
+    assert [m.status for m in markers].count("completed") == 1  # the first exchange's only
+    monkeypatch.undo()
+    after = await served.http.post("/v1/chat/completions", json={"model": "test", "messages": messages})
+    assert after.status_code == 200, after.text
+    assert after.headers["x-contextfold-conversation"] == conversation
+    events = await served.store.read(conversation)
+    statuses = [e.status for e in events if isinstance(e, TurnMarker) and e.status != "started"]
+    assert statuses == ["completed", "interrupted", "completed"]
