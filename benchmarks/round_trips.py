@@ -1,5 +1,6 @@
 """Store round trips per request on the paths the store offers: before (one call per write) and after (the lease
-with the head, keys from the cache, one commit per turn). Counts, not times: `python -m benchmarks.round_trips
+with the head, keys from the cache, one commit per turn), then on the real server path (the app in process, the
+`test` model): a Responses turn and a proxy request. Counts, not times: `python -m benchmarks.round_trips
 [--db URL]`. A round trip is one hop to the SQLite worker thread or one pooled PostgreSQL connection borrowed."""
 
 from __future__ import annotations
@@ -82,6 +83,39 @@ async def _request(
             await store.responses.put(done)
 
 
+async def _server(store: ServerStore, counter: list[int], db: str, secret: str) -> None:
+    """The server's own path: the requests as a client sends them, through the app and its lifespan."""
+    import httpx
+
+    from contextfold.server import ServerConfig, create_app
+
+    app = create_app(ServerConfig(db=db), store=store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"authorization": f"Bearer {secret}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as http:
+            conversation = (await http.post("/v1/conversations", json={})).json()["id"]
+            messages: list[dict[str, str]] = []
+
+            async def responses() -> None:
+                body = {"model": "test", "input": "hi", "conversation": conversation}
+                assert (await http.post("/v1/responses", json=body)).status_code == 200
+
+            async def proxy() -> None:
+                messages.append({"role": "user", "content": "hi"})
+                body = {"model": "test", "messages": messages}
+                reply = await http.post("/v1/chat/completions", json=body)
+                assert reply.status_code == 200, reply.text
+                messages.append({"role": "assistant", "content": reply.json()["choices"][0]["message"]["content"]})
+
+            for label, request in (("server: a Responses turn", responses), ("server: a proxy request", proxy)):
+                await request()  # warm
+                counter[0] = 0
+                for _ in range(10):
+                    await request()
+                print(f"{label:<42} {counter[0] / 10:.1f} round trips per request")
+
+
 async def main(db: str) -> None:
     store = await open_server_store(db)
     secret, _ = await store.keys.create("acme")
@@ -96,6 +130,7 @@ async def main(db: str) -> None:
         for _ in range(10):
             await _request(store, views, locks, secret, cid, new)
         print(f"{label:<42} {counter[0] / 10:.1f} round trips per request")
+    await _server(store, counter, db, secret)
     await store.close()
 
 

@@ -7,8 +7,8 @@ turns on one conversation are ordered by the store, not by sharing this object.
 
 A turn run under the conversation's lease may `stage()` its appends: each is checked and folded into the view at
 once, as above, but written only by `flush()`, in one transaction with the turn's records (`commit_turn`). A flush
-that fails leaves nothing written, and the view is rebuilt from the store (or, if the store cannot be read, marked
-`stale` for its holder to reload), so it never stays ahead of the log.
+that fails leaves nothing written, and the view is rebuilt from the store (or, if the store could not be reached,
+marked `stale` for its holder to reload), so it never stays ahead of the log.
 """
 
 from __future__ import annotations
@@ -170,6 +170,11 @@ class Conversation:
     def staging(self) -> bool:
         return self._staged is not None
 
+    @property
+    def staged(self) -> tuple[AnyEvent, ...]:
+        """What is staged and not yet flushed (numbered as the store will number it)."""
+        return tuple(self._staged or ())
+
     def stage(self) -> None:
         """Hold appends from now on: checked and folded into the view, written by `flush`. Only under the
         conversation's lease (nobody else may write until the flush), and reads of the store (`refresh`, `pin`,
@@ -186,8 +191,11 @@ class Conversation:
         release: str | None = None,
     ) -> list[AnyEvent]:
         """Write what was staged, with the turn's records, in one transaction (`ServerStore.commit_turn`), and stop
-        staging. On any failure nothing is written and the view is rebuilt from the store before the error is
-        raised. A store without `commit_turn` (a plain `Store`) takes the events alone."""
+        staging. On any failure nothing is written and the view goes back to the log before the error is raised:
+        rebuilt from the store, or, when the store could not be reached (`StoreError`), marked `stale` without
+        asking it again (in an outage that read would wait as long as the commit did, and keep the client from
+        its error: the holder reloads it on the next hold). A store without `commit_turn` (a plain `Store`) takes
+        the events alone."""
         staged, self._staged = self._staged or [], None
         commit = getattr(self.store, "commit_turn", None)
         try:
@@ -199,6 +207,10 @@ class Conversation:
                 raise InvalidEventError("this store keeps no responses, anchors or leases; flush the events alone")
             else:
                 stored = await self.store.append(self.id, staged, self._base) if staged else []
+        except StoreError:
+            if staged:
+                self.stale = True
+            raise
         except BaseException:
             if staged:
                 await self._rebuild()

@@ -10,6 +10,14 @@ The caller hands in what differs (a `TurnCaller`: how turn events become its wir
 end); the lifecycle owns the task, the queue, the cancel, and the wind-up: an interrupted turn is marked in the
 log under `asyncio.shield` (whole and in order however often the task is cancelled meanwhile), then the lease is
 released, the stream ends, and `after_turn(setup)` runs (compaction off the request path hooks in there).
+
+With `stage=True` (the server's callers) the turn's appends are staged (`Conversation.stage`) and written in as few
+transactions as crash safety allows: what is staged is flushed as a step starts, before it runs (the input is
+stored before the model is asked, a long tool wait leaves the finished steps stored, and recall, expand and a
+compaction's plan read the store), and the caller's `end` (or `interrupted`) flushes the rest, the answer and its
+end marker, with its records and the lease release (`TurnRun.turn_events` is what it builds them from). Whatever a
+caller left staged is flushed after a cancel (the interrupted marker with it) and dropped after a failure, so
+nothing half-written stays behind.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ from typing import Generic, Protocol, TypeVar
 from .._conversation import Conversation
 from .._errors import InvalidRequestError
 from ..compaction import CompactionPolicy
-from ..events import Event, Part, new_id
+from ..events import AnyEvent, Event, Part, new_id
 from ..models import Model, ModelSettings
+from ..store import ResponseRecord
 from ._builtin import builtin_tools
-from ._events import TurnCompleted, TurnEvent, TurnFailed
+from ._events import StepStarted, TurnCompleted, TurnEvent, TurnFailed
 from ._guard import TurnGuard
 from ._tools import Tool
 from ._turn import TurnSetup, mark_turn, run_turn
@@ -132,6 +141,7 @@ class TurnRun(Generic[Out]):
         after_turn: Callable[[TurnSetup], None] | None = None,
         on_close: Callable[[], None] | None = None,
         name: str = "turn",
+        stage: bool = False,
     ) -> None:
         self.setup = setup
         self.content = content
@@ -147,6 +157,10 @@ class TurnRun(Generic[Out]):
         self.task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Out | None] = asyncio.Queue()
         self._ending: asyncio.Future[None] | None = None
+        self.stage = stage
+        self._written: list[AnyEvent] = []
+        self._whole = True
+        """Every event of the turn is in `_written` or staged (no flush of it failed)."""
 
     def start(self) -> asyncio.Task[None]:
         """The turn's task (created at once, before any await; idempotent)."""
@@ -161,15 +175,41 @@ class TurnRun(Generic[Out]):
     def _emit(self, event: Out) -> None:
         self._queue.put_nowait(event)
 
+    def turn_events(self) -> list[AnyEvent] | None:
+        """A staged turn's events so far, flushed and staged, from memory (None: not staged, or a flush failed, so
+        ask the store)."""
+        conversation = self.setup.conversation
+        if not self.stage or not self._whole or not conversation.staging:
+            return None
+        return [*self._written, *conversation.staged]
+
+    async def flush(self, *, response: ResponseRecord | None = None) -> None:
+        """Store what is staged so far (with `response`, one transaction) and stage on: the lifecycle does it
+        before a step that waits (a tool outside the process, a summariser) or reads the store (recall, expand, a
+        compaction's plan); a caller, to make what is running readable."""
+        conversation = self.setup.conversation
+        if not conversation.staging or (not conversation.staged and response is None):
+            return
+        try:
+            self._written += await conversation.flush(response=response)
+        except BaseException:
+            self._whole = False
+            raise
+        conversation.stage()
+
     async def _drive(self) -> None:
         cancelled = False
         try:
+            if self.stage:
+                self.setup.conversation.stage()
             await self.caller.begin(self._emit)
             outcome: TurnCompleted | TurnFailed | None = None
             async for event in run_turn(self.setup, self.turn_id, self.content):
                 if isinstance(event, (TurnCompleted, TurnFailed)):
                     outcome = event
                 await self.caller.event(event, self._emit)
+                if self.stage and isinstance(event, StepStarted):  # the step has not run yet: the run is paused
+                    await self.flush()
             await self.caller.end(outcome, self._emit)
         except asyncio.CancelledError:
             cancelled = True
@@ -177,7 +217,7 @@ class TurnRun(Generic[Out]):
         except Exception as error:  # the store failed under the turn (a model's failure is a TurnFailed, not this)
             self.caller.abandon(self.turn_id, error, self._emit)
         finally:
-            if not cancelled and self.lease is None:
+            if not cancelled and self.lease is None and not self.stage:
                 self._close()  # nothing to await: the task ends with the turn's last event, idle at once
             else:
                 # One shielded wind-up, whole and in order, however often this task is cancelled while it runs (a
@@ -196,12 +236,27 @@ class TurnRun(Generic[Out]):
                     await self.caller.interrupted(self.turn_id, self._emit)
                 except Exception as error:
                     log.warning("could not record interrupted turn %s: %s", self.turn_id, error)
+            await self._settle(cancelled=cancelled)
         finally:
             try:
                 if self.lease is not None:
                     await self.lease.__aexit__(None, None, None)
             finally:
                 self._close()
+
+    async def _settle(self, *, cancelled: bool) -> None:
+        """What the caller left staged: a cancelled turn's (its marker with it) is stored; a failed one's is dropped
+        (the store failed under it: nothing half-written)."""
+        conversation = self.setup.conversation
+        if not conversation.staging:
+            return
+        try:
+            if cancelled:
+                await conversation.flush()
+            else:
+                await conversation.discard()
+        except Exception as error:  # the turn is marked when the conversation is next held
+            log.warning("could not store what turn %s staged: %s", self.turn_id, error)
 
     def _close(self) -> None:
         self._queue.put_nowait(None)

@@ -56,6 +56,7 @@ class ConversationLocks:
         self._heads: dict[str, int] = {}  # conversation -> the store's head when this process took its lease
         self._owners: dict[str, str] = {}  # conversation -> the owner of the lease this process holds
         self._released: set[str] = set()  # held conversations whose lease a commit gave back already
+        self._kept: set[str] = set()  # held conversations whose commit could not reach the store
 
     def owner(self, conversation_id: str) -> str | None:
         """The owner of the lease this process holds on the conversation: pass it as `commit_turn(release=...)`,
@@ -66,6 +67,13 @@ class ConversationLocks:
         """The turn's commit released the lease: the hold ends without another round trip."""
         if conversation_id in self._owners:
             self._released.add(conversation_id)
+
+    def unreachable(self, conversation_id: str) -> None:
+        """The turn's commit (and the release in it) could not reach the store: the hold does not try the release
+        again (in an outage it would wait as long, and hold back the client's error); the lease is kept as one
+        whose release failed: it lapses on its own for other processes, and this one takes it up again at once."""
+        if conversation_id in self._owners:
+            self._kept.add(conversation_id)
 
     def head_seen(self, conversation_id: str) -> int | None:
         """The store's head as the lease held now was taken, once per hold: None when this process does not hold
@@ -119,6 +127,9 @@ class ConversationLocks:
                     self._owners.pop(conversation_id, None)
                     if conversation_id in self._released:
                         self._released.discard(conversation_id)
+                    elif conversation_id in self._kept:
+                        self._kept.discard(conversation_id)
+                        self._unreleased[conversation_id] = owner
                     else:  # shielded: a cancelled turn must still give its conversation back at once
                         await asyncio.shield(self._release(conversation_id, owner))
         finally:

@@ -49,6 +49,8 @@ from ...runtime import (
     turn_budget,
     turn_setup,
 )
+from ...store import TurnAnchors
+from .._commit import commit_turn
 from .._fork import fork
 from .._registry import ResolvedModel
 from .._state import TENANT_KEY_HEADER, ServerState, client_key, state_of, tenant_of
@@ -220,17 +222,18 @@ class ProxyTurn:
             lease=self.exit,
             after_turn=self.state.compactor.after_turn,
             name=f"proxy {self.conversation.id}",
+            stage=True,  # the turn's writes, its anchors and the lease release in one commit (`_commit`)
         )
         return run.events()
 
-    async def _remember(self, mapper: AnswerMapper) -> None:
-        """Record where the conversation stands for the history the client now holds, so its next request is
-        matched. A failure here loses nothing stored: the next request would start a new conversation."""
-        keys = self.history.anchors_after(mapper.answer_key())
-        try:
-            await self.state.store.anchors.put(self.conversation.id, self.conversation.view.head, keys)
-        except Exception:
-            log.exception("could not record the proxy anchors of conversation %s", self.conversation.id)
+    async def _commit(self, mapper: AnswerMapper | None) -> None:
+        """Commit what the turn staged and give the lease back, with (given the answer's `mapper`) where the
+        conversation stands for the history the client now holds, so its next request is matched. A failure
+        writes nothing and is the client's error."""
+        anchors = None
+        if mapper is not None:
+            anchors = TurnAnchors(self.conversation.view.head, self.history.anchors_after(mapper.answer_key()))
+        await commit_turn(self.state.locks, self.conversation, anchors=anchors)
 
     def _observe(self, outcome: TurnEvent | None) -> None:
         metrics = self.state.metrics
@@ -269,9 +272,8 @@ class _Answering:
 
     async def end(self, outcome: TurnCompleted | TurnFailed | None, emit: Emit[dict[str, Any]]) -> None:
         turn = self.turn
-        if isinstance(outcome, TurnCompleted):
-            await turn._remember(self.mapper)
-        else:
+        await turn._commit(self.mapper if isinstance(outcome, TurnCompleted) else None)
+        if not isinstance(outcome, TurnCompleted):
             turn.failure = _failure(outcome)
         turn._observe(outcome)
         closing = self.mapper.finish(outcome)

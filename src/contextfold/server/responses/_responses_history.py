@@ -22,6 +22,7 @@ from typing import Any
 
 from ..._conversation import Conversation
 from ...events import Event, FilePart, ImagePart, Message, Reasoning, TextPart, ToolCall, ToolResult
+from ...store import TurnAnchors
 from .._state import ServerState
 from ..proxy._match_log import hold_match, tail_holds
 from ..proxy._proxy_match import History, find
@@ -136,6 +137,13 @@ async def hold_stateless(
     if match is None:
         return None, 0
     return await hold_match(state, exit, tenant, match, model, {STATELESS: "forked"}), match.matched
+
+
+def anchors_for(history: ItemHistory, output: Sequence[Any], seq: int) -> TurnAnchors | None:
+    """The anchors a stateless turn commits with (see `remember`): the conversation at `seq` for the history the
+    client now holds; None when its output has nothing to key on."""
+    keys = output_keys([item for item in output if isinstance(item, dict)])
+    return TurnAnchors(seq, History(history).anchors_after(*keys)) if keys else None
 
 
 async def remember(state: ServerState, conversation_id: str, history: ItemHistory, output: Sequence[Any]) -> None:

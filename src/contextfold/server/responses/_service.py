@@ -44,6 +44,7 @@ from ...runtime import (
     turn_setup,
 )
 from ...store import ResponseRecord
+from .._commit import commit_turn
 from .._compaction import RequestPolicy, request_policy
 from .._fork import fork
 from .._registry import ResolvedModel
@@ -54,7 +55,7 @@ from ._items import BUILTIN_TOOLS, conversation_item
 from ._items_input import CompactionInput, ItemReference, parse_input
 from ._mcp_hosted import answer_approvals, split_approvals
 from ._objects import response_object, tool_dicts
-from ._responses_history import STATELESS, ItemHistory, history_of, hold_stateless, remember
+from ._responses_history import STATELESS, ItemHistory, anchors_for, history_of, hold_stateless
 from ._schemas import ResponseCreate, function_tools, tool_choice
 from ._stream import StreamMapper
 
@@ -88,6 +89,7 @@ class ResponseRun:
         """How a cancelled run is recorded: `cancelled`, or `failed` when the server stops under a background run."""
         self._ended = False
         """The final event is out."""
+        self.run: TurnRun[dict[str, Any]] | None = None
 
     @property
     def conversation(self) -> Conversation:
@@ -233,7 +235,9 @@ class ResponseRun:
             after_turn=self.state.compactor.after_turn,
             on_close=self._closed,
             name=f"response {self.record.id}",
+            stage=True,  # the turn's writes, its record and the lease release in one commit (`_record`)
         )
+        self.run = run
         return run.events()
 
     # --- the lifecycle's caller (`runtime.TurnCaller`) -----------------------------------------------------------
@@ -252,8 +256,12 @@ class ResponseRun:
             output_seq = conversation.view.head + 1
             self.record = dataclasses.replace(self.record, data={**self.record.data, "output_seq": output_seq})
             if self.record.data["store"] and self.streaming:
-                # readable while it runs: a retrieve (or input_items) must know where its output starts
-                await self.state.store.responses.put(self.record)
+                # readable while it runs: a retrieve (or input_items) must know where its output starts, and find
+                # the input stored
+                if self.run is not None and self.conversation.staging:
+                    await self.run.flush(response=self.record)
+                else:
+                    await self.state.store.responses.put(self.record)
         for event in await self._map(turn_event):
             self._emit(emit, event)
 
@@ -286,7 +294,9 @@ class ResponseRun:
                 return []
             self.state.metrics.observe_compaction(result.strategy or "", result.tokens_before, result.tokens_after)
             compaction_id = result.compaction_id
-            found = await self.state.store.read(self.conversation.id, ids=[compaction_id])
+            found = [e for e in self._turn_events(0) if e.id == compaction_id]
+            if not found:  # not this turn's (or not in memory): the store has it
+                found = await self.state.store.read(self.conversation.id, ids=[compaction_id])
             item = conversation_item(found[0]) if found else None
             return self.mapper.compaction_item(item) if item else []
         return self.mapper.map(event)
@@ -304,10 +314,8 @@ class ResponseRun:
             error = outcome.exception if isinstance(outcome, TurnFailed) else None
             self.failure = error
             data["error"] = _response_error(error, outcome)
-        await self._record(status, data)
+        await self._record(status, data, remember=self.history is not None and status == "completed")
         assert self.response is not None
-        if self.history is not None and status == "completed":
-            await remember(self.state, self.conversation.id, self.history, self.response["output"])
         self.state.metrics.observe_response(self.response, self.record)
         for event in self.mapper.finish(self.response):
             self._emit(emit, event)
@@ -330,15 +338,30 @@ class ResponseRun:
             self._emit(emit, event)
         self._ended = True
 
-    async def _record(self, status: str, data: dict[str, Any]) -> None:
+    def _turn_events(self, first_seq: int) -> list[AnyEvent]:
+        events = self.run.turn_events() if self.run is not None else None
+        return [e for e in events or () if e.seq >= first_seq]
+
+    async def _record(self, status: str, data: dict[str, Any], *, remember: bool = False) -> None:
+        """The response from the turn's events in memory, committed with what the turn staged, the stateless
+        history's anchors (`remember`) and the lease release: one transaction, all or nothing."""
         conversation = self.conversation
-        events = await self.state.store.read(conversation.id, after=self.record.first_seq - 1)
-        self.record = dataclasses.replace(
+        in_memory = self.run.turn_events() if self.run is not None else None
+        if in_memory is None:  # a flush of the turn failed: what is stored is what the response shows
+            events = await self.state.store.read(conversation.id, after=self.record.first_seq - 1)
+        else:
+            events = [e for e in in_memory if e.seq >= self.record.first_seq]
+        record = dataclasses.replace(
             self.record, status=status, last_seq=conversation.view.head, data={**self.record.data, **data}
         )
-        self.response = response_object(self.record, events)
-        if self.record.data["store"]:
-            await self.state.store.responses.put(self.record)
+        response = response_object(record, events)
+        anchors = None
+        if remember and self.history is not None:
+            anchors = anchors_for(self.history, response["output"], conversation.view.head)
+        await commit_turn(
+            self.state.locks, conversation, response=record if record.data["store"] else None, anchors=anchors
+        )
+        self.record, self.response = record, response
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
