@@ -10,7 +10,9 @@ Spans go to the global tracer provider: an application that sets up OpenTelemetr
 `contextfold serve --otel-endpoint URL` (or `CONTEXTFOLD_OTEL_ENDPOINT`, or `otel_endpoint` in the config file)
 sets one up exporting OTLP over HTTP. `TraceIdFilter` puts the current trace id on every log record, so a log line
 leads to its trace. With the extra absent nothing breaks: spans cost nothing, and only a configured exporter fails,
-with a message naming the extra.
+with a message naming the extra. With the extra installed but no tracer provider set (OpenTelemetry's deferred
+proxy still in place), spans cost nothing either: no tracer is asked for one, no context is attached; they start
+as soon as a provider is set.
 """
 
 from __future__ import annotations
@@ -54,10 +56,21 @@ class _NoSpan:
 
 
 _NOOP = _NoSpan()
+_OFF: tuple[type, ...] = ()
+"""The tracer providers that stand for "not configured": OpenTelemetry's deferred proxy (what the API hands out
+until an application sets a provider) and its no-op one."""
+if _trace is not None:
+    _OFF = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
 
 
 def available() -> bool:
     return _trace is not None
+
+
+def _on() -> bool:
+    """Whether spans are recorded anywhere: the extra is installed and a tracer provider is set (checked on every
+    span, so a provider set later, by an application or `configure`, is used from then on)."""
+    return _trace is not None and not isinstance(_trace.get_tracer_provider(), _OFF)
 
 
 def _clean(attributes: dict[str, Any]) -> Attributes:
@@ -67,7 +80,7 @@ def _clean(attributes: dict[str, Any]) -> Attributes:
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
     """A span around a block, current inside it (so what the block does is its children)."""
-    if _trace is None:
+    if not _on():
         yield _NOOP
         return
     with _trace.get_tracer(TRACER).start_as_current_span(name, attributes=_clean(attributes)) as current:
@@ -77,7 +90,7 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
 def start(name: str, **attributes: Any) -> Any:
     """A span that is not made current (for a call whose end is seen elsewhere, such as a stream's last event);
     the caller ends it."""
-    if _trace is None:
+    if not _on():
         return _NOOP
     return _trace.get_tracer(TRACER).start_span(name, attributes=_clean(attributes))
 
@@ -97,12 +110,13 @@ def detach(token: object | None) -> None:
 
 
 def set_attributes(target: Any, **attributes: Any) -> None:
-    target.set_attributes(_clean(attributes))
+    if target is not _NOOP:
+        target.set_attributes(_clean(attributes))
 
 
 def fail(target: Any, error: BaseException) -> None:
     """Mark a span failed with the exception."""
-    if _trace is None:
+    if _trace is None or target is _NOOP:
         return
     target.record_exception(error)
     target.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -111,6 +125,9 @@ def fail(target: Any, error: BaseException) -> None:
 @contextlib.asynccontextmanager
 async def store_call(backend: str, operation: str) -> AsyncIterator[None]:
     """One store round trip."""
+    if not _on():
+        yield
+        return
     with span("contextfold.store", **{"db.system": backend, "operation": operation}) as current:
         try:
             yield

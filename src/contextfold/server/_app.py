@@ -1,5 +1,5 @@
-"""The ASGI app: routes, the error mapper, size limits, metrics and request logs, and the lifespan that opens
-and closes the store and the model clients.
+"""The ASGI app: routes, the error mapper, the edge (size limits, metrics and request logs; the hot routes served
+past FastAPI's stack, `edge._asgi`), and the lifespan that opens and closes the store and the model clients.
 
     app = create_app(ServerConfig(db="contextfold.db"))      # then serve it with uvicorn (see `_main.run`)
 """
@@ -7,27 +7,26 @@ and closes the store and the model clients.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
-from .._errors import PayloadTooLargeError
 from ..store import ServerStore
 from ._config import ServerConfig
 from ._registry import ModelRegistry
 from ._state import open_state, state_of, tenant_of
-from .edge._errors import api_error, error_response, install
+from .edge._asgi import Body, Edge, EdgeSettings, Hot, serve_hot
+from .edge._errors import install
 from .edge._metrics import Metrics
-from .edge._text import RefuseLoneSurrogates
 from .inspect import _inspect, _ui
 from .proxy import _proxy
 from .responses import _background, _conversations, _files, _moderations, _responses, _vector_stores
+from .responses._schemas import decode_create
 
 log = logging.getLogger("contextfold.server")
 
@@ -45,7 +44,7 @@ def create_app(
             yield
 
     metrics = Metrics()
-    app = FastAPI(
+    app = _App(
         title="contextfold",
         version=__version__,
         summary="OpenAI-compatible Responses and Conversations API over an append-only event log, with compaction.",
@@ -63,11 +62,10 @@ def create_app(
     app.include_router(_moderations.router)
     app.include_router(_background.router)
     _add_operations(app)
-    app.add_middleware(RefuseLoneSurrogates)
-    app.add_middleware(_Observe, metrics=metrics)
-    app.add_middleware(
-        _Uploads, limit=config.limits.max_body_bytes, uploads=config.limits.max_file_bytes + _MULTIPART_SLACK
-    )
+    limits = config.limits
+    app.edge = EdgeSettings(metrics, limits.max_body_bytes, limits.max_file_bytes + _MULTIPART_SLACK)
+    app.hot = _HOT
+    app.add_middleware(Edge, settings=app.edge)
     return app
 
 
@@ -104,111 +102,55 @@ _MULTIPART_SLACK = 64 * 1024
 """What a file upload's multipart framing (boundaries, part headers, the purpose field) may add to the file."""
 
 
-class _Uploads:
-    """A file upload (`POST /v1/files`) under its own, larger body limit; every other request under the usual."""
+class _App(FastAPI):
+    """FastAPI, with the hot routes served past its stack (`edge._asgi.serve_hot`) while its OpenTelemetry layer
+    is off. They stay FastAPI routes too: /openapi.json documents them, and FastAPI serves what they hand on."""
 
-    def __init__(self, app: ASGIApp, limit: int, uploads: int) -> None:
-        self.usual = _BodyLimit(app, limit)
-        self.uploads = _BodyLimit(app, uploads, name="max_file_bytes")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        upload = scope["type"] == "http" and scope["path"] == "/v1/files" and scope["method"] == "POST"
-        await (self.uploads if upload else self.usual)(scope, receive, send)
-
-
-class _BodyLimit:
-    """Refuses a body over the limit with 413 before reading it whole: by Content-Length when it is sent, else
-    while it streams in. The 413 closes the connection (`connection: close`): the server then stops reading, so
-    the client cannot go on sending the rest."""
-
-    def __init__(self, app: ASGIApp, limit: int, name: str = "max_body_bytes") -> None:
-        self.app = app
-        self.limit = limit
-        self.name = name
+    edge: EdgeSettings
+    hot: dict[str, Hot]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        handler = self.hot.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None or self.root_path or self._traced():
+            await super().__call__(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
+        scope["app"] = self  # as Starlette sets it: `Request.app` is how a handler finds the state
+        await serve_hot(self.edge, scope, receive, send, handler, scope["path"], super().__call__)
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PayloadTooLargeError(self._message())
-            return message
-
-        async def closing(message: Message) -> None:
-            # Over the limit, whoever answers (the route's error handler, usually), the rest is never read.
-            if message["type"] == "http.response.start" and seen > self.limit:
-                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
-            await send(message)
-
-        try:
-            await self.app(scope, counted, closing)
-        except PayloadTooLargeError:
-            await self._refuse(scope, receive, send)
-
-    def _message(self) -> str:
-        return f"the request body is over the {self.limit}-byte limit ({self.name}); send less per request"
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(scope["path"], api_error(PayloadTooLargeError(self._message())))
-        response.headers["connection"] = "close"
-        await response(scope, receive, send)
+    def _traced(self) -> bool:
+        """Whether FastAPI's own telemetry is on (a tracer, meter or logger provider configured): then its span
+        wraps every request, the hot ones too."""
+        telemetry = getattr(self, "_native_telemetry", None)
+        return telemetry is not None and bool(telemetry.enabled())
 
 
-class _Observe:
-    """Request metrics and one structured log line per request (method, route, status, duration)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")  # the route's template: its parameters are not labels
-            method = scope["method"] if scope["method"] in _METHODS else "other"  # any token is a method in HTTP
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(method, path, str(status)).inc()
-            self.metrics.latency.labels(method, path).observe(elapsed)
-            if status >= 400:
-                self.metrics.errors.labels(str(status)).inc()
-            log.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                _loggable(scope["path"]),
-                status,
-                elapsed * 1000,
-                extra={"method": scope["method"], "route": path, "status": status, "ms": round(elapsed * 1000, 2)},
-            )
+async def _hot_responses(request: Request, body: Body) -> Response | None:
+    raw = await body.read()  # the body first, then the key, as FastAPI orders them
+    decoded = decode_create(raw) if _is_json(request) else None
+    if decoded is None:
+        return None  # FastAPI validates it with the documented model, and words the 400
+    return await _responses.respond_to(decoded, await tenant_of(request), state_of(request), request)
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-"""The methods counted by name in /metrics; any other is counted as `other`, so the series stay bounded."""
+async def _hot_chat(request: Request, body: Body) -> Response | None:
+    tenant = await tenant_of(request)  # the key first: an unknown caller's body is never read
+    return await _proxy.chat_turn(request, await body.read(), tenant, state_of(request))
 
 
-def _loggable(path: str) -> str:
-    """The path with its control characters escaped: a client sending `%0A` cannot start a log line of its own."""
-    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+async def _hot_messages(request: Request, body: Body) -> Response | None:
+    tenant = await tenant_of(request)
+    return await _proxy.messages_turn(request, await body.read(), tenant, state_of(request))
+
+
+_HOT: dict[str, Hot] = {
+    "/v1/responses": _hot_responses,
+    "/v1/chat/completions": _hot_chat,
+    "/v1/messages": _hot_messages,
+}
+
+
+def _is_json(request: Request) -> bool:
+    """Whether FastAPI would read the body as JSON: its content type is `application/json` (the common spelling;
+    any other, `+json` types among them, is left to FastAPI's own reading)."""
+    kind = request.headers.get("content-type", "").lower()
+    return kind == "application/json" or kind.startswith("application/json;")

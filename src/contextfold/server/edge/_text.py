@@ -10,7 +10,8 @@ Only the escape can spell a surrogate (UTF-8 bytes cannot: encoded surrogates ar
 decoders refuse), so the body is looked at again only when its bytes hold `\\ud` or `\\uD` at all, and decoded a
 second time (which finds the field) only when an escape is left once escaped backslashes and well-formed pairs
 (an emoji, as ASCII-only encoders write it) are taken out. Multipart and form bodies are not JSON and are left
-alone.
+alone. The check runs in the app's one ASGI layer (`_asgi.Edge`, as the body streams in) and in the hot routes'
+body reader (`_asgi.Body`), raising to the reader of the body, whose error mapper answers a 400 in the route's shape.
 """
 
 from __future__ import annotations
@@ -18,66 +19,23 @@ from __future__ import annotations
 import json
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from ..._errors import InvalidRequestError
 
 _ESCAPES = (b"\\ud", b"\\uD")
-_NOT_JSON = (b"multipart/", b"application/x-www-form-urlencoded")
-
-
-class RefuseLoneSurrogates:
-    """ASGI middleware: the body passes through untouched; at its last chunk, if any chunk may hold a surrogate
-    escape, the body is decoded and a lone surrogate raises `InvalidRequestError` to the reader of the body (the
-    route's body parsing), which the error mapper answers with a 400 in the route's shape."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        kind = dict(scope.get("headers") or []).get(b"content-type", b"").lower()
-        if kind.startswith(_NOT_JSON):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        suspect = False
-        done = False
-
-        async def checked() -> Message:
-            nonlocal suspect, done
-            message = await receive()
-            if done or message["type"] != "http.request":
-                return message
-            chunk: bytes = message.get("body", b"")
-            if not suspect:
-                # the escape may straddle two chunks: the seam is looked at too
-                seam = chunks[-1][-2:] + chunk[:2] if chunks else b""
-                suspect = any(e in chunk or e in seam for e in _ESCAPES)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                done = True
-                if suspect:
-                    body = b"".join(chunks)
-                    if _maybe_lone(body):
-                        check_text(body)
-                chunks.clear()
-            return message
-
-        await self.app(scope, checked, send)
 
 
 _PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
-def _maybe_lone(body: bytes) -> bool:
+def maybe_lone(body: bytes) -> bool:
     """Whether a surrogate escape may stand alone in `body`: what is left once escaped backslashes (`\\\\`, taken
     left to right as JSON reads them, so `\\\\ud800` is text) are blanked out (not removed: that would join the
     two halves of `\\ud800\\\\\\udc00` into a pair) and high-low pairs are removed."""
     rest = _PAIR.sub(b"", body.replace(b"\\\\", b"__"))
     return any(escape in rest for escape in _ESCAPES)
+
+
+_maybe_lone = maybe_lone  # its name before it was shared with `_asgi` (tests import it)
 
 
 def check_text(body: bytes) -> None:

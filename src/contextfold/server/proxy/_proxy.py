@@ -74,10 +74,16 @@ _MAX_STEPS = 20
 
 @router.post("/v1/chat/completions", openapi_extra=request_body(CHAT_BODY))
 async def chat_completions(request: Request, tenant: Tenant, state: State) -> Response:
+    return await chat_turn(request, await request.body(), tenant, state)
+
+
+async def chat_turn(request: Request, body: bytes, tenant: str, state: ServerState) -> Response:
+    """`POST /v1/chat/completions` with its body read and its caller known (the app's edge, `edge._asgi`, calls
+    this directly: FastAPI has nothing to validate on a route whose body msgspec decodes)."""
     from ._chat_decode import decode_chat
     from ._chat_wire import SSE_DONE, ChatAnswer, sse
 
-    parsed = decode_chat(await request.body())
+    parsed = decode_chat(body)
 
     def mapper(hidden: frozenset[str]) -> AnswerMapper:
         chat_id = "chatcmpl-" + secrets.token_hex(12)
@@ -88,10 +94,15 @@ async def chat_completions(request: Request, tenant: Tenant, state: State) -> Re
 
 @router.post("/v1/messages", openapi_extra=request_body(MESSAGES_BODY))
 async def messages(request: Request, tenant: Tenant, state: State) -> Response:
+    return await messages_turn(request, await request.body(), tenant, state)
+
+
+async def messages_turn(request: Request, body: bytes, tenant: str, state: ServerState) -> Response:
+    """`POST /v1/messages` with its body read and its caller known (see `chat_turn`)."""
     from ._messages_decode import decode_messages
     from ._messages_wire import MessagesAnswer, sse
 
-    parsed = decode_messages(await request.body())
+    parsed = decode_messages(body)
 
     def mapper(hidden: frozenset[str]) -> AnswerMapper:
         return MessagesAnswer("msg_" + secrets.token_hex(12), parsed.model, hidden)
@@ -101,7 +112,7 @@ async def messages(request: Request, tenant: Tenant, state: State) -> Response:
 
 async def _serve(
     request: Request,
-    state: State,
+    state: ServerState,
     tenant: str,
     parsed: ProxyRequest,
     new_mapper: Callable[[frozenset[str]], AnswerMapper],

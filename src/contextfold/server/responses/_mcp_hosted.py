@@ -210,8 +210,9 @@ async def answer_approvals(
 ) -> list[ToolResult]:
     """Each approved call run now (with this request's tools), each refused one answered as refused."""
     results: list[ToolResult] = []
+    if not approvals:  # every turn asks; most have none: nothing here may cost per item of the conversation
+        return results
     by_name = {t.name: t for t in tools}
-    answered = {e.call_id for e in conversation.view.items.values() if isinstance(e, ToolResult)}
     for n, approval in approvals:
         param = f"input[{n}]"
         request_id = approval.get("approval_request_id")
@@ -222,7 +223,7 @@ async def answer_approvals(
             )
         found = await conversation.store.read(conversation.id, ids=[request_id])
         call = found[0] if found else None
-        if not isinstance(call, ToolCall) or split_name(call.name) is None or call.call_id in answered:
+        if not isinstance(call, ToolCall) or split_name(call.name) is None or _answered(conversation, call):
             raise InvalidRequestError(
                 f"{request_id!r} is not an mcp_approval_request of this conversation still waiting for an answer",
                 param=f"{param}.approval_request_id",
@@ -243,6 +244,18 @@ async def answer_approvals(
         output, is_error = await call_tool(*remote, arguments if isinstance(arguments, dict) else {})
         results.append(ToolResult(call_id=call.call_id, output=output, is_error=is_error))
     return results
+
+
+def _answered(conversation: Conversation, call: ToolCall) -> bool:
+    """Whether the view holds a result of `call`. A result follows its call, and the view's items are in log
+    order (appended one by one; a compaction keeps them sorted), so only the items after the call are looked at,
+    newest first: an approval answers the response just before it, so that is a handful, not the conversation."""
+    for seq, item in reversed(conversation.view.items.items()):
+        if seq <= call.seq:
+            return False
+        if isinstance(item, ToolResult) and item.call_id == call.call_id:
+            return True
+    return False
 
 
 def declined(call_id: str, reason: str | None) -> ToolResult:

@@ -19,6 +19,7 @@ from ...view._tokens import text_tokens, tools_tokens
 from .._state import ServerState, state_of, tenant_of
 from ..edge._gone import gone, unless_gone
 from ..edge._replay import rebuilt
+from . import _documented as documented
 from ._background import follow_stored, respond
 from ._items import CompactionInput, conversation_item, output_items, parse_input
 from ._mcp_hosted import written_approvals
@@ -35,7 +36,15 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @router.post("")
-async def create_response(body: ResponseCreate, tenant: Tenant, state: State, request: Request) -> Response:
+async def create_response(body: documented.ResponseCreate, tenant: Tenant, state: State, request: Request) -> Response:
+    # No docstring: it would be the route's description in /openapi.json. The app's edge (`edge._asgi`) serves
+    # this route without FastAPI for a body msgspec decodes; FastAPI sees only the others, validates them with the
+    # documented model and answers the 400 naming the field (or serves what only pydantic's lax rules take).
+    return await respond_to(body.decoded(), tenant, state, request)
+
+
+async def respond_to(body: ResponseCreate, tenant: str, state: ServerState, request: Request) -> Response:
+    """`POST /v1/responses` with its body decoded and its caller known."""
     if body.background:
         return await respond(state, tenant, body)
     run = await ResponseRun.start(state, tenant, body)

@@ -1,4 +1,6 @@
-"""Request bodies at the HTTP edge, as pydantic models (the OpenAPI document is generated from them).
+"""Request bodies at the HTTP edge: pydantic models (the OpenAPI document is generated from them), and for the hot
+`POST /v1/responses` a msgspec struct, `ResponseCreate`, decoded from the body's bytes by `decode_create` (the one
+place it is decoded; its documented pydantic twin, which words the errors, is `_documented.ResponseCreate`).
 
 Fields follow the OpenAI Responses and Conversations APIs. Items (`input`, `items`) stay plain JSON here and are
 checked by `_items.parse_input`, which names the exact path of a bad field. Unknown top-level fields are ignored,
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
+from msgspec import Meta
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..._errors import InvalidRequestError
@@ -80,38 +84,80 @@ class CompactionSetting(_Body):
     summary_max_tokens: int | None = None
 
 
-class ResponseCreate(_Body):
+class ConversationRefStruct(msgspec.Struct):
+    id: str
+
+
+class CompactionSettingStruct(msgspec.Struct, kw_only=True):
+    type: Literal["compaction"]
+    compact_threshold: Annotated[int, Meta(ge=1)] | None = None
+    threshold: float | None = None
+    target: float | None = None
+    tail_turns: int | None = None
+    head_items: int | None = None
+    masking: bool | None = None
+    summariser: str | None = None
+    summariser_timeout: float | None = None
+    summary_max_tokens: int | None = None
+
+    def model_dump(self) -> dict[str, Any]:
+        """Its fields by name, as `_compaction.request_policy` reads an entry (pydantic's spelling)."""
+        return msgspec.structs.asdict(self)
+
+
+class ResponseCreate(msgspec.Struct, kw_only=True):
+    """`POST /v1/responses`' body, as the handlers take it: the fields of `_documented.ResponseCreate` (the
+    documented model), with the same types, defaults and bounds. Unknown fields are ignored."""
+
     model: str | None = None
     input: str | list[Any] | None = None
     instructions: str | None = None
-    conversation: str | ConversationRef | None = None
+    conversation: str | ConversationRefStruct | None = None
     previous_response_id: str | None = None
     store: bool = True
     stream: bool = False
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    max_tool_calls: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    metadata: Metadata | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    metadata: Annotated[dict[str, str], Meta(max_length=16)] | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    context_management: list[CompactionSetting] | None = None
+    context_management: list[CompactionSettingStruct] | None = None
     background: bool | None = None
     user: str | None = None
     include: list[str] | None = None
     guardrails: list[str | dict[str, Any]] | None = None
     """Llama Stack's: guardrail names (or `{"type": name}`) checked on top of the model's own."""
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_sizes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return check_metadata(value)
-
     @property
     def conversation_id(self) -> str | None:
-        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
+        return self.conversation.id if isinstance(self.conversation, ConversationRefStruct) else self.conversation
+
+
+_CREATE = msgspec.json.Decoder(ResponseCreate)
+_ANY = msgspec.json.Decoder()
+
+
+def decode_create(body: bytes) -> ResponseCreate | None:
+    """The body as a `ResponseCreate`, or None when it is not one as msgspec reads it (not JSON, a field of the
+    wrong type, too deep, metadata too long): the caller then has FastAPI validate it with the documented model,
+    which words the 400 naming the field (or, for what only pydantic's lax rules take, serves it).
+
+    msgspec is stricter than pydantic (a `"5"` is not an int), never laxer, so what it takes pydantic takes too,
+    as the same values (tests/test_server_bodies.py checks it over generated bodies)."""
+    try:
+        decoded = _CREATE.decode(body)
+        check_metadata(decoded.metadata)
+        # A body with at most MAX_JSON_DEPTH brackets cannot nest deeper (the count is C-speed); another is decoded
+        # as plain JSON and walked, since a field msgspec skips (unknown ones) is under the bound too.
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+            check_depth(_ANY.decode(body))
+    except (msgspec.DecodeError, ValueError, InvalidRequestError, RecursionError):
+        return None
+    return decoded
 
 
 class ConversationCreate(_Body):
