@@ -196,7 +196,7 @@ def test_a_server_process_compacts_after_the_answer_not_inside_a_request(tmp_pat
         with httpx.Client(base_url=replica.url, timeout=60) as http:
             conversation = http.post("/v1/conversations", json={}).json()["id"]
             context: dict[str, Any] = {}
-            soft = http.get(f"/v1/conversations/{conversation}/context").json()["compaction"]["soft_tokens"]
+            soft = http.get(f"/v1/conversations/{conversation}/context").json()["background_compaction"]["soft_tokens"]
             for _ in range(40):
                 reply = http.post(
                     "/v1/responses", json={"model": "test", "conversation": conversation, "input": WORDS[:600]}

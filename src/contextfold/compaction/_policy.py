@@ -22,7 +22,9 @@ class CompactionPolicy:
     once an answer leaves the view past it, so the request that would have crossed `threshold` usually finds the
     view already compacted. None: a tenth of the budget below `threshold` (never nearer `target` than halfway): a
     turn adds far less than a tenth of a window, so the next request still fits under the trigger while the
-    background compaction runs, and a request never waits for it.
+    background compaction runs, and a request never waits for it. `background=False` keeps this policy's
+    compactions inline (a request that states its own threshold, OpenAI's `context_management`, is answered with
+    the compaction in the response that crosses it, never one made earlier than asked).
     """
 
     threshold: float = 0.8
@@ -36,6 +38,7 @@ class CompactionPolicy:
     masking: bool = True
     summary_max_tokens: int | None = None
     soft_threshold: float | None = None
+    background: bool = True
 
     @property
     def soft(self) -> float:

@@ -96,10 +96,14 @@ class Compactor:
             self.stats.failed += 1
 
     def _schedule(self, setup: TurnSetup) -> None:
-        if not self.enabled or self._closed or not setup.compact:
+        if not self.enabled or self._closed or not setup.compact or not setup.policy.background:
             return
-        conversation = setup.conversation
-        if not compaction_due(conversation.view, budget=_budget(setup), policy=setup.policy, soft=True):
+        conversation, budget = setup.conversation, _budget(setup)
+        # The band between the soft threshold and the trigger only: a view past the trigger is compacted by the
+        # next request, inline (see the module docstring)
+        if not compaction_due(conversation.view, budget=budget, policy=setup.policy, soft=True) or compaction_due(
+            conversation.view, budget=budget, policy=setup.policy
+        ):
             return
         snapshot = conversation.snapshot()  # now: the view as this turn left it (a later one loses the head check)
         if self.running(conversation.id):

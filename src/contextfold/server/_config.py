@@ -115,7 +115,7 @@ class ServerConfig:
     compact_tail_turns: int = 4
     compact_head_items: int = 2
     compact_masking: bool = True
-    compact_background: bool = False
+    compact_background: bool = True
     """Compact off the request path once an answer leaves the view past the soft threshold (false: only inline).
     Off by default for now: tests of the inline behaviour expect the view uncompacted between requests."""
     compact_summariser: str = SELF
