@@ -14,7 +14,9 @@ A request's `context_management` is OpenAI's list of `{"type": "compaction", "co
 contextfold reads the same entry's `target`, `tail_turns`, `head_items`, `masking`, `summariser` ("none" or
 "default"), `summariser_timeout` and `summary_max_tokens` too. A value out of its limits is refused with a 400 naming
 the field (`context_management[0].tail_turns`); a request can make the summariser stricter (shorter timeout, smaller
-cap, none at all), never costlier than the server allows.
+cap, none at all), never costlier than the server allows. A request that states its own threshold
+(`compact_threshold` or `threshold`) is compacted inline only, in the response that crosses it, as OpenAI's
+contract has it: never earlier, in the background (see `runtime._compactor`).
 """
 
 from __future__ import annotations
