@@ -14,12 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contextfold import InvalidRequestError, Store
+from contextfold import BusyError, InvalidRequestError, Store
 from contextfold._conversation import Conversation
 from contextfold.compaction import CompactionPolicy
 from contextfold.events import Compaction
 from contextfold.models import ModelResponse, ModelSettings
 from contextfold.runtime import Agent, Session, StepCompleted
+from contextfold.server._compaction import CompactionSettings, request_policy
+from contextfold.server._locks import ConversationLocks
 from contextfold.store import SQLiteStore
 from contextfold.view import Window
 
@@ -196,7 +198,7 @@ def test_a_server_process_compacts_after_the_answer_not_inside_a_request(tmp_pat
         with httpx.Client(base_url=replica.url, timeout=60) as http:
             conversation = http.post("/v1/conversations", json={}).json()["id"]
             context: dict[str, Any] = {}
-            soft = http.get(f"/v1/conversations/{conversation}/context").json()["compaction"]["soft_tokens"]
+            soft = http.get(f"/v1/conversations/{conversation}/context").json()["background_compaction"]["soft_tokens"]
             for _ in range(40):
                 reply = http.post(
                     "/v1/responses", json={"model": "test", "conversation": conversation, "input": WORDS[:600]}
@@ -221,3 +223,83 @@ def test_a_server_process_compacts_after_the_answer_not_inside_a_request(tmp_pat
     finally:
         replica.stop()
     assert "Traceback" not in replica.output()
+
+
+async def test_a_view_an_answer_leaves_past_the_trigger_is_compacted_inline_by_the_next_turn(
+    sqlite_store: Store,
+) -> None:
+    # one answer takes the view from under the soft threshold to past the trigger: the band is jumped over
+    noted = ModelResponse(text="noted", input_tokens=10, output_tokens=2)
+    answers = [noted] * 4 + [ModelResponse(text=WORDS * 30, input_tokens=10, output_tokens=11_000)] + [noted] * 4
+    session = await make_agent(sqlite_store, answers, policy=POLICY).create_session()
+    for _ in range(4):
+        await session.turn(WORDS)
+    assert session.conversation.view.estimated_tokens < POLICY.soft * 15_000
+    await session.turn("tell me everything")
+    assert session.conversation.view.estimated_tokens > POLICY.threshold * 15_000
+    assert session.compactor.stats.scheduled == 0  # nothing races the next turn
+    result = await session.turn("and now?")
+    assert result.steps[0].step_type == "compaction"  # the next turn reports it
+    assert session.compactor.stats.scheduled == 0
+    await session.close()
+
+
+def test_a_request_that_states_its_threshold_compacts_inline_only() -> None:
+    settings = CompactionSettings()
+    assert request_policy(settings, None, 15_000).policy.background
+    assert request_policy(settings, [{"type": "compaction", "tail_turns": 2}], 15_000).policy.background
+    for entry in ({"compact_threshold": 800}, {"threshold": 0.6}):
+        assert not request_policy(settings, [{"type": "compaction", **entry}], 15_000).policy.background
+
+
+class _SlowRelease:
+    """Leases in memory whose release waits for `gate` while `slow` (a store round trip in flight)."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        self.gate = asyncio.Event()
+        self.releasing = asyncio.Event()
+        self.slow = False
+
+    async def acquire(self, conversation_id: str, owner: str, ttl: float) -> bool:
+        return self.owners.setdefault(conversation_id, owner) == owner
+
+    async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
+        return 0 if await self.acquire(conversation_id, owner, ttl) else None
+
+    async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
+        return self.owners.get(conversation_id) == owner
+
+    async def release(self, conversation_id: str, owner: str) -> None:
+        if self.slow:
+            self.releasing.set()
+            await self.gate.wait()
+        if self.owners.get(conversation_id) == owner:
+            del self.owners[conversation_id]
+
+
+async def test_a_turn_arriving_while_a_compaction_gives_its_lease_back_waits_for_it() -> None:
+    leases = _SlowRelease()
+    locks = ConversationLocks(leases, ttl=30, queue=False)
+
+    async def commit() -> None:
+        async with locks.hold("conv", queue=False, brief=True):
+            leases.slow = True
+
+    committing = asyncio.ensure_future(commit())
+    await leases.releasing.wait()  # the commit is done, its lease on its way back
+    turn = asyncio.ensure_future(_turn(locks))
+    await asyncio.sleep(0)
+    assert not turn.done()  # waiting, not refused with 409
+    leases.slow = False
+    leases.gate.set()
+    await committing
+    assert await turn == 0
+    with pytest.raises(BusyError):  # a turn still refuses a turn
+        async with locks.hold("conv"), locks.hold("conv"):
+            pass
+
+
+async def _turn(locks: ConversationLocks) -> int:
+    async with locks.hold("conv") as head:
+        return head

@@ -29,7 +29,9 @@ READ_FILE = function_tool("read_file", path={"type": "string"})
 
 
 def small_window(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(db=str(tmp_path / "inspect.db"), context_window=WINDOW)
+    # Inline compaction only: `every_state` reads where a turn's own compaction lands (before the answer it then
+    # deletes); one off the request path would land after that answer, whenever it commits.
+    return ServerConfig(db=str(tmp_path / "inspect.db"), context_window=WINDOW, compact_background=False)
 
 
 async def turn(served: Served, conversation: str, given: Any, *, refusable: bool = False, **body: Any) -> Any:

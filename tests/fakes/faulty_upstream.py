@@ -7,8 +7,9 @@
 
 A request is matched to a script by a tag anywhere in its last user message; the script's steps are used in order
 and its last step repeats (`script(tag, "500")` always fails). Untagged requests, and every summary request (the
-compaction prompt as system message), get the normal answer: `answer to <last user text>`, streamed as OpenAI does
-(role chunk, text deltas, finish, usage chunk, `[DONE]`). The faults, as a real upstream or network shows them:
+compaction prompt as system message; `FaultyUpstream(summaries=FAULT)` gives them all one fault), get the normal
+answer: `answer to <last user text>`, streamed as OpenAI does (role chunk, text deltas, finish, usage chunk,
+`[DONE]`). The faults, as a real upstream or network shows them:
 
     ok            the normal streamed answer
     500           500 with OpenAI's `server_error` body
@@ -58,8 +59,10 @@ class Call:
 
 
 class FaultyUpstream:
-    def __init__(self, *, delay: float = 0.0, pieces: int = 6, model: str = MODEL) -> None:
+    def __init__(self, *, delay: float = 0.0, pieces: int = 6, model: str = MODEL, summaries: str = "ok") -> None:
         self.delay = delay
+        self.summaries = summaries
+        """The fault every summary request gets (`stall`: a compaction that is planning until the upstream stops)."""
         self.pieces = pieces
         self.model = model
         self.calls: list[Call] = []
@@ -120,7 +123,7 @@ class FaultyUpstream:
         with self._lock:
             tags = sorted((t for t in self._scripts if t in last), key=len) if not summary else []
             tag = tags[-1] if tags else None  # the longest: `turn-1` and `turn-1-next` are two tags
-            fault = "ok"
+            fault = self.summaries if summary else "ok"
             if tag is not None:
                 steps = self._scripts[tag]
                 fault = steps.pop(0) if len(steps) > 1 else steps[0]

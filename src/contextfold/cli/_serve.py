@@ -27,7 +27,7 @@ _FLAGS = (
     ("--compact-tail-turns", "newest turns kept verbatim by a compaction (default 4)"),
     ("--compact-head-items", "first items kept verbatim by a compaction (default 2)"),
     ("--compact-masking", "mask old tool outputs before summarising: true or false (default true)"),
-    ("--compact-background", "compact off the request path past the soft threshold: true or false (default false)"),
+    ("--compact-background", "compact off the request path past the soft threshold: true or false (default true)"),
     ("--compact-summariser", "self (the serving model), none (deterministic only) or a served model (default self)"),
     ("--compact-summariser-timeout", "seconds a summary may take before the deterministic digest (default 120)"),
     ("--compact-summary-max-tokens", "the summary's output cap in tokens (default 0: its share of the budget)"),

@@ -18,11 +18,17 @@ class CompactionPolicy:
     first tier (old tool outputs stay whole until the summary folds them; only a view that would not fit otherwise
     still has outputs masked).
 
-    `soft_threshold` (a share of the budget, at most `threshold`) is where a compaction starts in the background
-    once an answer leaves the view past it, so the request that would have crossed `threshold` usually finds the
-    view already compacted. None: a tenth of the budget below `threshold` (never nearer `target` than halfway): a
-    turn adds far less than a tenth of a window, so the next request still fits under the trigger while the
-    background compaction runs, and a request never waits for it.
+    `soft_threshold` (a share of the budget, above `target`, at most `threshold`) is where a compaction starts in
+    the background once an answer leaves the view between it and `threshold`, so the request that would have
+    crossed `threshold` usually finds the view already compacted (a view past `threshold` is compacted inline by
+    the next request, as without it). None: a tenth of the budget below `threshold`, and never more than half the
+    gap to `target` (0.7 with the defaults). A tenth is room for several turns of a normal conversation at any
+    window of 32k tokens or more, so the answer that enters the band is rarely the one that leaves it, and the next
+    request fits under the trigger while the compaction runs; half the gap bounds the cost of starting early: the
+    view grows at least half as far between compactions as it would inline-only (two thirds with the defaults), so
+    compactions are at most twice as frequent (1.5x with the defaults). `background=False` keeps this policy's
+    compactions inline (a request that states its own threshold, OpenAI's `context_management`, is answered with
+    the compaction in the response that crosses it, never one made earlier than asked).
     """
 
     threshold: float = 0.8
@@ -36,6 +42,7 @@ class CompactionPolicy:
     masking: bool = True
     summary_max_tokens: int | None = None
     soft_threshold: float | None = None
+    background: bool = True
 
     @property
     def soft(self) -> float:

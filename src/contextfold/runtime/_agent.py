@@ -47,7 +47,7 @@ class AgentOptions:
     summariser: Model | None = None
     compactor: Literal["model", "deterministic"] = "model"
     expand_tokens: int = 4_000
-    background_compaction: bool = False
+    background_compaction: bool = True
     """Compact off the request path once a turn leaves the view past the policy's soft threshold (False: only
     inline, when a request passes the trigger)."""
 

@@ -1,6 +1,12 @@
 """Compaction off the request path: a turn that ends with the view past the policy's soft threshold schedules the
 next compaction in the background, so the request that would have crossed the hard trigger finds it done.
 
+Only the band between the two is compacted here. A view an answer left past the trigger is compacted by the next
+request, inline, as the policy has always said: that request would compact anyway (a plan made here meanwhile
+would race it, and the summariser would be called twice for one compaction), and it reports the compaction it
+made (a compaction step, the Responses API's compaction item), so whether a response carries one never depends on
+timing. A policy with `background=False` (a request that states its own threshold) is never compacted here.
+
 The compaction is planned on a snapshot of the view (`Conversation.snapshot`) while requests go on, then committed
 under the conversation's hold (the server's lease, the library session's turn lock), and only if the head has not
 moved since the snapshot: the store's expected-head check backs that compare-and-swap, so a stale compaction is
@@ -96,10 +102,14 @@ class Compactor:
             self.stats.failed += 1
 
     def _schedule(self, setup: TurnSetup) -> None:
-        if not self.enabled or self._closed or not setup.compact:
+        if not self.enabled or self._closed or not setup.compact or not setup.policy.background:
             return
-        conversation = setup.conversation
-        if not compaction_due(conversation.view, budget=_budget(setup), policy=setup.policy, soft=True):
+        conversation, budget = setup.conversation, _budget(setup)
+        # The band between the soft threshold and the trigger only: a view past the trigger is compacted by the
+        # next request, inline (see the module docstring)
+        if not compaction_due(conversation.view, budget=budget, policy=setup.policy, soft=True) or compaction_due(
+            conversation.view, budget=budget, policy=setup.policy
+        ):
             return
         snapshot = conversation.snapshot()  # now: the view as this turn left it (a later one loses the head check)
         if self.running(conversation.id):

@@ -14,7 +14,9 @@ A request's `context_management` is OpenAI's list of `{"type": "compaction", "co
 contextfold reads the same entry's `target`, `tail_turns`, `head_items`, `masking`, `summariser` ("none" or
 "default"), `summariser_timeout` and `summary_max_tokens` too. A value out of its limits is refused with a 400 naming
 the field (`context_management[0].tail_turns`); a request can make the summariser stricter (shorter timeout, smaller
-cap, none at all), never costlier than the server allows.
+cap, none at all), never costlier than the server allows. A request that states its own threshold
+(`compact_threshold` or `threshold`) is compacted inline only, in the response that crosses it, as OpenAI's
+contract has it: never earlier, in the background (see `runtime._compactor`).
 """
 
 from __future__ import annotations
@@ -60,16 +62,13 @@ class CompactionSettings:
         """These settings with a model's own (already checked one by one)."""
         return dataclasses.replace(self, **values)
 
-    def describe(self, budget: int, summariser: str | None = None, *, background: bool = False) -> dict[str, Any]:
-        """What is in force, as the context report and `doctor` show it (the soft threshold only when compaction
-        off the request path is on: otherwise nothing acts on it)."""
-        soft = {"soft_threshold": round(self.policy().soft, 4), "soft_tokens": int(self.policy().soft * budget)}
+    def describe(self, budget: int, summariser: str | None = None) -> dict[str, Any]:
+        """What is in force, as the context report and `doctor` show it."""
         return {
             "threshold": self.threshold,
             "target": self.target,
             "trigger_tokens": int(self.threshold * budget),
             "target_tokens": int(self.target * budget),
-            **(soft if background else {}),
             "tail_turns": self.tail_turns,
             "head_items": self.head_items,
             "masking": self.masking,
@@ -77,6 +76,11 @@ class CompactionSettings:
             "summariser_timeout": self.summariser_timeout,
             "summary_max_tokens": self.summary_max_tokens,
         }
+
+    def describe_background(self, budget: int, *, enabled: bool) -> dict[str, Any] | None:
+        """Where compaction off the request path starts (None: it is off, and nothing acts on a soft threshold)."""
+        soft = self.policy().soft
+        return {"soft_threshold": round(soft, 4), "soft_tokens": int(soft * budget)} if enabled else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,12 @@ def request_policy(settings: CompactionSettings, entries: Sequence[Any] | None, 
             "rare); lower target or raise threshold",
             param="context_management",
         )
-    return RequestPolicy(settings.overlay(values).policy(), deterministic)
+    policy = settings.overlay(values).policy()
+    if "threshold" in values:
+        # The request says when to compact: the response that crosses it carries the compaction (OpenAI's contract,
+        # which a client that keeps its own items relies on), so none is made earlier in the background.
+        policy = dataclasses.replace(policy, background=False)
+    return RequestPolicy(policy, deterministic)
 
 
 def _fields(entry: Any) -> dict[str, Any]:

@@ -115,9 +115,9 @@ class ServerConfig:
     compact_tail_turns: int = 4
     compact_head_items: int = 2
     compact_masking: bool = True
-    compact_background: bool = False
-    """Compact off the request path once an answer leaves the view past the soft threshold (false: only inline).
-    Off by default for now: tests of the inline behaviour expect the view uncompacted between requests."""
+    compact_background: bool = True
+    """Compact off the request path once an answer leaves the view between the soft threshold and the trigger
+    (false: only inline, when a request passes the trigger)."""
     compact_summariser: str = SELF
     """`self` (each model summarises its own conversations), `none` (deterministic only) or a served model name."""
     compact_summariser_timeout: float = 120.0

@@ -118,7 +118,8 @@ class ConversationLocks:
                 try:
                     yield head
                 finally:
-                    local.brief = False
+                    # `brief` stays as it is until the lock is free (the next holder sets its own): a turn arriving
+                    # while a compaction's commit gives its lease back waits for it rather than answering 409
                     self._heads.pop(conversation_id, None)
                     done.set()
                     renewer.cancel()

@@ -120,9 +120,12 @@ async def context_report(
         "tokens": {**tokens, "total": view.tokens, "estimated": view.estimated_tokens},
         "utilisation": round(100 * view.tokens / budget, 2) if budget > 0 else None,
         "compaction": (
-            resolved.compaction.describe(budget, summariser_name(resolved), background=config.compact_background)
+            resolved.compaction.describe(budget, summariser_name(resolved))
             if resolved is not None
-            else config.compaction.describe(budget, background=config.compact_background)
+            else config.compaction.describe(budget)
+        ),
+        "background_compaction": (resolved.compaction if resolved else config.compaction).describe_background(
+            budget, enabled=config.compact_background
         ),
         "events": view.head,
         "items_in_view": len(view.items),
