@@ -47,9 +47,10 @@ class AgentOptions:
     summariser: Model | None = None
     compactor: Literal["model", "deterministic"] = "model"
     expand_tokens: int = 4_000
-    background_compaction: bool = True
-    """Compact off the request path once a turn leaves the view past the policy's soft threshold (False: only
-    inline, when a request passes the trigger)."""
+    background_compaction: bool = False
+    """Compact off the request path once a turn leaves the view between the policy's soft threshold and its
+    trigger. Opt-in (the server has it on): a session has no lifespan, so a plan would outlive the caller's turn
+    (its commit failing on a store closed before `session.close()`), and a program's back-to-back turns race it."""
 
     def __post_init__(self) -> None:
         for name in ("context_window", "max_output_tokens"):
