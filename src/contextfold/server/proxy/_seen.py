@@ -24,7 +24,7 @@ import msgspec
 
 V = TypeVar("V")
 
-MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES = 32 * 1024 * 1024
 """Raw message bytes the table describes at most (its values take about as much again)."""
 
 
