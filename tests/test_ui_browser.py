@@ -78,7 +78,7 @@ def session(served: Served) -> str:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("inspector")
     db = root / "inspector.db"
-    replica = Replica(str(db), root / "server.log", "--context-window", str(WINDOW))
+    replica = Replica(str(db), root / "server.log", "--context-window", str(WINDOW), "--compact-background", "false")
     try:
         replica.wait_ready()
         with httpx.Client(base_url=replica.url, timeout=60) as http:
