@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from contextfold.events import TurnMarker
@@ -355,6 +355,7 @@ _bodies = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_bodies, items=st.lists(_item, max_size=4))
+@example(body={"model": "test", "input": "hi", "tools": [{"type": {}}]}, items=[])  # a tool type that is no string
 async def test_nothing_a_client_sends_is_a_500(served: Served, body: dict[str, Any], items: list[Any]) -> None:
     for path, sent in (
         ("/v1/responses", body),

@@ -245,7 +245,7 @@ def function_tools(tools: list[dict[str, Any]] | None) -> list[ToolSpec] | None:
     specs: list[ToolSpec] = []
     for n, tool in enumerate(tools):
         kind = tool.get("type")
-        if kind in HOSTED_TYPES:
+        if isinstance(kind, str) and kind in HOSTED_TYPES:  # any JSON value may stand here (a dict: unhashable)
             continue
         if kind != "function":
             raise InvalidRequestError(
