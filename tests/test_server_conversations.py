@@ -224,7 +224,9 @@ async def test_the_first_compaction_leaves_room_for_the_recall_tools_it_makes_av
         items = (await served.get(f"/v1/conversations/{conversation}/items", limit=6))["data"]
         await served.post(f"/v1/conversations/{conversation}/pins", json={"item_id": items[index]["id"]})
 
-    async with serving(ServerConfig(db=str(tmp_path / "s.db"), context_window=2_048)) as served:
+    # inline compaction only: the count below is of the turn's own compaction, not one a background plan may add
+    config = ServerConfig(db=str(tmp_path / "s.db"), context_window=2_048, compact_background=False)
+    async with serving(config) as served:
         conversation = (await served.post("/v1/conversations", json={}))["id"]
         await read(conversation, 0, 34)
         await served.respond(input="/long 136", conversation=conversation)
