@@ -367,3 +367,11 @@ async def test_nothing_a_client_sends_is_a_500(served: Served, body: dict[str, A
         assert reply.status_code < 500, (path, sent, reply.text)
         if reply.status_code >= 400:
             check_error(reply, reply.status_code)
+
+
+@pytest.mark.parametrize("model", [None, ""])
+async def test_moderating_without_guardrails_is_a_400_naming_model(served: Served, model: str | None) -> None:
+    body = {"input": "hi"} | ({} if model is None else {"model": model})
+    reply = await served.http.post("/v1/moderations", json=body)
+    message = check_error(reply, 400, param="model")
+    assert "guardrail" in message

@@ -37,7 +37,8 @@ async def create_moderation(body: ModerationCreate, tenant: Tenant, state: State
             "this server has no guardrails to moderate with; add a [[guardrails]] table to its config file",
             param="model",
         )
-    name = body.model or next(iter(guardrails))
+    # An empty model names no guardrail (a 400 from `named`), it does not mean the default.
+    name = next(iter(guardrails)) if body.model is None else body.model
     (guardrail,) = state.guardrails.named([name], param="model")
     verdicts = await guardrail.moderate(texts)
     return {"id": new_id("modr"), "model": name, "results": [_result(v) for v in verdicts]}
