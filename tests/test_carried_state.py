@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contextfold import CompactionPolicy, Conversation, ScriptedModel, Store, View
-from contextfold.compaction._state import classify, extract, merge, render, supersedes
+from contextfold.compaction._state import classify, extract, identifiers, merge, render, supersedes
 from contextfold.events import CarriedFact, TextPart, ToolResult, TurnMarker, new_id, user
 from contextfold.runtime._builtin import builtin_tools
 from contextfold.server import ServerConfig
@@ -353,3 +353,13 @@ async def test_a_summary_never_quotes_a_superseded_statement_as_current(
     assert "5433" not in shown
     hits = await conv.recall("staging database port 5433")
     assert any("5433" in hit.snippet for hit in hits)  # still in the log and in recall
+
+
+@pytest.mark.parametrize("run", ["a@", "x", "a/", "1,", "a.b-"])
+def test_a_long_unbroken_run_is_scanned_once_not_once_per_character(run: str) -> None:
+    """A pasted blob (base64, a minified line) is one 200 KB token: each identifier alternative starts only where its
+    stretch of characters starts, so the scan is linear (tried at every position it was quadratic: hours here)."""
+    blob = run * (200_000 // len(run))
+    found = identifiers(f"deploy {blob} then check src/app.py at v1.2.3")
+    assert {"src/app.py", "v1.2.3"} <= set(found)
+    assert classify(f"never wait more than {'1,' * 200}5 seconds") == "constraint"

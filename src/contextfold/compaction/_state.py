@@ -24,8 +24,12 @@ _KINDS = ("rule", "constraint", "preference", "decision", "goal", "fact")
 """Rendering order; eviction (when the state outgrows its room) takes the other end first."""
 
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z\"'(\[`])|\n+")
+# Each alternative that runs over a stretch of characters starts only where its stretch starts (the lookbehinds):
+# tried at every position of a long token, `\S+@` or `[\w.~-]*/` back off over the rest of it each time, and a 5 KB
+# token without a space took seconds to scan. A version comes before a file name, or `v1.2.3` would be `v1.2`.
 _IDENTIFIER = re.compile(
-    r"https?://\S+|\S+@\S+\.\w+|[\w.~-]*/[\w./-]+|\b\w+\.\w{1,5}\b|\bv?\d+(?:[.:,/-]\d+)+\b|\b\d+\b"
+    r"https?://\S+|(?<![^\s@])[^\s@]+@[^\s@]+\.\w+|(?<![\w.~-])[\w.~-]*/[\w./-]+|\bv?\d+(?:[.:,/-]\d+)+\b"
+    r"|\b\w+\.\w{1,5}\b|\b\d+\b"
     r"|\b[a-z]+_[a-z0-9_]+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z]{2,}[\w-]*\b|`[^`]+`|\"[^\"]{2,60}\""
 )
 
@@ -58,9 +62,9 @@ _QUANTITY = re.compile(
     r"may|june|july|august|september|october|november|december|noon|midnight|tomorrow|tonight)\b"
 )
 _GOAL_WORD = re.compile(r"\b(goal|goals|aim|aiming|objective|milestone|mission|purpose|focus)\b")
-_AMOUNT = re.compile(
-    r"\d[\d,.]*\s*(?:%|percent|[kmgt]i?b|bytes?|ms|s|sec|seconds?|minutes?|mins?|hours?|days?|weeks?|words?|lines?|"
-    r"files?|tokens?|requests?|users?|dollars?|euros?|usd|eur|calls?|retries|times|items?|rows?|characters?|chars?)\b"
+_AMOUNT = re.compile(  # from the start of a run of digits and separators only (see _IDENTIFIER)
+    r"(?<![\d,.])[,.]*+\d[\d,.]*+\s*(?:%|percent|[kmgt]i?b|bytes?|ms|s|sec|seconds?|minutes?|mins?|hours?|days?|weeks?|"
+    r"words?|lines?|files?|tokens?|requests?|users?|dollars?|euros?|usd|eur|calls?|retries|times|items?|rows?|characters?|chars?)\b"
 )
 _GOAL = re.compile(
     r"\b(goal|aim|aiming|objective|purpose|mission|(?:we|i)(?: \w+)? (?:want|need|aim|hope|plan|intend) to|"

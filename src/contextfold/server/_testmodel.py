@@ -39,7 +39,9 @@ TEST_WINDOW = 16_384
 TEST_MAX_OUTPUT = 1_024
 MAX_LONG_WORDS = 100_000
 _FILLER = "the log is the truth and the view is a fold of the log so nothing is ever lost"
-_IDENTIFIER = re.compile(r"\b[\w./:-]*\d[\w./:-]*\b")
+_IDENTIFIER = re.compile(r"\d")
+"""A line that names something by a number (a path, a version, an id). `\\b[\\w./-]*\\d[\\w./-]*\\b` finds a match
+exactly when the line holds a digit, and tried at every position of a long line it took time quadratic in it."""
 _ESTIMATOR = TokenEstimator()
 HINT = "(built-in test model: try /long 50, /fail 429, /tool NAME {...} or /recall WORDS)"
 
