@@ -324,3 +324,21 @@ async def test_five_hundred_turns_with_tools_never_go_over_budget(tmp_path: Path
         if line.startswith("contextfold_compactions_total")
     )
     assert counted == context["totals"]["compactions"]  # the turns' own compactions reach /metrics
+
+
+async def test_a_conversation_deleted_elsewhere_while_cached_here_is_a_404(served: Served) -> None:
+    """This process knows the conversation's tenant from its cached view and asks the store nothing before the
+    lease: deleted by another replica meanwhile (straight in the store, so this cache is not told), the lease's
+    take finds it gone, and the turn is the same 404 as for a conversation never made, with nothing written."""
+    conversation = await new_conversation(served)
+    await served.respond(input="hello", conversation=conversation)
+    assert served.state.views.tenant(conversation) is not None
+    await served.store.conversations.delete(conversation)
+    reply = await served.http.post(
+        "/v1/responses", json={"model": "test", "input": "again", "conversation": conversation}
+    )
+    assert "not found" in check_error(reply, 404, param="conversation")
+    assert served.state.views.tenant(conversation) is None
+    other = await served.as_key("unused")
+    missing = await other.http.post("/v1/responses", json={"model": "test", "input": "x", "conversation": "conv_none"})
+    assert check_error(missing, 404, param="conversation") == check_error(reply, 404).replace(conversation, "conv_none")

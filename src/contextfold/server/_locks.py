@@ -261,5 +261,11 @@ class ViewCache:
         while len(self._cached) > self.capacity:
             self._cached.popitem(last=False)
 
+    def tenant(self, conversation_id: str) -> str | None:
+        """The tenant of a cached conversation (None: not cached), without asking the store: a conversation's
+        tenant never changes, and a holder learns that it was deleted meanwhile from the lease's take."""
+        conversation = self._cached.get(conversation_id)
+        return conversation.info.tenant if conversation is not None else None
+
     def forget(self, conversation_id: str) -> None:
         self._cached.pop(conversation_id, None)

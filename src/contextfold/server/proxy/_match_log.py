@@ -173,8 +173,8 @@ async def hold_match(
     on without this history (the client regenerated or edited an answer, or another request on the same history
     is running)."""
     with contextlib.suppress(BusyError):
-        await exit.enter_async_context(state.locks.hold(match.conversation_id, queue=False))
-        if not await moved_on(state.store, match.conversation_id, match.seq):
+        head = await exit.enter_async_context(state.locks.hold(match.conversation_id, queue=False))
+        if not await moved_on(state.store, match.conversation_id, match.seq, head=head):
             return await state.views.current(match.conversation_id, model)
         await exit.aclose()
     forked = await fork(state.store, match.conversation_id, match.seq, tenant=tenant, metadata=metadata)

@@ -212,17 +212,21 @@ async def _freshest(store: ServerStore, anchors: list[Anchor]) -> Anchor:
     Two clients with identical histories so far (the same first question, the same answer) are told apart only by
     the order they came in: the oldest free conversation goes to the first client to go on, so each keeps its own.
     """
+    if len(anchors) == 1:  # the only one either way: no need to ask whether it moved on
+        return anchors[0]
     for anchor in reversed(anchors):
         if not await moved_on(store, anchor.conversation_id, anchor.seq):
             return anchor
     return anchors[0]
 
 
-async def moved_on(store: ServerStore, conversation_id: str, seq: int) -> bool:
+async def moved_on(store: ServerStore, conversation_id: str, seq: int, *, head: int | None = None) -> bool:
     """Whether a turn completed in the conversation after `seq` (failed or interrupted turns, compactions and pins
-    do not count: a client retrying after a failure continues where it was)."""
-    info = await store.conversations.get(conversation_id)
-    if info.head <= seq:
+    do not count: a client retrying after a failure continues where it was). `head`: the store's head, when the
+    caller knows it (the lease's take reads it), so the common case (nothing after `seq`) asks nothing."""
+    if head is None:
+        head = (await store.conversations.get(conversation_id)).head
+    if head <= seq:
         return False
     later = await store.read(conversation_id, after=seq)
     return any(isinstance(e, TurnMarker) and e.status == "completed" for e in later)

@@ -370,7 +370,8 @@ class ResponseRun:
 async def _history(state: ServerState, tenant: str, body: ResponseCreate) -> tuple[str | None, ResponseRecord | None]:
     """The conversation the response continues (None: a new one) and the previous response."""
     if body.conversation_id:
-        await owned_conversation(state, tenant, body.conversation_id, param="conversation")
+        if state.views.tenant(body.conversation_id) != tenant:  # not cached here (or not the tenant's): ask
+            await owned_conversation(state, tenant, body.conversation_id, param="conversation")
         return body.conversation_id, None
     if body.previous_response_id:
         previous = await owned_response(state, tenant, body.previous_response_id, param="previous_response_id")
@@ -407,7 +408,11 @@ async def _hold(
     rather than waiting for the other turn (and then seeing it) or being refused as busy.
     """
     if previous is None or conversation_id != previous.conversation_id:  # nobody else knows a fresh fork
-        await exit.enter_async_context(state.locks.hold(conversation_id))
+        try:
+            await exit.enter_async_context(state.locks.hold(conversation_id))
+        except NotFoundError:  # deleted since it was looked up (by another replica: its view was cached here)
+            state.views.forget(conversation_id)
+            raise _missing("conversation", conversation_id, "conversation") from None
         return await state.views.current(conversation_id, model)
     with contextlib.suppress(BusyError):
         await exit.enter_async_context(state.locks.hold(conversation_id, queue=False))
