@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ._checks import KEEP_ROLES, check_events
 from ._errors import ConflictError, ContextOverflowError, InvalidEventError, NotFoundError, StoreError
 from ._recall import RecallHit, mark_superseded, stated_hits
 from .compaction import CompactionPolicy, CompactionResult, compact
@@ -234,56 +235,8 @@ class Conversation:
         self.view, self.info, self.stale = fresh.view, fresh.info, False
 
     def check(self, events: Sequence[Event]) -> None:
-        """Refuse events that would break the log: a tool call reusing the id of a call in the view (or of an earlier
-        call of the same append), a tool result with no unanswered call before it, a pin of an item not in the view,
-        a compaction that drops what must stay."""
-        answered: set[str] = set()
-        issued: set[str] = set()
-        in_view: set[str] | None = None  # the view's call ids, gathered only when a call is appended
-        for event in events:
-            if isinstance(event, ToolCall):
-                if in_view is None:
-                    in_view = {i.call_id for i in self.view.items.values() if isinstance(i, ToolCall)}
-                if event.call_id in issued or event.call_id in in_view:
-                    # Every wire pairs results with calls by id: a second call with the id would leave one of the
-                    # two unanswered (or answered by the other's result), and the grammar repair would drop both.
-                    raise InvalidEventError(
-                        f"tool call id {event.call_id!r} is already the id of another call in the conversation; "
-                        "give every tool call its own id"
-                    )
-                issued.add(event.call_id)
-            elif isinstance(event, ToolResult):
-                if event.call_id in answered or (event.call_id not in issued and not self._open_call(event.call_id)):
-                    raise InvalidEventError(
-                        f"tool result for call {event.call_id!r} has no unanswered tool call before it; "
-                        "append the call first, and answer each call once"
-                    )
-                answered.add(event.call_id)
-            elif isinstance(event, Pin) and event.target not in self.view.items:
-                raise InvalidEventError(f"pin target seq {event.target} is not an item in the view")
-            elif isinstance(event, Compaction):
-                self._check_compaction(event)
-
-    def _open_call(self, call_id: str) -> bool:
-        for item in reversed(self.view.items.values()):
-            if isinstance(item, ToolResult) and item.call_id == call_id:
-                return False
-            if isinstance(item, ToolCall) and item.call_id == call_id:
-                return True
-        return False
-
-    def _check_compaction(self, event: Compaction) -> None:
-        held = self.view.sources()
-        kept = set(event.kept)
-        if not kept <= held.keys():
-            raise InvalidEventError(f"compaction keeps events not in the view: {sorted(kept - held.keys())[:10]}")
-        must_keep = self.view.pinned | {
-            seq for seq, item in self.view.items.items() if isinstance(item, Message) and item.role in _KEEP_ROLES
-        }
-        if not must_keep <= kept:
-            raise InvalidEventError(
-                f"compaction must keep instructions and pinned items; it drops {sorted(must_keep - kept)[:10]}"
-            )
+        """Refuse events that would break the log (see `check_events`)."""
+        check_events(self.view, events)
 
     async def pin(self, item_id: str, *, pinned: bool = True) -> list[AnyEvent]:
         """Pin an item (a tool call or result pins its whole batch) so compaction always keeps it verbatim."""
@@ -501,7 +454,7 @@ class Conversation:
         keep = {
             seq
             for seq, item in view.items.items()
-            if seq in view.pinned or (isinstance(item, Message) and item.role in _KEEP_ROLES)
+            if seq in view.pinned or (isinstance(item, Message) and item.role in KEEP_ROLES)
         }
         cleared = {seq for seq in view.items if seq not in keep}
         event = Compaction(
@@ -559,9 +512,6 @@ class Conversation:
             if len(items) >= _WITHDRAWN_MAX_EVENTS:
                 break
         return items
-
-
-_KEEP_ROLES = ("system", "developer")
 
 
 def _live_items(events: list[AnyEvent]) -> list[Item]:
