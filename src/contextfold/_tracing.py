@@ -67,7 +67,7 @@ def available() -> bool:
     return _trace is not None
 
 
-def _on() -> bool:
+def on() -> bool:
     """Whether spans are recorded anywhere: the extra is installed and a tracer provider is set (checked on every
     span, so a provider set later, by an application or `configure`, is used from then on)."""
     return _trace is not None and not isinstance(_trace.get_tracer_provider(), _OFF)
@@ -80,7 +80,7 @@ def _clean(attributes: dict[str, Any]) -> Attributes:
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
     """A span around a block, current inside it (so what the block does is its children)."""
-    if not _on():
+    if not on():
         yield _NOOP
         return
     with _trace.get_tracer(TRACER).start_as_current_span(name, attributes=_clean(attributes)) as current:
@@ -90,7 +90,7 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
 def start(name: str, **attributes: Any) -> Any:
     """A span that is not made current (for a call whose end is seen elsewhere, such as a stream's last event);
     the caller ends it."""
-    if not _on():
+    if not on():
         return _NOOP
     return _trace.get_tracer(TRACER).start_span(name, attributes=_clean(attributes))
 
@@ -125,7 +125,7 @@ def fail(target: Any, error: BaseException) -> None:
 @contextlib.asynccontextmanager
 async def store_call(backend: str, operation: str) -> AsyncIterator[None]:
     """One store round trip."""
-    if not _on():
+    if not on():
         yield
         return
     with span("contextfold.store", **{"db.system": backend, "operation": operation}) as current:
