@@ -169,6 +169,17 @@ def _full_send_check(window: Window) -> Window | list[str]:
         return [str(error)]
 
 
+def _calls_scanned(view: View) -> dict[str, bool]:
+    """The view's calls and whether a result follows each (what `View.calls` keeps up), from its items: a call
+    whose id is reused is the later call, and a result before its call answers nothing."""
+    order = [i for i in view.items.values() if isinstance(i, (ToolCall, ToolResult))]
+    return {
+        item.call_id: any(isinstance(r, ToolResult) and r.call_id == item.call_id for r in order[k + 1 :])
+        for k, item in enumerate(order)
+        if isinstance(item, ToolCall)
+    }
+
+
 @settings(max_examples=400, deadline=None)
 @given(ops=_ops, tools=st.booleans())
 def test_the_incremental_send_path_equals_a_whole_rebuild_render_and_scan(
@@ -181,6 +192,7 @@ def test_the_incremental_send_path_equals_a_whole_rebuild_render_and_scan(
         log.op(kind, n, flag)
         window = log.view.window()
         assert window == View.replay(log.events).window()
+        assert dict(log.view.calls) == _calls_scanned(log.view)  # kept up by appends, rebuilt after the rest
         if tools and n % 2:  # as the runtime adds its built-in tools: same items, same lineage
             window = dataclasses.replace(window, tools=[ToolSpec(name="recall")])
         whole = render_openai_chat(window)

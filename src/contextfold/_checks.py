@@ -19,11 +19,9 @@ def check_events(view: View, events: Sequence[Event]) -> None:
     a compaction that drops what must stay."""
     answered: set[str] = set()
     issued: set[str] = set()
-    in_view: set[str] | None = None  # the view's call ids, gathered only when a call is appended
+    in_view = view.calls
     for event in events:
         if isinstance(event, ToolCall):
-            if in_view is None:
-                in_view = {i.call_id for i in view.items.values() if isinstance(i, ToolCall)}
             if event.call_id in issued or event.call_id in in_view:
                 # Every wire pairs results with calls by id: a second call with the id would leave one of the
                 # two unanswered (or answered by the other's result), and the grammar repair would drop both.
@@ -33,7 +31,7 @@ def check_events(view: View, events: Sequence[Event]) -> None:
                 )
             issued.add(event.call_id)
         elif isinstance(event, ToolResult):
-            if event.call_id in answered or (event.call_id not in issued and not _open_call(view, event.call_id)):
+            if event.call_id in answered or (event.call_id not in issued and in_view.get(event.call_id) is not False):
                 raise InvalidEventError(
                     f"tool result for call {event.call_id!r} has no unanswered tool call before it; "
                     "append the call first, and answer each call once"
@@ -43,15 +41,6 @@ def check_events(view: View, events: Sequence[Event]) -> None:
             raise InvalidEventError(f"pin target seq {event.target} is not an item in the view")
         elif isinstance(event, Compaction):
             _check_compaction(view, event)
-
-
-def _open_call(view: View, call_id: str) -> bool:
-    for item in reversed(view.items.values()):
-        if isinstance(item, ToolResult) and item.call_id == call_id:
-            return False
-        if isinstance(item, ToolCall) and item.call_id == call_id:
-            return True
-    return False
 
 
 def _check_compaction(view: View, event: Compaction) -> None:

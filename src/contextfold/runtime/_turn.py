@@ -404,15 +404,17 @@ async def _run_call(tools: Mapping[str, Tool], call: ToolCallRequest, time_limit
 
 
 class _Taken(set[str]):
-    """The call ids a new call must not reuse: those in the view and, once anything has been folded, every id (the
-    folded calls are still in the log and in the histories clients send back, which the view no longer shows)."""
+    """The call ids a new call must not reuse: those in the view (its calls index, not a scan) and those given in
+    this inference, and, once anything has been folded, every id (the folded calls are still in the log and in the
+    histories clients send back, which the view no longer shows)."""
 
     def __init__(self, view: View) -> None:
-        super().__init__(item.call_id for item in view.items.values() if isinstance(item, ToolCall))
+        super().__init__()
+        self.in_view = view.calls
         self.folded = bool(view.covers)
 
     def __contains__(self, call_id: object) -> bool:
-        return self.folded or super().__contains__(call_id)
+        return self.folded or call_id in self.in_view or super().__contains__(call_id)
 
 
 def _fresh_id(call_id: str, taken: set[str]) -> str:

@@ -85,6 +85,7 @@ class View:
     """What the model sees of one conversation, kept current one event at a time."""
 
     __slots__ = (
+        "_calls",
         "_fixed_tokens",
         "_item_tokens",
         "_lineage",
@@ -137,6 +138,9 @@ class View:
         self._window_len = 0
         self._masked_out: dict[int, tuple[ToolResult, ToolResult]] = {}
         self._summary_out: tuple[Compaction, Message] | None = None
+        self._calls: dict[str, bool] | None = {}
+        """The view's tool calls by id, in order, each with whether a result in the view answers it: kept up as
+        items are appended, rebuilt on demand after any other change (None)."""
 
     def __copy__(self) -> View:
         """A copy sharing the containers (as `copy.copy` would), with a lineage and caches of its own: the copy may
@@ -153,6 +157,18 @@ class View:
         """Something other than an append changed the window: the next one is built whole, in a new lineage."""
         self._lineage = Lineage()
         self._window = None
+        self._calls = None
+
+    @property
+    def calls(self) -> Mapping[str, bool]:
+        """The tool calls in the view by id (in order), each with whether it is answered: what a turn must answer
+        and what ids are taken, without a scan of the window on every request."""
+        if self._calls is None:
+            calls: dict[str, bool] = {}
+            for item in self.items.values():
+                _track(calls, item)
+            self._calls = calls
+        return self._calls
 
     # --- building ---------------------------------------------------------------------------------------------
 
@@ -191,6 +207,8 @@ class View:
     def _add_item(self, event: Any) -> None:
         self.items[event.seq] = event
         self._item_tokens += event.tokens
+        if self._calls is not None:
+            _track(self._calls, event)
 
     def _turn(self, event: Any) -> None:
         marker: TurnMarker = event
@@ -453,3 +471,10 @@ _HANDLERS: dict[type[Event], Callable[[View, Event], None]] = {
     Usage: View._usage,
     Compaction: View._compact,
 }
+
+
+def _track(calls: dict[str, bool], item: Item) -> None:
+    if isinstance(item, ToolCall):
+        calls[item.call_id] = False
+    elif isinstance(item, ToolResult) and item.call_id in calls:
+        calls[item.call_id] = True

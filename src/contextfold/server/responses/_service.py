@@ -26,7 +26,6 @@ from ...events import (
     Compaction,
     ConfigChange,
     Event,
-    ToolCall,
     ToolResult,
     new_id,
 )
@@ -538,10 +537,7 @@ def _seeded_summary(conversation: Conversation, summary: str) -> Compaction:
 def _check_answered(conversation: Conversation, given: Sequence[Event]) -> None:
     """Calls the model made in an earlier response must be answered before anything else is said (as OpenAI)."""
     answered = {e.call_id for e in given if isinstance(e, ToolResult)}
-    items = conversation.view.items.values()
-    results = {i.call_id for i in items if isinstance(i, ToolResult)}
-    waiting = [i.call_id for i in items if isinstance(i, ToolCall) and i.call_id not in results]
-    missing = [c for c in waiting if c not in answered]
+    missing = [c for c, done in conversation.view.calls.items() if not done and c not in answered]
     if missing:
         raise InvalidRequestError(
             f"no tool output found for function call {', '.join(missing)}; send a function_call_output item for "
