@@ -123,3 +123,18 @@ async def test_a_turn_on_a_missing_conversation_is_not_found(store: ServerStore,
     with pytest.raises(NotFoundError, match="conv_missing"):
         await store.commit_turn("conv_missing", [], 0, response=_record("conv_missing"))
     assert backend.query("SELECT count(*) FROM responses") == [(0,)]
+
+
+async def test_a_turn_behind_the_head_is_a_conflict_and_writes_nothing(store: ServerStore) -> None:
+    """A writer that fell behind (another appended since it read the head) collides with what is stored; one ahead
+    of it (its view outran the log) matches nothing: either way a conflict, with or without events, and no part
+    of the turn is written."""
+    conv = await store.conversations.create()
+    await store.append(conv.id, [user("one"), assistant("two")], 0)
+    assert await store.leases.take(conv.id, "me", 60) == 2
+    for expected_head, events in ((1, [user("late")]), (3, [user("early")]), (1, []), (3, [])):
+        with pytest.raises(ConflictError):
+            await store.commit_turn(conv.id, events, expected_head, response=_record(conv.id, last_seq=2), release="me")
+    assert [e.seq for e in await store.read(conv.id)] == [1, 2]
+    assert await store.responses.for_conversation(conv.id) == []
+    assert await store.leases.take(conv.id, "other", 60) is None  # still mine: the release was not written

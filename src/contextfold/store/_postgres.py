@@ -57,8 +57,16 @@ from ._postgres_knowledge import PostgresKnowledge
 from ._postgres_serving import PostgresKeys, PostgresLeases, PostgresResponses
 from ._protocol import Checkpoint, ConversationInfo, ResponseRecord, SearchHit, TurnAnchors
 from ._runs import PostgresRuns
-from ._serving import CONVERSATION_COLUMNS, check_new_id, check_order, check_tenant, cursor_of, page_query
-from ._turn import checked_turn, commit_postgres
+from ._serving import (
+    CONVERSATION_COLUMNS,
+    check_new_id,
+    check_order,
+    check_tenant,
+    conversation_missing,
+    cursor_of,
+    page_query,
+)
+from ._turn import Turn, checked_turn, commit_postgres
 
 Conn = AsyncConnection[TupleRow]
 _MIGRATION_LOCK = 0x636F6E7466_6F6C64  # "contextfold": one advisory lock key for every contextfold database
@@ -201,9 +209,13 @@ class PostgresStore:
     ) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head) if events else []
         turn = checked_turn(conversation_id, response, anchors)
-        async with self._connection() as conn, conn.transaction():
-            await _append_rows(conn, conversation_id, rows, expected_head)
-            await commit_postgres(conn, conversation_id, turn, release)
+        async with self._connection() as conn:
+            if any(isinstance(row.event, Deletion) for row in rows):  # an erasure reads what it erases first
+                async with conn.transaction():
+                    await _append_rows(conn, conversation_id, rows, expected_head)
+                    await commit_postgres(conn, conversation_id, turn, release)
+            else:
+                await _commit_pipelined(conn, conversation_id, rows, expected_head, turn, release)
         return [row.event for row in rows]
 
     async def read(
@@ -414,6 +426,49 @@ async def _append_rows(conn: Conn, conversation_id: str, rows: list[Row], expect
         "UPDATE conversations SET head = %s, checkpoint = %s WHERE id = %s",
         (rows[-1].seq, checkpoint, conversation_id),
     )
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (conversation_id, seq, id, type, body, search_text) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_MOVE_HEAD = (
+    "UPDATE conversations SET head = %s, checkpoint = COALESCE(%s, checkpoint) WHERE id = %s AND head = %s"
+    " RETURNING head"
+)
+
+
+class _NotAtHead(Exception):
+    """The conversation's head was not where the commit expected it (or the conversation is gone)."""
+
+
+async def _commit_pipelined(
+    conn: Conn, conversation_id: str, rows: list[Row], expected_head: int, turn: Turn, release: str | None
+) -> None:
+    """The append and the turn's records in one pipeline: every statement is sent at once, then one sync shows
+    that the head was where the caller expected it (the UPDATE found the row there, and holds its lock to the
+    end), and one more sends the COMMIT: two network round trips, where a statement at a time took seven. A head
+    that moved (or a conversation gone) fails the UPDATE's match or an insert after it; the transaction rolls
+    back, and a read of the head after it says which."""
+    new_head = rows[-1].seq if rows else expected_head
+    checkpoint = max((row.seq for row in rows if isinstance(row.event, Compaction)), default=None)
+    try:
+        async with conn.pipeline(), conn.transaction():
+            moved = await conn.execute(_MOVE_HEAD, (new_head, checkpoint, conversation_id, expected_head))
+            if rows:
+                await conn.cursor().executemany(
+                    _INSERT_EVENTS, [(conversation_id, r.seq, r.id, r.type, r.body, r.search_text) for r in rows]
+                )
+            await commit_postgres(conn, conversation_id, turn, release)
+            if await moved.fetchone() is None:
+                raise _NotAtHead
+    except (_NotAtHead, errors.IntegrityError) as error:
+        cur = await conn.execute("SELECT head FROM conversations WHERE id = %s", (conversation_id,))
+        found = await cur.fetchone()
+        if found is None:
+            raise conversation_missing(conversation_id) from None
+        if isinstance(error, _NotAtHead) or int(found[0]) != expected_head:
+            raise ConflictError(conversation_id, expected_head, int(found[0])) from None
+        raise  # at the head: the rows themselves were refused (a duplicate id), the client's error
 
 
 async def _bodies(conn: Conn, conversation_id: str, seqs: list[int]) -> list[AnyEvent]:
