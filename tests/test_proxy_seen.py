@@ -103,7 +103,7 @@ def test_the_table_stays_within_its_bound_and_keeps_the_latest(ops: list[tuple[i
     table: Seen[int] = Seen(max_bytes=bound)
     kept: dict[bytes, int] = {}
     for n, (key, size) in enumerate(ops):
-        digest = Seen.digest(str(key).encode())
+        digest = str(key).encode()  # the key is the raw message's bytes
         if table.get(digest) is None and size <= bound:
             kept[digest] = n  # a put of a key the table does not hold takes this value
         table.put(digest, size, n)
