@@ -109,7 +109,7 @@ def test_the_table_stays_within_its_bound_and_keeps_the_latest(ops: list[tuple[i
             kept[digest] = n  # a put of a key the table does not hold takes this value
         table.put(digest, size, n)
         assert table.size <= bound
-        assert table._runs._bytes <= bound // 2
+        assert table._runs._bytes <= bound
         found = table.get(digest)
         assert found is None or found == kept[digest]  # a key is never given another key's value
     assert table.size == sum(size for _, size in table._table.values())
@@ -193,4 +193,4 @@ def test_each_gives_every_message_its_own_parse_whatever_earlier_requests_left(
                 assert at == index
                 assert index in parsed
         assert table.size <= bound
-        assert table._runs._bytes <= bound // 2
+        assert table._runs._bytes <= bound

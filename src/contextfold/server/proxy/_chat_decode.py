@@ -199,7 +199,7 @@ def _fast(data: bytes) -> ProxyRequest:
     model = rest.get("model")
     if not isinstance(model, str) or not model:
         raise _Fallback
-    seen = _SEEN.each(messages, _parse)
+    seen = _SEEN.each(messages, _parse, len(data))  # the raw messages are views of `data`
     parsed, clients = list(map(_first, seen)), list(map(_second, seen))  # in C: these run over every message
     return finish_chat(rest, model, parsed, clients)
 

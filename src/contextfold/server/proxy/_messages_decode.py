@@ -90,7 +90,7 @@ def _fast(data: bytes) -> ProxyRequest:
         # kept unless empty: only an empty message's parse depends on where it stands (a final prefill)
         return (_client(decoded, index == last), ()), bool(decoded.content)
 
-    kept = _SEEN.each(messages, parse)
+    kept = _SEEN.each(messages, parse, len(data))  # the raw messages are views of `data`
     _check_call_ids(kept)
     clients = [client for client, _ in kept]
     return finish_messages(rest, tuple(clients))

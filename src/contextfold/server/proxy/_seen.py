@@ -33,7 +33,7 @@ V = TypeVar("V")
 
 MAX_BYTES = 64 * 1024 * 1024
 """What the entries are charged at most: their keys (the raw messages) and values (about as large again). The
-runs (`_Runs`) hold up to half as much again of recent bodies."""
+runs (`_Runs`) hold as much again of recent requests' bodies."""
 MAX_RUNS = 1024
 LOOKBACK = 16
 """Positions from the end of a request's messages where an earlier request's last message is looked for."""
@@ -44,7 +44,7 @@ class Seen(Generic[V]):
         self._max = max_bytes
         self._bytes = 0
         self._table: OrderedDict[bytes, tuple[V, int]] = OrderedDict()
-        self._runs: _Runs[V] = _Runs(max_bytes // 2)
+        self._runs: _Runs[V] = _Runs(max_bytes)
 
     def get(self, key: bytes) -> V | None:
         found = self._table.get(key)
@@ -63,10 +63,14 @@ class Seen(Generic[V]):
         while self._bytes > self._max:
             self._bytes -= self._table.popitem(last=False)[1][1]
 
-    def each(self, raws: Sequence[msgspec.Raw], parse: Callable[[bytes, int], tuple[V, bool]]) -> list[V]:
+    def each(
+        self, raws: Sequence[msgspec.Raw], parse: Callable[[bytes, int], tuple[V, bool]], held: int | None = None
+    ) -> list[V]:
         """The value of every message in `raws`: the kept one, else `parse(raw, index)`'s (on the message's bytes),
         kept when it says so. The messages an earlier request ended with are taken from its run (`_Runs`), the
-        rest looked up one by one (one loop with its lookups bound locally: it runs for every new message)."""
+        rest looked up one by one (one loop with its lookups bound locally: it runs for every new message).
+        `held`: the bytes `raws` keep alive (a `msgspec.Raw` is a view of the body it was decoded from: the body's
+        length), what their run is charged; None: their own bytes."""
         runs = self._runs
         run = runs.take(raws)
         start, out, size = (len(run.raws), list(run.values), run.size) if run is not None else (0, [], 0)
@@ -93,7 +97,8 @@ class Seen(Generic[V]):
             reusable = len(raws)
         if reusable:
             key = last if reusable > start else bytes(raws[reusable - 1])  # the last reusable message's bytes
-            runs.put((reusable - 1, key), _Run(raws[:reusable], out[:reusable], size))
+            charge = size if held is None else held
+            runs.put((reusable - 1, key), _Run(raws[:reusable], out[:reusable], charge))
         return out
 
     def __len__(self) -> int:
@@ -111,7 +116,7 @@ class _Run(Generic[V]):
     """A request's messages (holding its body's buffer), up to the last one whose value may be reused there."""
     values: list[V]
     size: int
-    """Their bytes."""
+    """What it holds: its request's body (or its messages' bytes, when the caller did not say)."""
 
 
 class _Runs(Generic[V]):
