@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,11 +104,12 @@ def test_the_table_stays_within_its_bound_and_keeps_the_latest(ops: list[tuple[i
     table: Seen[int] = Seen(max_bytes=bound)
     kept: dict[bytes, int] = {}
     for n, (key, size) in enumerate(ops):
-        digest = Seen.digest(str(key).encode())
+        digest = str(key).encode()  # the key is the raw message's bytes
         if table.get(digest) is None and size <= bound:
             kept[digest] = n  # a put of a key the table does not hold takes this value
         table.put(digest, size, n)
         assert table.size <= bound
+        assert table._runs._bytes <= bound
         found = table.get(digest)
         assert found is None or found == kept[digest]  # a key is never given another key's value
     assert table.size == sum(size for _, size in table._table.values())
@@ -158,3 +160,37 @@ def test_a_reused_waiting_tool_use_id_is_the_reference_error() -> None:
     with pytest.raises(InvalidRequestError) as reference:
         parse_messages(reference_body(data))
     assert (caught.value.param, str(caught.value)) == (reference.value.param, str(reference.value))
+
+
+MESSAGES = st.lists(st.sampled_from([b'"a"', b'"b"', b'"ab"', b'"e"', b'"e2"', b"[1]", b"{}"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(MESSAGES, st.integers(0, 12)), min_size=1, max_size=10), st.integers(1, 60))
+def test_each_gives_every_message_its_own_parse_whatever_earlier_requests_left(
+    requests: list[tuple[list[bytes], int]], bound: int
+) -> None:
+    """Requests that resend, extend, cut or edit earlier ones (taking their runs or not, a table too small to keep
+    them): every message gets the value its bytes parse to, and a value parse said not to keep (`"e..."` here, as
+    a final prefill's) is the one parsed at its place in this request, never one taken from an earlier request."""
+    table: Seen[tuple[bytes, int]] = Seen(max_bytes=bound)
+    history: list[bytes] = []
+    decoder = msgspec.json.Decoder(list[msgspec.Raw])
+    parsed: list[int] = []  # the positions parsed in the request at hand
+
+    def parse(raw: bytes, index: int) -> tuple[tuple[bytes, int], bool]:
+        parsed.append(index)
+        return (raw, index), not raw.startswith(b'"e')
+
+    for added, cut in requests:
+        history = history[:cut] + added  # cut short (an edit, a branch) or not (a resend, a next turn)
+        raws = decoder.decode(b"[" + b",".join(history) + b"]")
+        parsed.clear()
+        values = table.each(raws, parse)
+        assert [raw for raw, _ in values] == history
+        for index, (raw, at) in enumerate(values):
+            if raw.startswith(b'"e'):
+                assert at == index
+                assert index in parsed
+        assert table.size <= bound
+        assert table._runs._bytes <= bound

@@ -134,12 +134,13 @@ async def _hot_responses(request: Request, body: Body) -> Response | None:
 
 async def _hot_chat(request: Request, body: Body) -> Response | None:
     tenant = await tenant_of(request)  # the key first: an unknown caller's body is never read
-    return await _proxy.chat_turn(request, await body.read(), tenant, state_of(request))
+    # the decoder checks what is new for lone surrogates (`_chat_decode`), not the whole resent history
+    return await _proxy.chat_turn(request, await body.read(surrogates=False), tenant, state_of(request))
 
 
 async def _hot_messages(request: Request, body: Body) -> Response | None:
     tenant = await tenant_of(request)
-    return await _proxy.messages_turn(request, await body.read(), tenant, state_of(request))
+    return await _proxy.messages_turn(request, await body.read(surrogates=False), tenant, state_of(request))
 
 
 _HOT: dict[str, Hot] = {

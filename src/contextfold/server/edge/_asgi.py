@@ -55,7 +55,7 @@ class Body:
     """A hot request's body, read once on demand: refused over the limit (413, `PayloadTooLargeError`) and with a
     lone UTF-16 surrogate escape (400 naming the field, `check_text`), as `Edge` refuses them on other routes."""
 
-    __slots__ = ("_receive", "bytes", "json", "limit", "over")
+    __slots__ = ("_receive", "bytes", "checked", "json", "limit", "over")
 
     def __init__(self, receive: Receive, limit: int, json: bool) -> None:
         self._receive = receive
@@ -63,9 +63,15 @@ class Body:
         self.json = json
         self.bytes: bytes | None = None
         self.over = False
+        self.checked = False
 
-    async def read(self) -> bytes:
+    async def read(self, surrogates: bool = True) -> bytes:
+        """The body. `surrogates=False`: the lone-surrogate check is the caller's, on the parts of the body it has
+        not seen before (the proxy routes' decoders, `proxy._chat_decode`: a resent history is not scanned whole
+        again on every request); a later read that asks for the check gets it."""
         if self.bytes is not None:
+            if surrogates and not self.checked:
+                self._check(self.bytes)
             return self.bytes
         chunks: list[bytes] = []
         seen = 0
@@ -82,10 +88,15 @@ class Body:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if self.json and any(e in body for e in _ESCAPES) and maybe_lone(body):
-            check_text(body)
+        if surrogates:
+            self._check(body)
         self.bytes = body
         return body
+
+    def _check(self, body: bytes) -> None:
+        if self.json and any(e in body for e in _ESCAPES) and maybe_lone(body):
+            check_text(body)
+        self.checked = True
 
     def replay(self, receive: Receive) -> Receive:
         """`receive` with the body read so far given first, for the app the request is handed on to."""

@@ -18,18 +18,26 @@ decode at all (not JSON, nested thousands deep) goes to the reference path, whic
 
 Each message's key and events come from the same `ParsedMessage` as in the reference parser, so keys are the
 reference keys byte for byte (anchors recorded before stay valid) and events are built only when asked for: only
-the messages after the matched prefix ever become events. A message's parse is kept by the digest of its bytes
-(`_seen`), so a resent history is split and hashed in C and only its new messages are parsed.
+the messages after the matched prefix ever become events. A message's parse is kept by its bytes (`_seen`), so a
+resent history is split and hashed in C and only its new messages are parsed.
+
+The proxy routes' body reader leaves the lone-surrogate check (`edge._text`) to the decoders, so that a resent
+history is not scanned again on every request: each new message and each other field is checked here
+(`check_piece`: a message holding a lone surrogate is never kept, so a kept one needs no check), and a body that
+falls back to the reference parser is checked whole first (`check_body`, what the edge does for every other route),
+which names the first lone surrogate of the body as the edge always named it.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Literal
 
 import msgspec
 
 from ..._errors import InvalidRequestError
 from ...events import Part, TextPart
+from ..edge._text import check_text, maybe_lone
 from ..responses._schemas import check_depth, too_deep
 from ._chat_parse import Call, ParsedMessage, _file, _image, finish_chat, parse_chat
 from ._proxy_types import ClientMessage, ProxyRequest
@@ -133,6 +141,7 @@ _message = msgspec.json.Decoder(_Message)
 _SEEN: Seen[tuple[ParsedMessage, ClientMessage]] = Seen()
 """Each message's parse by its bytes: a resent history is parsed once (see `_seen`)."""
 _generic = msgspec.json.Decoder()
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class _Fallback(Exception):
@@ -144,7 +153,25 @@ def decode_chat(data: bytes) -> ProxyRequest:
     try:
         return _fast(data)
     except (_Fallback, msgspec.DecodeError, RecursionError, InvalidRequestError):
+        check_body(data)
         return parse_chat(reference_body(data))
+
+
+_ESCAPES = (b"\\ud", b"\\uD")
+
+
+def check_body(data: bytes) -> None:
+    """The edge's lone-surrogate check of a whole body (`edge._text`): an `InvalidRequestError` naming the first
+    field holding one. Only the escape can spell a surrogate; most bodies have none and cost two scans in C."""
+    if (_ESCAPES[0] in data or _ESCAPES[1] in data) and maybe_lone(data):
+        check_text(data)
+
+
+def check_piece(raw: bytes) -> None:
+    """`check_body` of one complete JSON value of a body (a message, a field): it raises when the value holds a
+    lone surrogate, and the decoder's fallback then checks the whole body, which names it by its path there."""
+    if (_ESCAPES[0] in raw or _ESCAPES[1] in raw) and maybe_lone(raw):
+        check_text(raw)
 
 
 def reference_body(data: bytes) -> object:
@@ -167,18 +194,28 @@ def _fast(data: bytes) -> ProxyRequest:
     messages = _raws.decode(raw)
     if not messages:
         raise _Fallback
-    rest = {key: _generic.decode(value) for key, value in fields.items()}
+    rest = {key: _generic.decode(check_field(value)) for key, value in fields.items()}
     check_depth(rest)
     model = rest.get("model")
     if not isinstance(model, str) or not model:
         raise _Fallback
-    seen = _SEEN.each(messages, _parse)
-    parsed, clients = [one for one, _ in seen], [client for _, client in seen]
+    seen = _SEEN.each(messages, _parse, len(data))  # the raw messages are views of `data`
+    parsed, clients = list(map(_first, seen)), list(map(_second, seen))  # in C: these run over every message
     return finish_chat(rest, model, parsed, clients)
 
 
-def _parse(raw: msgspec.Raw, index: int) -> tuple[tuple[ParsedMessage, ClientMessage], bool]:
-    """A message new to this process, parsed and kept (one the structs do not take raises: the body falls back)."""
+def check_field(value: msgspec.Raw) -> bytes:
+    """A field's bytes, checked for lone surrogates (`check_piece`; its key is decoded by msgspec, which refuses
+    one: the body then falls back and is checked whole)."""
+    raw = bytes(value)
+    check_piece(raw)
+    return raw
+
+
+def _parse(raw: bytes, index: int) -> tuple[tuple[ParsedMessage, ClientMessage], bool]:
+    """A message new to this process, checked, parsed and kept (one the structs do not take raises: the body falls
+    back)."""
+    check_piece(raw)
     one = _parsed(_message.decode(raw))
     return (one, ClientMessage(one.key(), one.events, one.role)), True
 

@@ -320,6 +320,8 @@ def _check_call_ids(parsed: list[ParsedMessage]) -> None:
     for index, message in enumerate(parsed):
         if message.tool_call_id is not None:
             waiting.pop(message.tool_call_id, None)
+        if not message.calls:  # most messages: no enumerate made for them (this runs over every message)
+            continue
         for number, (call_id, _, _) in enumerate(message.calls):
             path = f"messages[{index}].tool_calls[{number}].id"
             if call_id in waiting:

@@ -8,7 +8,8 @@ cache_control markers, which clients such as Claude Code put on the latest ones)
 tool_result, thinking, image or document blocks is decoded generically and parsed by the reference parser's own
 message parse; any mistake anywhere sends the whole body to the reference parser.
 Keys are `canonical_anthropic`'s byte for byte; events are built only when asked for, anew on each build. A
-message's parse is kept by the digest of its bytes (`_seen`), so only a request's new messages are parsed.
+message's parse is kept by its bytes (`_seen`), so only a request's new messages are parsed. Lone surrogates are
+checked in the new messages and the other fields, and in the whole body when it falls back (as `_chat_decode`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import msgspec
 from ..._errors import InvalidRequestError
 from ...events import Event, Message, TextPart
 from ..responses._schemas import check_depth
-from ._chat_decode import reference_body
+from ._chat_decode import check_body, check_field, check_piece, reference_body
 from ._messages_blocks import assistant_events, user_events
 from ._messages_parse import _message as reference_message
 from ._messages_parse import finish_messages, parse_messages
@@ -64,6 +65,7 @@ def decode_messages(data: bytes) -> ProxyRequest:
     try:
         return _fast(data)
     except (_Fallback, msgspec.DecodeError, RecursionError, InvalidRequestError):
+        check_body(data)
         return parse_messages(reference_body(data))
 
 
@@ -75,11 +77,12 @@ def _fast(data: bytes) -> ProxyRequest:
     messages = _raws.decode(raw)
     if not messages:
         raise _Fallback
-    rest = {key: _generic.decode(value) for key, value in fields.items()}
+    rest = {key: _generic.decode(check_field(value)) for key, value in fields.items()}
     check_depth(rest)
     last = len(messages) - 1
 
-    def parse(raw: msgspec.Raw, index: int) -> tuple[_Kept, bool]:
+    def parse(raw: bytes, index: int) -> tuple[_Kept, bool]:
+        check_piece(raw)  # a message holding a lone surrogate is never kept (see `_chat_decode`)
         try:
             decoded = _message.decode(raw)
         except msgspec.ValidationError:  # blocks the structs do not take: the reference's own message parse
@@ -87,13 +90,13 @@ def _fast(data: bytes) -> ProxyRequest:
         # kept unless empty: only an empty message's parse depends on where it stands (a final prefill)
         return (_client(decoded, index == last), ()), bool(decoded.content)
 
-    kept = _SEEN.each(messages, parse)
+    kept = _SEEN.each(messages, parse, len(data))  # the raw messages are views of `data`
     _check_call_ids(kept)
     clients = [client for client, _ in kept]
     return finish_messages(rest, tuple(clients))
 
 
-def _general(raw: msgspec.Raw, index: int, last: bool) -> _Kept:
+def _general(raw: bytes, index: int, last: bool) -> _Kept:
     """A message with tool, thinking, image or document blocks, parsed by the reference parser's own message parse
     (`_messages_parse._message`: its checks, its key). Its mistakes raise, and the whole body then goes to the
     reference parser, which names the first mistake as it always does. Its events are built anew on each build

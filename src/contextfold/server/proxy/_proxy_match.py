@@ -34,12 +34,15 @@ from typing import Any, Protocol
 from ...events import TurnMarker
 from ...store import Anchor, ServerStore
 from ...store._anchors import MAX_KEYS
+from ._chains import Ends
 
 _DIGEST = 16
 _MAX_CANDIDATES = 8
 """Conversations looked at for one key (identical histories in several conversations: rare, but possible)."""
 _RECENT = 4
 """Assistant positions looked up first, from the end: a client that resends its history is found among them."""
+_ENDS = Ends()
+"""Where recent histories' chains ended: a resent history hashes only what it added (`_chains`)."""
 
 
 def _feed(digest: Any, part: bytes) -> None:
@@ -73,6 +76,8 @@ class History:
     Only the latest `_RECENT` assistant positions (what `find` looks up first, and nearly always finds) are read off
     the running digest as it goes; the chain at an older position is computed on the one request that needs it
     (`link`), so a long history costs one pass of its keys through the digest, not a digest per assistant message.
+    A history that extends one hashed recently (a client resending its history) picks up the running digest where
+    that one ended (`_chains`) and feeds only its new keys: the same digests, a few messages' work.
     """
 
     def __init__(self, request: Source) -> None:
@@ -80,18 +85,35 @@ class History:
         messages = request.messages
         last = len(messages) - 1
         self._positions = [i for i, message in enumerate(messages) if message.role == "assistant" and i < last]
-        wanted = set(self._positions[-_RECENT:])
         self._links: dict[int, bytes] = {}
         self._all = False
-        running = self._start()
-        update = running.update
-        for i, message in enumerate(messages):
-            key = message.key
-            update(len(key).to_bytes(8, "little"))  # length-prefixed, as `_feed`
-            update(key)
-            if i in wanted:
-                self._links[i] = running.digest()
-        self._end = running
+        self._keys = keys = [message.key for message in messages]
+        system, wanted = system_key(request.system_prompt), self._positions[-_RECENT:]
+        kept = _ENDS.take(system, keys)  # where an earlier request's history ended, when this one extends it
+        if kept is not None and all(i in kept.links for i in wanted if i < len(kept.keys)):
+            start, running = len(kept.keys), kept.running.copy()
+            self._links = {i: kept.links[i] for i in wanted if i < start}
+        else:
+            start, running = 0, self._start()
+        self._end = self._run(running, start, len(keys), [i for i in wanted if i >= start])
+        # the chain after the last message too: a link, should a later history have an assistant message there
+        _ENDS.put(system, keys, self._end, {**self._links, last: self._end.digest()})
+
+    def _run(self, running: Any, start: int, through: int, wanted: Sequence[int]) -> Any:
+        """`running` fed the keys from `start` up to `through`, with the chain at each of the `wanted` positions
+        (ascending) read off into `_links`. It is fed as `_feed` feeds one part at a time, but in one joined slice
+        per wanted position: a few calls whatever the history's length, the same bytes, the same digests."""
+        fed: list[bytes] = [b""] * (2 * (through - start))
+        fed[1::2] = keys = self._keys[start:through]
+        fed[0::2] = [len(key).to_bytes(8, "little") for key in keys]  # length-prefixed, as `_feed`
+        at = 0
+        for i in wanted:
+            cut = 2 * (i - start) + 2
+            running.update(b"".join(fed[at:cut]))
+            self._links[i] = running.digest()
+            at = cut
+        running.update(b"".join(fed[at:]))
+        return running
 
     def _start(self) -> Any:
         running = hashlib.blake2b(b"chain", digest_size=_DIGEST)
@@ -101,11 +123,7 @@ class History:
     def link(self, i: int) -> bytes:
         """The chain after message `i` (an assistant position)."""
         if i not in self._links and not self._all:
-            running, wanted = self._start(), set(self._positions)
-            for n, message in enumerate(self.request.messages[: max(wanted, default=-1) + 1]):
-                _feed(running, message.key)
-                if n in wanted:
-                    self._links[n] = running.digest()
+            self._run(self._start(), 0, self._positions[-1] + 1 if self._positions else 0, self._positions)
             self._all = True
         return self._links[i]
 
