@@ -8,6 +8,7 @@ in the store, every request is accepted as tenant "default", so the server must 
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import json
 import logging
@@ -55,6 +56,7 @@ def run(config: ServerConfig, *, out: TextIO | None = None) -> None:
         # past the grace period, uvicorn cancels the requests still running: their turns are marked interrupted
         timeout_graceful_shutdown=math.ceil(config.shutdown_grace),
     )
+    _settle_heap()
     with _sigterm_ends_cleanly():
         try:
             uvicorn.Server(settings).run()
@@ -78,6 +80,15 @@ async def active_keys(db: str) -> int:
         return await store.keys.active()
     finally:
         await store.close()
+
+
+def _settle_heap() -> None:
+    """Move what start-up made (modules, the SDKs' models, the app) out of the collector's reach: the objects are
+    there for the process's life, and every full collection walked them all again (the longest pause in 1,000 proxy
+    requests 72-80 ms before, 56-62 ms after: a stall of whatever request was running). The process serves only
+    the app, so this is its call, not `create_app`'s (an application embedding the app keeps its own settings)."""
+    gc.collect()
+    gc.freeze()
 
 
 def check_exposure(config: ServerConfig, active_keys: int) -> None:
