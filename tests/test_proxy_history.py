@@ -77,6 +77,15 @@ def _old_construction(source: _Source) -> tuple[dict[int, bytes], Any]:
     return links, running
 
 
+def _check_against_old_loop(source: _Source, history: History) -> None:
+    """The links, the end digest and the anchor after an answer are the old loop's, byte for byte."""
+    links, end = _old_construction(source)
+    assert history._links == links
+    assert history._end.digest() == end.digest()
+    end.update(len(b"answer").to_bytes(8, "little") + b"answer")
+    assert history.anchors_after(b"answer")[0] == chain_anchor(end.digest())
+
+
 keys = st.lists(st.builds(_Keyed, st.binary(max_size=300), st.sampled_from(["user", "assistant", "tool"])), max_size=40)
 
 
@@ -86,11 +95,7 @@ def test_the_joined_feed_hashes_as_the_per_message_loop_did(prompt: str | None, 
     anchor recorded after an answer (which extends it) are byte for byte those of the old loop."""
     source = _Source(prompt, tuple(listed))
     history = History(source)
-    links, end = _old_construction(source)
-    assert history._links == links
-    assert history._end.digest() == end.digest()
-    end.update(len(b"answer").to_bytes(8, "little") + b"answer")
-    assert history.anchors_after(b"answer")[0] == chain_anchor(end.digest())
+    _check_against_old_loop(source, history)
 
 
 @settings(max_examples=200, deadline=None)
@@ -118,11 +123,7 @@ def test_a_history_that_picks_up_a_kept_end_hashes_as_from_the_start(
                 listed[edited] = _Keyed(listed[edited].key + b"!", listed[edited].role)
             source = _Source(f"{prompt}?" if other_prompt else prompt, tuple(listed))
             history = History(source)
-            links, end = _old_construction(source)
-            assert history._links == links
-            assert history._end.digest() == end.digest()
-            end.update(len(b"answer").to_bytes(8, "little") + b"answer")
-            assert history.anchors_after(b"answer")[0] == chain_anchor(end.digest())
+            _check_against_old_loop(source, history)
             expected = eager(source)
             assert {i: history.link(i) for i in history.positions()} == expected
 
