@@ -1,7 +1,8 @@
-"""SQLite store: one file, WAL mode, every call run on a worker thread so the event loop never blocks.
+"""SQLite store: one file, WAL mode, each call one function run on its connection's worker.
 
-Writes go through one writer thread and reads through another (WAL lets them overlap). Each store call runs
-as one function on its thread, so a whole transaction costs one hop from the event loop. Several processes
+Writes go through one writer connection and reads through another (WAL lets them overlap). Each store call runs
+as one function, so a whole transaction costs at most one hop from the event loop; the small bounded calls of a
+turn run on the loop itself while their worker is idle (`Worker.now`), never waiting on a lock. Several processes
 may share the file: appends take SQLite's write lock (BEGIN IMMEDIATE) before checking the head, so ordering
 holds across them. The server's records (responses, API keys, turn leases) live in `_sqlite_serving`, the
 proxy's anchors in `_sqlite_anchors`.
@@ -49,10 +50,14 @@ _BUSY_TIMEOUT_MS = 10_000
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+    # not bound to its thread: `Worker.now` uses it on the caller's, one user at a time
+    conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     if path != ":memory:":
         _wal(conn)
+        # a commit never copies the WAL back itself (that copy and its fsync would stall the caller, which may be
+        # the event loop): the writer queues it on its thread (`Worker._wrote`)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # erased content is overwritten on disk, not just unlinked
@@ -98,30 +103,59 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE, 
 
 
 class Worker:
-    """One thread owning one connection; `run` executes a function on it.
+    """One connection and the thread that serves it; `run` executes a function there, `now` on the caller's
+    thread when that costs no wait.
 
-    A thread of its own fed by a `SimpleQueue`, not a `ThreadPoolExecutor`: a turn makes two or three of these
-    hops, and the executor's futures chained to asyncio's cost a third more per hop than one queue put and one
-    `call_soon_threadsafe` back."""
+    A thread of its own fed by a `SimpleQueue`, not a `ThreadPoolExecutor`: the executor's futures chained to
+    asyncio's cost a third more per hop than one queue put and one `call_soon_threadsafe` back. Even so a hop is
+    two thread wake-ups, and on a loaded machine those cost more than a small transaction itself (a proxy
+    request's four store calls took 1.5 ms as hops, 0.7 ms on the loop)."""
 
-    def __init__(self, path: str, name: str) -> None:
+    def __init__(self, path: str, name: str, *, checkpoints: bool = False) -> None:
         self._path = path
         self._name = f"contextfold-sqlite-{name}"
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._owed = 0  # calls submitted or running: `now` runs inline only at 0, so calls keep their order
+        self._owed_lock = threading.Lock()
+        self._conn_lock = threading.Lock()  # one user of the connection at a time (the thread, or a `now`)
+        self._checkpoints = checkpoints
+        self._unchecked = 0  # calls since the WAL was last copied back
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self._conn is None:
-            self._conn = _connect(self._path)
-        try:
-            return fn(self._conn, *args)
-        except sqlite3.IntegrityError as exc:  # as PostgreSQL's class 23
-            raise InvalidEventError(f"event rejected by the store: {exc}") from None
-        except sqlite3.DataError as exc:  # as PostgreSQL's class 22: a value too big or out of range
-            raise InvalidRequestError(f"the request body holds a value SQLite cannot take: {exc}") from None
-        except sqlite3.Error as exc:  # locked past the busy timeout, I/O, full disk, a corrupt file: an outage
-            raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], *, wait: bool = True) -> T:
+        with self._conn_lock:
+            if self._conn is None:
+                self._conn = _connect(self._path)
+            try:
+                return fn(self._conn, *args)
+            except sqlite3.IntegrityError as exc:  # as PostgreSQL's class 23
+                raise InvalidEventError(f"event rejected by the store: {exc}") from None
+            except sqlite3.DataError as exc:  # as PostgreSQL's class 22: a value too big or out of range
+                raise InvalidRequestError(f"the request body holds a value SQLite cannot take: {exc}") from None
+            except sqlite3.OperationalError as exc:
+                if not wait and exc.sqlite_errorcode & 0xFF in _LOCKED:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise _Locked from None
+                raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
+            except sqlite3.Error as exc:  # locked past the busy timeout, I/O, full disk, a corrupt file: an outage
+                raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
+            finally:
+                self._wrote()
+
+    def _wrote(self) -> None:
+        """Every `_CHECKPOINT_EVERY` calls of the writer, queue a copy of the WAL back into the database, as
+        SQLite's own autocheckpoint does inside a commit, but always on the thread: the calls after it wait for it
+        there, and the event loop does not. Run by the writer, so no commit lands while it copies: the copy is
+        whole, and the next write starts the WAL over (copied from another connection under a stream of
+        commits, the WAL never restarts and grows without end)."""
+        if not self._checkpoints:
+            return
+        self._unchecked += 1
+        if self._unchecked >= _CHECKPOINT_EVERY:
+            self._unchecked = 0
+            self._submit(_passive_checkpoint, (), _ignored)
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -129,16 +163,24 @@ class Worker:
             try:
                 result = self._call(fn, args)
             except BaseException as error:  # handed to the caller, whatever it is
+                self._settled()
                 done(None, error)
             else:
+                self._settled()
                 done(result, None)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
+    def _settled(self) -> None:
+        with self._owed_lock:
+            self._owed -= 1
+
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], done: Callable[[Any, BaseException | None], None]
     ) -> None:
+        with self._owed_lock:
+            self._owed += 1
         if self._thread is None:  # started on first use, as an executor starts its threads
             # a daemon: a store left open does not keep the interpreter from exiting (SQLite's journal keeps a
             # write cut short at exit whole or absent)
@@ -151,6 +193,32 @@ class Worker:
             return await self._hop(fn, args)
         async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
             return await self._hop(fn, args)
+
+    async def now(self, fn: Callable[..., T], *args: Any) -> T:
+        """`run`, but on the calling thread when nothing is queued or running here: for the small, bounded calls
+        of a turn (a lease, an anchor lookup, a turn's commit), each one transaction. One that would wait for
+        another process's lock gives up at once, rolled back, and is run on the thread, which may wait."""
+        with self._owed_lock:
+            idle = self._owed == 0
+            if idle:
+                self._owed += 1
+        if not idle:
+            return await self.run(fn, *args)
+        try:
+            if not tracing.on():
+                return self._inline(fn, args)
+            async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
+                return self._inline(fn, args)
+        except _Locked:
+            pass
+        finally:
+            self._settled()
+        return await self.run(fn, *args)
+
+    def _inline(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        # a busy timeout of 0 for this call: the event loop must not sleep in SQLite's busy handler
+        result: T = self._call(_without_waiting, (fn, args), wait=False)
+        return result
 
     async def _hop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         loop = asyncio.get_running_loop()
@@ -173,6 +241,30 @@ class Worker:
 
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any, "BaseException | None"], None]]
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_INLINE_ROWS, _INLINE_BYTES = 16, 64 * 1024  # the largest commit `commit_turn` runs on the loop
+_CHECKPOINT_EVERY = 64  # calls of the writer: a few hundred WAL pages, below SQLite's own 1,000-page default
+
+
+class _Locked(Exception):
+    """A `now` call found the database locked by another connection, and did nothing."""
+
+
+def _without_waiting(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _ignored(result: Any, error: BaseException | None) -> None:
+    """A checkpoint's outcome: one that failed (a full disk, say) leaves the WAL for the next, and the writes
+    themselves report the outage."""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -189,9 +281,10 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._writer = Worker(self.path, "writer")
-        # An in-memory database exists once per connection, so it gets a single thread for both.
-        self._reader = self._writer if self.path == ":memory:" else Worker(self.path, "reader")
+        # An in-memory database exists once per connection, so it gets a single worker for both, and no WAL.
+        memory = self.path == ":memory:"
+        self._writer = Worker(self.path, "writer", checkpoints=not memory)
+        self._reader = self._writer if memory else Worker(self.path, "reader")
         self._conversations = _SQLiteConversations(self)
         self._responses = SQLiteResponses(self._writer, self._reader)
         self._keys = SQLiteKeys(self._writer, self._reader, self.path)
@@ -263,7 +356,12 @@ class SQLiteStore:
     ) -> list[AnyEvent]:
         rows = prepare(conversation_id, events, expected_head) if events else []
         turn = checked_turn(conversation_id, response, anchors)
-        await self._writer.run(commit_sqlite, conversation_id, rows, expected_head, turn, release)
+        # a turn's few messages commit on the loop; a large batch (an import, a first request carrying a long
+        # history) on the thread, so the loop is never held for its indexing
+        small = len(rows) <= _INLINE_ROWS and sum(len(row.body) for row in rows) <= _INLINE_BYTES
+        await (self._writer.now if small else self._writer.run)(
+            commit_sqlite, conversation_id, rows, expected_head, turn, release
+        )
         return [row.event for row in rows]
 
     async def read(
@@ -315,7 +413,7 @@ class _SQLiteConversations:
         return info
 
     async def get(self, conversation_id: str) -> ConversationInfo:
-        return await self._store._reader.run(_get, conversation_id)
+        return await self._store._reader.now(_get, conversation_id)
 
     async def list(
         self,

@@ -36,7 +36,7 @@ class SQLiteAnchors:
         check_tenant(tenant, allow_empty=True)
         if not distinct:
             return []
-        return await self._reader.run(_find, tenant, json.dumps(distinct))
+        return await self._reader.now(_find, tenant, json.dumps(distinct))
 
 
 PUT = """INSERT INTO proxy_anchors (tenant, key, conversation_id, seq, created_at)

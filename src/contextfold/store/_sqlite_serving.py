@@ -110,18 +110,18 @@ class SQLiteLeases:
 
     async def acquire(self, conversation_id: str, owner: str, ttl: float) -> bool:
         check_lease(owner, ttl)
-        return await self._writer.run(_acquire, conversation_id, owner, ttl)
+        return await self._writer.now(_acquire, conversation_id, owner, ttl)
 
     async def take(self, conversation_id: str, owner: str, ttl: float) -> int | None:
         check_lease(owner, ttl)
-        return await self._writer.run(_take, conversation_id, owner, ttl)
+        return await self._writer.now(_take, conversation_id, owner, ttl)
 
     async def renew(self, conversation_id: str, owner: str, ttl: float) -> bool:
         check_lease(owner, ttl)
-        return await self._writer.run(_renew, conversation_id, owner, ttl)
+        return await self._writer.now(_renew, conversation_id, owner, ttl)
 
     async def release(self, conversation_id: str, owner: str) -> None:
-        await self._writer.run(_release, conversation_id, owner)
+        await self._writer.now(_release, conversation_id, owner)
 
 
 # --- functions that run on a worker thread ------------------------------------------------------------------
