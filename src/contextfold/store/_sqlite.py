@@ -117,6 +117,7 @@ class Worker:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._waits = True  # the connection's busy timeout is SQLite's wait (a `now` call sets it to 0: no wait)
         self._owed = 0  # calls submitted or running: `now` runs inline only at 0, so calls keep their order
         self._owed_lock = threading.Lock()
         self._conn_lock = threading.Lock()  # one user of the connection at a time (the thread, or a `now`)
@@ -127,6 +128,10 @@ class Worker:
         with self._conn_lock:
             if self._conn is None:
                 self._conn = _connect(self._path)
+                self._waits = True
+            if self._waits != wait:  # changed only when the kind of call changes: a run of `now` calls sets none
+                self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS if wait else 0}")
+                self._waits = wait
             try:
                 return fn(self._conn, *args)
             except sqlite3.IntegrityError as exc:  # as PostgreSQL's class 23
@@ -217,8 +222,7 @@ class Worker:
 
     def _inline(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         # a busy timeout of 0 for this call: the event loop must not sleep in SQLite's busy handler
-        result: T = self._call(_without_waiting, (fn, args), wait=False)
-        return result
+        return self._call(fn, args, wait=False)
 
     async def _hop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         loop = asyncio.get_running_loop()
@@ -248,14 +252,6 @@ _CHECKPOINT_EVERY = 64  # calls of the writer: a few hundred WAL pages, below SQ
 
 class _Locked(Exception):
     """A `now` call found the database locked by another connection, and did nothing."""
-
-
-def _without_waiting(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        return fn(conn, *args)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
 
 def _passive_checkpoint(conn: sqlite3.Connection) -> None:
