@@ -143,7 +143,7 @@ def classify(sentence: str) -> str | None:
         return "decision"
     if _GOAL.search(low):
         return "goal"
-    if (_IDENTIFIER.search(sentence) or _NAME.search(sentence)) and _LINK.search(low):
+    if _LINK.search(low) and (_IDENTIFIER.search(sentence) or _NAME.search(sentence)):  # the cheap test first
         return "fact"
     return None
 
