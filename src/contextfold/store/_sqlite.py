@@ -56,7 +56,7 @@ def _connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
         _wal(conn)
         # a commit never copies the WAL back itself (that copy and its fsync would stall the caller, which may be
-        # the event loop): the writer queues it on its thread (`Worker._wrote`)
+        # the event loop): the writer queues it on its thread (`Worker._maybe_checkpoint`)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -139,7 +139,7 @@ class Worker:
             except sqlite3.DataError as exc:  # as PostgreSQL's class 22: a value too big or out of range
                 raise InvalidRequestError(f"the request body holds a value SQLite cannot take: {exc}") from None
             except sqlite3.OperationalError as exc:
-                if not wait and exc.sqlite_errorcode & 0xFF in _LOCKED:
+                if not wait and (exc.sqlite_errorcode & 0xFF) in _LOCKED:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
                     raise _Locked from None
@@ -147,9 +147,9 @@ class Worker:
             except sqlite3.Error as exc:  # locked past the busy timeout, I/O, full disk, a corrupt file: an outage
                 raise StoreError(f"SQLite error on {self._path}: {exc}") from exc
             finally:
-                self._wrote()
+                self._maybe_checkpoint()
 
-    def _wrote(self) -> None:
+    def _maybe_checkpoint(self) -> None:
         """Every `_CHECKPOINT_EVERY` calls of the writer, queue a copy of the WAL back into the database, as
         SQLite's own autocheckpoint does inside a commit, but always on the thread: the calls after it wait for it
         there, and the event loop does not. Run by the writer, so no commit lands while it copies: the copy is
@@ -165,14 +165,13 @@ class Worker:
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             fn, args, done = job
+            result, error = None, None
             try:
                 result = self._call(fn, args)
-            except BaseException as error:  # handed to the caller, whatever it is
-                self._settled()
-                done(None, error)
-            else:
-                self._settled()
-                done(result, None)
+            except BaseException as failed:  # handed to the caller, whatever it is
+                error = failed
+            self._settled()
+            done(result, error)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -196,7 +195,7 @@ class Worker:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if not tracing.on():
             return await self._hop(fn, args)
-        async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
+        async with _span(fn):
             return await self._hop(fn, args)
 
     async def now(self, fn: Callable[..., T], *args: Any) -> T:
@@ -209,20 +208,17 @@ class Worker:
                 self._owed += 1
         if not idle:
             return await self.run(fn, *args)
+        # wait=False: a busy timeout of 0, so the event loop never sleeps in SQLite's busy handler
         try:
             if not tracing.on():
-                return self._inline(fn, args)
-            async with tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_")):
-                return self._inline(fn, args)
+                return self._call(fn, args, wait=False)
+            async with _span(fn):
+                return self._call(fn, args, wait=False)
         except _Locked:
             pass
         finally:
             self._settled()
         return await self.run(fn, *args)
-
-    def _inline(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        # a busy timeout of 0 for this call: the event loop must not sleep in SQLite's busy handler
-        return self._call(fn, args, wait=False)
 
     async def _hop(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         loop = asyncio.get_running_loop()
@@ -248,6 +244,10 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any, "BaseException 
 _LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _INLINE_ROWS, _INLINE_BYTES = 16, 64 * 1024  # the largest commit `commit_turn` runs on the loop
 _CHECKPOINT_EVERY = 64  # calls of the writer: a few hundred WAL pages, below SQLite's own 1,000-page default
+
+
+def _span(fn: Callable[..., Any]) -> contextlib.AbstractAsyncContextManager[None]:
+    return tracing.store_call("sqlite", getattr(fn, "__name__", "call").lstrip("_"))
 
 
 class _Locked(Exception):
